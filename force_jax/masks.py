@@ -1,0 +1,290 @@
+"""Mask pytrees: which leaves are prunable, applying a mask, top-k, reports.
+
+A mask has the tree structure of the params it belongs to. A prunable leaf's
+mask is a bool array of the leaf's shape; a non-prunable leaf's mask is a
+scalar True, which broadcasts. Every leaf is present (a None would vanish from
+`jax.tree.map`). The scalar/full-shape distinction is how a mask alone tells
+which leaves are prunable, so reports need nothing but the mask.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from force_jax.topk import topk_masks
+
+PyTree = Any
+IsPrunable = Callable[[tuple, jax.Array], bool]
+
+
+def path_name(path: tuple) -> str:
+    """Readable name of a pytree key path, e.g. "params/Conv_0/kernel".
+
+    Args:
+      path: a key path from `jax.tree_util.tree_flatten_with_path`.
+
+    Returns:
+      The keys joined with "/".
+    """
+    parts = []
+    for entry in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(entry, attr):
+                parts.append(str(getattr(entry, attr)))
+                break
+        else:
+            parts.append(str(entry))
+    return "/".join(parts)
+
+
+def default_is_prunable(path: tuple, leaf: jax.Array) -> bool:
+    """Prunable by default: every kernel of ndim >= 2 (convs and dense layers).
+
+    Args:
+      path: the leaf's key path (unused by the default, there for overrides).
+      leaf: the parameter array.
+
+    Returns:
+      True when the leaf has at least two dimensions.
+    """
+    del path
+    return jnp.ndim(leaf) >= 2
+
+
+def prunable_flags(params: PyTree, is_prunable: IsPrunable | None = None) -> tuple[bool, ...]:
+    """Which leaves of `params` are prunable, in `jax.tree.leaves` order.
+
+    Args:
+      params: parameter pytree (arrays or ShapeDtypeStructs).
+      is_prunable: predicate on (key path, leaf); defaults to ndim >= 2.
+
+    Returns:
+      A tuple of Python bools, one per leaf.
+
+    Raises:
+      ValueError: if no leaf is prunable or a scalar leaf is declared prunable.
+    """
+    predicate = is_prunable or default_is_prunable
+    flat, _ = jax.tree_util.tree_flatten_with_path(params)
+    flags = tuple(bool(predicate(path, leaf)) for path, leaf in flat)
+    for (path, leaf), flag in zip(flat, flags):
+        if flag and jnp.ndim(leaf) == 0:
+            raise ValueError(f"scalar parameter {path_name(path)} cannot be prunable")
+    if not any(flags):
+        raise ValueError("params have no prunable leaf (default: arrays with ndim >= 2)")
+    return flags
+
+
+def init_mask(params: PyTree, is_prunable: IsPrunable | None = None) -> PyTree:
+    """The dense mask: all-True arrays on prunable leaves, scalar True elsewhere.
+
+    Args:
+      params: parameter pytree.
+      is_prunable: predicate on (key path, leaf); defaults to ndim >= 2.
+
+    Returns:
+      A mask pytree with the structure of `params`.
+    """
+    return dense_mask(params, prunable_flags(params, is_prunable))
+
+
+def dense_mask(params: PyTree, flags: tuple[bool, ...]) -> PyTree:
+    """All-True mask given the prunable flags of the leaves (see `init_mask`).
+
+    Args:
+      params: parameter pytree (arrays, tracers or ShapeDtypeStructs).
+      flags: one bool per leaf, from `prunable_flags`.
+
+    Returns:
+      A mask pytree with the structure of `params`.
+    """
+    leaves, treedef = jax.tree.flatten(params)
+    return treedef.unflatten(
+        [jnp.ones(jnp.shape(x), bool) if f else jnp.ones((), bool) for x, f in zip(leaves, flags)]
+    )
+
+
+def is_prunable_leaf(mask_leaf: jax.Array) -> bool:
+    """True for a prunable leaf of a mask (a full-shape array, not a scalar)."""
+    return jnp.ndim(mask_leaf) > 0
+
+
+def check_mask(params: PyTree, mask: PyTree) -> None:
+    """Checks that `mask` fits `params`: same tree structure, shapes that apply.
+
+    Args:
+      params: parameter pytree.
+      mask: mask pytree.
+
+    Raises:
+      ValueError: naming the first structure or shape mismatch.
+    """
+    p_flat, p_def = jax.tree_util.tree_flatten_with_path(params)
+    m_flat, m_def = jax.tree_util.tree_flatten_with_path(mask)
+    if p_def != m_def:
+        p_names = {path_name(p) for p, _ in p_flat}
+        m_names = {path_name(p) for p, _ in m_flat}
+        raise ValueError(
+            "mask and params have different tree structures: only in params "
+            f"{sorted(p_names - m_names)[:5]}, only in mask {sorted(m_names - p_names)[:5]}"
+            + ("" if p_names ^ m_names else f"; params {p_def}, mask {m_def}")
+        )
+    for (path, p), (_, m) in zip(p_flat, m_flat):
+        if jnp.ndim(m) > 0 and jnp.shape(m) != jnp.shape(p):
+            raise ValueError(
+                f"mask leaf {path_name(path)} has shape {jnp.shape(m)}, "
+                f"params leaf has shape {jnp.shape(p)}"
+            )
+
+
+def apply_mask(params: PyTree, mask: PyTree) -> PyTree:
+    """Zeroes the pruned weights: where(mask, params, 0), leaf by leaf.
+
+    Args:
+      params: parameter pytree.
+      mask: mask pytree of the same structure.
+
+    Returns:
+      The masked params (same dtypes).
+    """
+    return jax.tree.map(lambda p, m: jnp.where(m, p, jnp.zeros((), p.dtype)), params, mask)
+
+
+def topk_mask(scores: PyTree, mask_like: PyTree, k: jax.Array | int) -> PyTree:
+    """Keeps the k highest scores over all prunable leaves together.
+
+    Ranking is global with no per-layer normalisation; exactly k weights are
+    kept; ties go to the lower index (leaf order, then row-major).
+
+    Args:
+      scores: pytree of float scores shaped like the params.
+      mask_like: a mask of the same structure; its scalar leaves mark the
+        non-prunable leaves, which stay scalar True.
+      k: number of weights to keep (may be traced).
+
+    Returns:
+      The new mask pytree.
+    """
+    s_leaves, treedef = jax.tree.flatten(scores)
+    m_leaves = treedef.flatten_up_to(mask_like)
+    prunable = [i for i, m in enumerate(m_leaves) if is_prunable_leaf(m)]
+    kept = topk_masks([s_leaves[i] for i in prunable], k)
+    out = [jnp.ones((), bool)] * len(s_leaves)
+    for i, m in zip(prunable, kept):
+        out[i] = m
+    return treedef.unflatten(out)
+
+
+def num_prunable(mask: PyTree) -> int:
+    """Total number of prunable weights N of a mask."""
+    return sum(int(np.size(m)) for m in jax.tree.leaves(mask) if is_prunable_leaf(m))
+
+
+def num_kept(mask: PyTree) -> jax.Array:
+    """Number of kept prunable weights (traceable)."""
+    counts = [jnp.sum(m, dtype=jnp.int32) for m in jax.tree.leaves(mask) if is_prunable_leaf(m)]
+    return sum(counts)
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerDensity:
+    """Kept and total weights of one prunable leaf."""
+
+    name: str
+    kept: int
+    total: int
+
+    @property
+    def density(self) -> float:
+        return self.kept / self.total
+
+
+@dataclasses.dataclass(frozen=True)
+class SparsityReport:
+    """Per-layer and global density of a mask; `str()` gives a table."""
+
+    layers: tuple[LayerDensity, ...]
+
+    @property
+    def kept(self) -> int:
+        return sum(layer.kept for layer in self.layers)
+
+    @property
+    def total(self) -> int:
+        return sum(layer.total for layer in self.layers)
+
+    @property
+    def density(self) -> float:
+        return self.kept / self.total
+
+    @property
+    def collapsed(self) -> tuple[str, ...]:
+        """Names of prunable layers left with zero weights."""
+        return tuple(layer.name for layer in self.layers if layer.kept == 0)
+
+    def as_dict(self) -> dict:
+        """JSON-ready form."""
+        return {
+            "layers": [dataclasses.asdict(x) | {"density": x.density} for x in self.layers],
+            "kept": self.kept,
+            "total": self.total,
+            "density": self.density,
+            "collapsed": list(self.collapsed),
+        }
+
+    def __str__(self) -> str:
+        width = max([len(x.name) for x in self.layers] + [len("global")])
+        lines = [f"{'layer':<{width}} {'kept':>11} {'total':>11} {'density':>9}"]
+        for x in self.layers + (LayerDensity("global", self.kept, self.total),):
+            lines.append(f"{x.name:<{width}} {x.kept:>11,} {x.total:>11,} {x.density:>9.3%}")
+        return "\n".join(lines)
+
+
+def sparsity_report(mask: PyTree) -> SparsityReport:
+    """Per-layer kept/total/density of the prunable leaves, and the global figures.
+
+    Args:
+      mask: mask pytree.
+
+    Returns:
+      A SparsityReport; print it for a table.
+    """
+    flat, _ = jax.tree_util.tree_flatten_with_path(mask)
+    layers = tuple(
+        LayerDensity(path_name(path), int(np.sum(np.asarray(m))), int(np.size(m)))
+        for path, m in flat
+        if is_prunable_leaf(m)
+    )
+    return SparsityReport(layers)
+
+
+def check_collapse(mask: PyTree, on_collapse: str = "warn") -> tuple[str, ...]:
+    """Reports every prunable layer left with zero weights (layer collapse).
+
+    Args:
+      mask: mask pytree.
+      on_collapse: "warn" (default), "raise" or "ignore".
+
+    Returns:
+      Names of the collapsed layers.
+
+    Raises:
+      ValueError: if on_collapse is "raise" and a layer collapsed, or if
+        on_collapse is not one of the three values.
+    """
+    if on_collapse not in ("warn", "raise", "ignore"):
+        raise ValueError(f"on_collapse must be 'warn', 'raise' or 'ignore', got {on_collapse!r}")
+    collapsed = sparsity_report(mask).collapsed
+    if collapsed and on_collapse != "ignore":
+        message = f"layer collapse: {len(collapsed)} prunable layer(s) kept no weight: {collapsed}"
+        if on_collapse == "raise":
+            raise ValueError(message)
+        warnings.warn(message, stacklevel=2)
+    return collapsed

@@ -1,0 +1,278 @@
+"""prune(): a whole pruning schedule as one compiled program.
+
+The schedule runs inside `lax.scan`, so it compiles once whatever the number
+of steps, and makes no host round trip per step. The keep counts enter the
+program as data, so one compile serves every sparsity level of a model.
+Batches are drawn afresh each step from `data` inside the program; gradients
+over `batches_per_step` micro-batches are averaged in a `fori_loop`, so only
+their indices are ever stored.
+
+The scan runs T + 1 iterations: iteration t < T scores the weights at mask
+m_{t-1} and selects m_t; the gradient it computes also gives the FORCE
+objective S(m_{t-1}). The last iteration selects nothing and only evaluates
+S(m_T), so the history holds S of every mask the schedule produced.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from force_jax import masks as masks_lib
+from force_jax import schedules
+from force_jax import scores as scores_lib
+
+PyTree = Any
+LossFn = Callable[[PyTree, Any], jax.Array]
+
+DEFAULT_STEPS = {"force": 60, "iter_snip": 60, "grasp_it": 60, "synflow": 100}
+
+
+class History(NamedTuple):
+    """Per-step record of a pruning schedule (numpy arrays of length T).
+
+    Attributes:
+      keep_fraction: target keep fraction after each step.
+      kept: number of prunable weights kept after each step.
+      objective: FORCE objective S(m_t) = sum over kept weights of
+        |theta0 * g(theta0 * m_t)|, each on fresh batches (NaN when not
+        tracked or when there is no data).
+      revived: weights kept at step t that were pruned at step t-1 (only
+        FORCE lets this be non-zero).
+    """
+
+    keep_fraction: np.ndarray
+    kept: np.ndarray
+    objective: np.ndarray
+    revived: np.ndarray
+
+
+def _mean_over_batches(fn: Callable, data: PyTree, indices: jax.Array) -> PyTree:
+    """Mean of fn(batch) over micro-batches data[indices[i]], accumulated in a loop."""
+
+    def batch(i):
+        return jax.tree.map(lambda x: jnp.take(x, indices[i], axis=0), data)
+
+    first = fn(batch(0))
+    total = jax.lax.fori_loop(
+        1, indices.shape[0], lambda i, acc: jax.tree.map(jnp.add, acc, fn(batch(i))), first
+    )
+    return jax.tree.map(lambda x: x / indices.shape[0], total)
+
+
+def _finite(scores: PyTree, mask: PyTree) -> jax.Array:
+    """True when every prunable score is finite, -inf allowed on pruned weights."""
+    checks = [
+        jnp.all(jnp.isfinite(s) | ((s == -jnp.inf) & ~m))
+        for s, m in zip(jax.tree.leaves(scores), jax.tree.leaves(mask))
+        if masks_lib.is_prunable_leaf(m)
+    ]
+    return jnp.all(jnp.stack(checks))
+
+
+def _objective(params: PyTree, grads: PyTree, mask: PyTree) -> jax.Array:
+    """S(mask): sum over kept prunable weights of |theta0 * g|."""
+    sal = scores_lib.saliency(params, grads)
+    return sum(
+        jnp.sum(jnp.where(m, s, 0.0))
+        for s, m in zip(jax.tree.leaves(sal), jax.tree.leaves(mask))
+        if masks_lib.is_prunable_leaf(m)
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _program(
+    method: str,
+    loss_fn: LossFn,
+    synflow_fn: LossFn | None,
+    flags: tuple[bool, ...],
+    batch_size: int,
+    batches_per_step: int,
+    track_objective: bool,
+) -> Callable:
+    """The jitted schedule for one static configuration (cached, so reused)."""
+    score_fn = scores_lib.METHODS[method]
+    extra_gradient = method in ("synflow",) and track_objective
+
+    def program(params, data, counts, key):
+        dense = masks_lib.dense_mask(params, flags)
+        has_data = data is not None
+
+        def step_inputs(mask, step_key):
+            batch_key, score_key = jax.random.split(step_key)
+            if has_data:
+                n = jax.tree.leaves(data)[0].shape[0]
+                order = jax.random.permutation(batch_key, n)
+                indices = order[: batch_size * batches_per_step].reshape(batches_per_step, -1)
+
+                def gradient(p):
+                    return _mean_over_batches(lambda b: jax.grad(loss_fn)(p, b), data, indices)
+
+                def hessian_vector(p, v):
+                    def hv(b):
+                        return jax.jvp(lambda q: jax.grad(loss_fn)(q, b), (p,), (v,))[1]
+
+                    return _mean_over_batches(hv, data, indices)
+            else:
+                gradient = hessian_vector = None
+            synflow_gradient = jax.grad(synflow_fn) if synflow_fn is not None else None
+            return scores_lib.StepInputs(
+                params, mask, gradient, hessian_vector, synflow_gradient, score_key
+            )
+
+        def select(mask, inputs, count):
+            scores, grads = score_fn(inputs)
+            if grads is None and extra_gradient and has_data:
+                grads = inputs.gradient(masks_lib.apply_mask(params, mask))
+            objective = _objective(params, grads, mask) if grads is not None else jnp.nan
+            new_mask = masks_lib.topk_mask(scores, mask, count)
+            revived = masks_lib.num_kept(jax.tree.map(lambda a, b: a & ~b, new_mask, mask))
+            return new_mask, jnp.float32(objective), _finite(scores, mask), revived
+
+        def final(mask, inputs, count):
+            del count
+            objective = jnp.float32(jnp.nan)
+            if has_data and track_objective:
+                grads = inputs.gradient(masks_lib.apply_mask(params, mask))
+                objective = jnp.float32(_objective(params, grads, mask))
+            return mask, objective, jnp.bool_(True), jnp.int32(0)
+
+        def body(carry, xs):
+            mask, step_key = carry
+            count, is_last = xs
+            step_key, this_key = jax.random.split(step_key)
+            inputs = step_inputs(mask, this_key)
+            new_mask, objective, finite, revived = jax.lax.cond(
+                is_last,
+                lambda m: final(m, inputs, count),
+                lambda m: select(m, inputs, count),
+                mask,
+            )
+            return (new_mask, step_key), (objective, finite, revived)
+
+        is_last = jnp.arange(counts.shape[0]) == counts.shape[0] - 1
+        (mask, _), outputs = jax.lax.scan(body, (dense, key), (counts, is_last))
+        return mask, outputs
+
+    return jax.jit(program)
+
+
+def _check_data(data: PyTree, batch_size: int, batches_per_step: int) -> None:
+    """Checks that `data` has one leading example axis, big enough for a step."""
+    sizes = {jnp.shape(x)[0] if jnp.ndim(x) else None for x in jax.tree.leaves(data)}
+    if not sizes or None in sizes or len(sizes) != 1:
+        raise ValueError(
+            f"data must be a pytree of arrays sharing a leading example axis, got sizes {sizes}"
+        )
+    (size,) = sizes
+    if size < batch_size * batches_per_step:
+        raise ValueError(
+            f"data has {size} examples, fewer than batch_size * batches_per_step = "
+            f"{batch_size} * {batches_per_step}; each step draws that many distinct examples"
+        )
+
+
+def prune(
+    loss_fn: LossFn | None,
+    params: PyTree,
+    data: Mapping[str, Any] | PyTree | None = None,
+    *,
+    method: str = "force",
+    sparsity: float,
+    steps: int | None = None,
+    schedule: str = "exp",
+    batch_size: int = 128,
+    batches_per_step: int = 1,
+    key: jax.Array,
+    is_prunable: masks_lib.IsPrunable | None = None,
+    synflow_fn: LossFn | None = None,
+    track_objective: bool = True,
+    on_collapse: str = "warn",
+) -> tuple[PyTree, History]:
+    """Prunes `params` at initialisation with one of the methods of `scores`.
+
+    Args:
+      loss_fn: loss_fn(params, batch) -> scalar, the scoring loss (see
+        `classification_loss`); may be None for data-free methods.
+      params: the dense parameters at initialisation (any pytree).
+      data: pytree of arrays with a leading example axis; each step draws
+        batches_per_step fresh batches of batch_size distinct examples.
+      method: force, iter_snip, snip, grasp_it, grasp, synflow, magnitude or
+        random.
+      sparsity: fraction of prunable weights removed, in [0, 1).
+      steps: number of pruning steps T; defaults to 60 for force, iter_snip and
+        grasp_it, 100 for synflow, and must be 1 for the one-shot methods.
+      schedule: "exp" or "linear" keep-fraction schedule.
+      batch_size: examples per micro-batch.
+      batches_per_step: micro-batches whose gradients are averaged per step.
+      key: PRNG key (batches, random scores).
+      is_prunable: predicate on (key path, leaf); defaults to ndim >= 2.
+      synflow_fn: SynFlow objective (see `synflow_objective`), needed by
+        method="synflow".
+      track_objective: also evaluate S(m_t) where the method's scores do not
+        give it for free (costs one gradient per step for synflow).
+      on_collapse: what to do when a layer ends with no weight: "warn",
+        "raise" or "ignore".
+
+    Returns:
+      (mask, history): the mask pytree (bool arrays on prunable leaves, scalar
+      True elsewhere) with exactly floor((1 - sparsity) * N) weights kept, and
+      a `History`.
+
+    Raises:
+      ValueError: bad sparsity, steps, schedule, method, data or NaN/inf scores.
+    """
+    if method not in scores_lib.METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {tuple(scores_lib.METHODS)}")
+    sparsity = schedules.check_sparsity(sparsity)
+    if steps is None:
+        steps = DEFAULT_STEPS.get(method, 1)
+    if int(steps) != steps or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if method in scores_lib.ONE_SHOT and steps != 1:
+        raise ValueError(f"method {method!r} prunes in one shot; got steps={steps}")
+    if batch_size < 1 or batches_per_step < 1:
+        raise ValueError(
+            f"batch_size and batches_per_step must be >= 1, got {batch_size}, {batches_per_step}"
+        )
+    if method == "synflow" and synflow_fn is None:
+        raise ValueError(
+            "method='synflow' needs synflow_fn, e.g. "
+            "force_jax.synflow_objective(model, variables, input_shape)"
+        )
+    needs_data = method in scores_lib.NEEDS_DATA
+    if needs_data and (data is None or loss_fn is None):
+        raise ValueError(f"method {method!r} needs loss_fn and data")
+    if data is not None and loss_fn is not None:
+        _check_data(data, batch_size, batches_per_step)
+    else:
+        data = None
+
+    flags = masks_lib.prunable_flags(params, is_prunable)
+    total = sum(int(np.size(x)) for x, f in zip(jax.tree.leaves(params), flags) if f)
+    fractions = schedules.keep_fractions(schedule, 1.0 - sparsity, int(steps))
+    counts = schedules.keep_counts(fractions, total)
+    program = _program(
+        method, loss_fn, synflow_fn, flags, int(batch_size), int(batches_per_step),
+        bool(track_objective),
+    )
+    padded = jnp.asarray(np.append(counts, counts[-1]), jnp.int32)
+    mask, (objective, finite, revived) = program(params, data, padded, key)
+
+    finite = np.asarray(finite)[:-1]
+    if not finite.all():
+        bad = int(np.argmin(finite)) + 1
+        raise ValueError(f"{method} scores contain NaN or inf at step {bad} of {steps}")
+    history = History(
+        keep_fraction=fractions,
+        kept=counts,
+        objective=np.asarray(objective, np.float64)[1:],
+        revived=np.asarray(revived, np.int64)[:-1],
+    )
+    masks_lib.check_collapse(mask, on_collapse)
+    return mask, history
