@@ -1,5 +1,6 @@
 """force_jax: pruning at initialisation (FORCE, Iterative SNIP and baselines) in JAX."""
 
+from force_jax import masks as masks
 from force_jax import models as models
 from force_jax.losses import classification_loss as classification_loss
 from force_jax.losses import logits_loss as logits_loss

@@ -1,0 +1,196 @@
+"""prune(): exact k, the FORCE / Iterative SNIP loop against a host-loop reference,
+no recompilation, and every bad input rejected with a clear error."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import force_jax as fj
+from force_jax import schedules
+from force_jax.prune import _mean_over_batches, _program
+
+
+def reference_topk(scores: dict, k: int) -> dict:
+    """Stable-argsort top-k over the prunable leaves (w1, w2), lower index wins ties."""
+    flat = np.concatenate([np.asarray(scores[n], np.float32).ravel() for n in ("w1", "w2")])
+    keep = np.zeros(flat.size, bool)
+    keep[np.argsort(-flat, kind="stable")[:k]] = True
+    split = scores["w1"].size
+    return {"w1": keep[:split].reshape(scores["w1"].shape),
+            "w2": keep[split:].reshape(scores["w2"].shape)}
+
+
+def reference_schedule(loss_fn, params, data, method, sparsity, steps):
+    """FORCE / Iterative SNIP as a plain host loop over the full data set."""
+    n = sum(params[k].size for k in ("w1", "w2"))
+    counts = schedules.keep_counts(schedules.keep_fractions("exp", 1 - sparsity, steps), n)
+    mask = {"w1": np.ones(params["w1"].shape, bool), "w2": np.ones(params["w2"].shape, bool)}
+    for k in counts:
+        masked = {**params, "w1": params["w1"] * mask["w1"], "w2": params["w2"] * mask["w2"]}
+        grads = jax.grad(loss_fn)(masked, data)
+        s = {name: np.abs(np.asarray(params[name] * grads[name])) for name in ("w1", "w2")}
+        if method == "iter_snip":
+            s = {name: np.where(mask[name], s[name], -np.inf) for name in s}
+        mask = reference_topk(s, int(k))
+    return mask
+
+
+@pytest.mark.parametrize("method", ["force", "iter_snip"])
+def test_progressive_methods_match_host_loop_reference(tiny, method):
+    loss_fn, params, data = tiny
+    # batch = whole data set, so every step sees the same examples as the reference.
+    mask, history = fj.prune(loss_fn, params, data, method=method, sparsity=0.98, steps=6,
+                             batch_size=256, key=jax.random.key(0))
+    expected = reference_schedule(loss_fn, params, data, method, 0.98, 6)
+    np.testing.assert_array_equal(mask["w1"], expected["w1"])
+    np.testing.assert_array_equal(mask["w2"], expected["w2"])
+    assert history.kept[-1] == int(fj.num_kept(mask)) == int(np.floor(0.02 * 2368))
+
+
+def test_force_revives_weights_and_iter_snip_never_does(tiny):
+    loss_fn, params, data = tiny
+    kwargs = dict(sparsity=0.99, steps=10, batch_size=32, key=jax.random.key(1))
+    _, force_history = fj.prune(loss_fn, params, data, method="force", **kwargs)
+    _, snip_history = fj.prune(loss_fn, params, data, method="iter_snip", **kwargs)
+    assert force_history.revived.sum() > 0
+    assert snip_history.revived.sum() == 0
+    assert force_history.revived[0] == 0  # nothing is pruned before step 1
+
+
+def test_step_one_of_force_and_iter_snip_equals_snip(tiny):
+    loss_fn, params, data = tiny
+    kwargs = dict(sparsity=0.9, steps=1, batch_size=64, key=jax.random.key(2))
+    snip, _ = fj.prune(loss_fn, params, data, method="snip", **kwargs)
+    for method in ("force", "iter_snip"):
+        mask, _ = fj.prune(loss_fn, params, data, method=method, **kwargs)
+        for name in ("w1", "w2"):
+            np.testing.assert_array_equal(mask[name], snip[name])
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.9, 0.99, 0.999])
+@pytest.mark.parametrize("method", ["force", "iter_snip", "snip", "grasp", "magnitude", "random"])
+def test_exact_k_and_non_prunable_leaves_untouched(tiny, method, sparsity):
+    loss_fn, params, data = tiny
+    steps = 5 if method in ("force", "iter_snip") else 1
+    mask, history = fj.prune(loss_fn, params, data, method=method, sparsity=sparsity,
+                             steps=steps, batch_size=64, key=jax.random.key(3),
+                             on_collapse="ignore")
+    assert int(fj.num_kept(mask)) == int(np.floor((1 - sparsity) * 2368))
+    assert mask["b1"].shape == () and bool(mask["b1"]) and bool(mask["b2"])
+    assert mask["w1"].dtype == jnp.bool_ and mask["w1"].shape == params["w1"].shape
+    assert history.kept.shape == history.objective.shape == (steps,)
+    assert np.all(np.isfinite(history.objective))
+
+
+def test_synflow_and_grasp_it_run(tiny):
+    loss_fn, params, data = tiny
+
+    def objective(p, batch=None):
+        from conftest import mlp_apply
+
+        return jnp.sum(mlp_apply(p, jnp.ones((1, 64))))
+
+    mask, history = fj.prune(loss_fn, params, data, method="synflow", synflow_fn=objective,
+                             sparsity=0.95, steps=20, batch_size=64, key=jax.random.key(0))
+    assert int(fj.num_kept(mask)) == int(0.05 * 2368)
+    assert history.revived.sum() == 0 and np.all(np.isfinite(history.objective))
+    mask, history = fj.prune(loss_fn, params, data, method="grasp_it", sparsity=0.95, steps=5,
+                             batch_size=64, key=jax.random.key(0))
+    assert history.revived.sum() == 0
+
+
+def test_micro_batches_average_to_the_full_batch_gradient(tiny):
+    loss_fn, params, data = tiny
+    indices = jnp.arange(256).reshape(4, 64)
+    got = _mean_over_batches(lambda b: jax.grad(loss_fn)(params, b), data, indices)
+    full = jax.grad(loss_fn)(params, data)
+    for name in params:
+        np.testing.assert_allclose(got[name], full[name], rtol=2e-5, atol=1e-7)
+
+
+def test_objective_is_force_saliency_of_the_final_mask(tiny):
+    loss_fn, params, data = tiny
+    mask, history = fj.prune(loss_fn, params, data, method="force", sparsity=0.9, steps=3,
+                             batch_size=256, key=jax.random.key(0))
+    grads = jax.grad(loss_fn)(fj.apply_mask(params, mask), data)
+    expected = sum(float(jnp.sum(jnp.abs(params[n] * grads[n]) * mask[n])) for n in ("w1", "w2"))
+    np.testing.assert_allclose(history.objective[-1], expected, rtol=1e-4)
+
+
+def test_one_compile_serves_every_sparsity_and_step(tiny):
+    base_loss, params, data = tiny
+
+    def loss_fn(p, batch):  # a loss object of its own, so no other test shares the program
+        return base_loss(p, batch)
+
+    for sparsity in (0.5, 0.9, 0.99, 0.999):
+        fj.prune(loss_fn, params, data, method="force", sparsity=sparsity, steps=8,
+                 batch_size=32, key=jax.random.key(0))
+    flags = fj.masks.prunable_flags(params)
+    program = _program("force", loss_fn, None, flags, 32, 1, True)
+    assert program._cache_size() == 1
+
+
+def test_works_on_any_pytree_with_a_path_predicate(tiny):
+    loss_fn, params, data = tiny
+    only_first = lambda path, leaf: leaf.ndim >= 2 and "w1" in jax.tree_util.keystr(path)  # noqa: E731
+    mask, _ = fj.prune(loss_fn, params, data, method="snip", sparsity=0.5, batch_size=64,
+                       key=jax.random.key(0), is_prunable=only_first)
+    assert mask["w2"].shape == () and int(fj.num_kept(mask)) == 1024
+
+
+def test_collapse_is_reported(tiny):
+    loss_fn, params, data = tiny
+    params = {**params, "w2": params["w2"] * 1e-4}  # magnitude pruning will empty w2
+    with pytest.warns(UserWarning, match="layer collapse.*w2"):
+        fj.prune(loss_fn, params, data, method="magnitude", sparsity=0.5, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="layer collapse"):
+        fj.prune(loss_fn, params, data, method="magnitude", sparsity=0.5, key=jax.random.key(0),
+                 on_collapse="raise")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(sparsity=1.0), "sparsity must be in"),
+        (dict(sparsity=-0.1), "sparsity must be in"),
+        (dict(sparsity=0.9, steps=0), "steps must be"),
+        (dict(sparsity=0.9999), "keep count below 1"),
+        (dict(sparsity=0.9, method="prune_everything"), "unknown method"),
+        (dict(sparsity=0.9, schedule="cosine"), "unknown schedule"),
+        (dict(sparsity=0.9, method="snip", steps=5), "one shot"),
+        (dict(sparsity=0.9, batch_size=200, batches_per_step=2), "fewer than batch_size"),
+        (dict(sparsity=0.9, method="synflow"), "needs synflow_fn"),
+    ],
+)
+def test_bad_input_is_rejected(tiny, kwargs, message):
+    loss_fn, params, data = tiny
+    kwargs = dict(method="force", batch_size=64, key=jax.random.key(0)) | kwargs
+    with pytest.raises(ValueError, match=message):
+        fj.prune(loss_fn, params, data, **kwargs)
+
+
+def test_nan_scores_name_the_step(tiny):
+    loss_fn, params, data = tiny
+
+    def breaks_when_sparse(p, batch):
+        # The gradient turns NaN once fewer than half of the weights are kept; the
+        # keep fractions are 0.56, 0.32, 0.18, 0.1, so step 3 scores at 32 % kept.
+        alive = (jnp.sum(p["w1"] != 0) + jnp.sum(p["w2"] != 0)) / 2368
+        return loss_fn(p, batch) + jnp.sum(p["w1"]) * jnp.sqrt(alive - 0.5)
+
+    with pytest.raises(ValueError, match="NaN or inf at step 3"):
+        fj.prune(breaks_when_sparse, params, data, method="force", sparsity=0.9, steps=4,
+                 batch_size=64, key=jax.random.key(0))
+
+
+def test_mask_structure_mismatch_is_named(tiny):
+    _, params, _ = tiny
+    mask = fj.init_mask(params)
+    with pytest.raises(ValueError, match="only in params \\['b2'\\]"):
+        fj.check_mask(params, {k: v for k, v in mask.items() if k != "b2"})
+    with pytest.raises(ValueError, match="mask leaf w1 has shape"):
+        fj.check_mask(params, {**mask, "w1": jnp.ones((3, 3), bool)})
