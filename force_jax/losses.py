@@ -66,7 +66,8 @@ def classification_loss(
     if loss not in SCORING_LOSSES:
         raise ValueError(f"unknown scoring loss {loss!r}; expected one of {SCORING_LOSSES}")
     others = {name: value for name, value in variables.items() if name != "params"}
-    mutable = [name for name in others if name == "batch_stats"]
+    # Flax returns (output, updates) for any mutable other than False, even [].
+    mutable = ["batch_stats"] if "batch_stats" in others else False
 
     def loss_fn(params: PyTree, batch: Mapping[str, jax.Array]) -> jax.Array:
         out = model.apply({**others, "params": params}, batch["image"], train=True, mutable=mutable)

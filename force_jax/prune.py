@@ -276,3 +276,9 @@ def prune(
     )
     masks_lib.check_collapse(mask, on_collapse)
     return mask, history
+
+
+if __name__ == "__main__":  # python -m force_jax.prune: the mask-only command line
+    from force_jax import prune_cli
+
+    prune_cli.main()

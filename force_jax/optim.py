@@ -1,0 +1,208 @@
+"""Optax pieces for training a pruned network: mask keeping and LR schedules.
+
+The mask lives in the optimizer state (`KeepMaskedState`), so it is checkpointed
+with it and reaches a jitted step as data: a new mask needs no recompilation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from force_jax.masks import check_mask
+
+PyTree = Any
+
+
+class KeepMaskedState(NamedTuple):
+    """State of `keep_masked`: the mask (bool leaves) applied to every update."""
+
+    mask: PyTree
+
+
+def _where_kept(update: jax.Array, mask: jax.Array) -> jax.Array:
+    return jnp.where(mask, update, jnp.zeros((), update.dtype))
+
+
+def keep_masked(mask: PyTree) -> optax.GradientTransformation:
+    """Multiplies updates by a mask: where(mask, update, 0), leaf by leaf.
+
+    Placed last in a chain, pruned weights that start at zero stay exactly zero
+    whatever comes before (momentum, coupled or decoupled weight decay, Adam).
+    The mask given here only initialises the state; `update` reads the mask
+    from the state, so a restored or replaced state mask is the one applied.
+
+    Args:
+      mask: mask pytree with the structure of the params (see force_jax.masks).
+
+    Returns:
+      An optax GradientTransformation whose state is a `KeepMaskedState`.
+    """
+
+    def init_fn(params: PyTree) -> KeepMaskedState:
+        check_mask(params, mask)
+        # A fresh copy: the state may be donated to a jitted step, and the
+        # same buffer must not appear twice in its arguments.
+        return KeepMaskedState(mask=jax.tree.map(lambda m: jnp.array(m, bool, copy=True), mask))
+
+    def update_fn(
+        updates: PyTree, state: KeepMaskedState, params: PyTree | None = None
+    ) -> tuple[PyTree, KeepMaskedState]:
+        del params
+        return jax.tree.map(_where_kept, updates, state.mask), state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def mask_from_state(opt_state: PyTree) -> PyTree:
+    """The mask held by the first `KeepMaskedState` found in an optimizer state.
+
+    Args:
+      opt_state: any optimizer state (chained, nested, or a bare KeepMaskedState).
+
+    Returns:
+      The mask pytree (bool leaves).
+
+    Raises:
+      ValueError: if the state holds no KeepMaskedState.
+    """
+    leaves = jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, KeepMaskedState))
+    found = [x for x in leaves if isinstance(x, KeepMaskedState)]
+    if not found:
+        raise ValueError("optimizer state holds no KeepMaskedState (was keep_masked used?)")
+    return found[0].mask
+
+
+def sgd_with_mask(
+    *,
+    mask: PyTree,
+    learning_rate: optax.ScalarOrSchedule,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    nesterov: bool = False,
+) -> optax.GradientTransformation:
+    """The paper's optimiser: masked SGD as torch.optim.SGD computes it.
+
+    Per step: g = mask * grad; g += weight_decay * param (coupled decay, as in
+    torch.optim.SGD); buf = momentum * buf + g; d = g + momentum * buf if
+    nesterov else buf; param -= lr * mask * d. Masking the gradient first keeps
+    the momentum buffers of pruned weights at zero; masking last keeps pruned
+    weights (which must start at zero: apply the mask to params first) exactly
+    zero. Weight decay applies to all parameters, biases and norms included, as
+    in the paper's PyTorch code. Both masking steps hold the mask in their state.
+
+    Args:
+      mask: mask pytree with the structure of the params.
+      learning_rate: a float or an optax schedule of the step count.
+      momentum: momentum coefficient (0 for plain SGD).
+      weight_decay: coupled L2 coefficient added to the gradient.
+      nesterov: Nesterov momentum, as torch.optim.SGD(nesterov=True).
+
+    Returns:
+      An optax GradientTransformation (an optax.chain).
+
+    Raises:
+      ValueError: for negative momentum or weight decay, or Nesterov without momentum.
+    """
+    if momentum < 0 or weight_decay < 0:
+        raise ValueError(f"momentum and weight_decay must be >= 0, got {momentum}, {weight_decay}")
+    if nesterov and momentum == 0:
+        raise ValueError("nesterov momentum needs momentum > 0")
+    return optax.chain(
+        keep_masked(mask),
+        optax.add_decayed_weights(weight_decay) if weight_decay else optax.identity(),
+        optax.trace(decay=momentum, nesterov=nesterov) if momentum else optax.identity(),
+        optax.scale_by_learning_rate(learning_rate),
+        keep_masked(mask),
+    )
+
+
+def piecewise_constant_schedule(
+    *, base_lr: float, boundaries_epochs: tuple[float, ...], factor: float, steps_per_epoch: int
+) -> optax.Schedule:
+    """Step decay by epochs, like torch MultiStepLR: lr = base_lr * factor ** n.
+
+    n counts the boundaries reached: the new rate starts at step boundary *
+    steps_per_epoch. Paper (CIFAR): 0.1, x0.1 at epochs 150 and 250 of 350;
+    ImageNet: boundaries (30, 60, 80) of 90.
+
+    Args:
+      base_lr: rate before the first boundary.
+      boundaries_epochs: epochs at which the rate is multiplied by `factor`.
+      factor: multiplier applied at each boundary.
+      steps_per_epoch: optimizer steps per epoch (> 0).
+
+    Returns:
+      An optax schedule of the step count.
+    """
+    if steps_per_epoch <= 0:
+        raise ValueError(f"steps_per_epoch must be > 0, got {steps_per_epoch}")
+    boundary_steps = jnp.asarray([round(e * steps_per_epoch) for e in boundaries_epochs], jnp.int32)
+
+    def schedule(count: jax.Array) -> jax.Array:
+        reached = jnp.sum(count >= boundary_steps)
+        return base_lr * jnp.asarray(factor, jnp.float32) ** reached
+
+    return schedule
+
+
+def cosine_schedule(*, base_lr: float, total_steps: int, warmup_steps: int = 0) -> optax.Schedule:
+    """Cosine decay from base_lr to 0 at total_steps, after an optional warmup.
+
+    The warmup rises linearly from 0 at step 0 to base_lr at warmup_steps; the
+    cosine then spans the remaining total_steps - warmup_steps steps.
+
+    Args:
+      base_lr: peak rate.
+      total_steps: length of the whole schedule, warmup included.
+      warmup_steps: length of the linear warmup (0 for none).
+
+    Returns:
+      An optax schedule of the step count.
+    """
+    if not 0 <= warmup_steps < total_steps:
+        raise ValueError(f"need 0 <= warmup_steps < total_steps, got {warmup_steps}, {total_steps}")
+    if warmup_steps == 0:
+        return optax.cosine_decay_schedule(init_value=base_lr, decay_steps=total_steps)
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=base_lr, warmup_steps=warmup_steps, decay_steps=total_steps
+    )
+
+
+def make_schedule(config: Mapping[str, Any], steps_per_epoch: int) -> optax.Schedule:
+    """Builds a schedule from a dict or ConfigDict, with epochs turned into steps.
+
+    Args:
+      config: dict-like with keys name ("step" or "cosine") and base_lr; for
+        "step", boundaries (epochs) and factor (default 0.1); for "cosine",
+        num_epochs and warmup_epochs (default 0).
+      steps_per_epoch: optimizer steps per epoch.
+
+    Returns:
+      An optax schedule of the step count.
+
+    Raises:
+      ValueError: for an unknown name, or warmup asked of the "step" schedule.
+    """
+    name = config["name"]
+    warmup_epochs = config.get("warmup_epochs", 0) or 0
+    if name == "step":
+        if warmup_epochs:
+            raise ValueError(f"warmup_epochs={warmup_epochs} is not supported by the step schedule")
+        return piecewise_constant_schedule(
+            base_lr=config["base_lr"],
+            boundaries_epochs=tuple(config["boundaries"]),
+            factor=config.get("factor", 0.1),
+            steps_per_epoch=steps_per_epoch,
+        )
+    if name == "cosine":
+        return cosine_schedule(
+            base_lr=config["base_lr"],
+            total_steps=round(config["num_epochs"] * steps_per_epoch),
+            warmup_steps=round(warmup_epochs * steps_per_epoch),
+        )
+    raise ValueError(f"unknown learning-rate schedule {name!r}: expected 'step' or 'cosine'")

@@ -1,0 +1,52 @@
+"""Figures saved as PNG (matplotlib, headless)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from force_jax.masks import SparsityReport  # noqa: E402
+
+
+def save_figure(fig, path: str) -> None:
+    """Saves a figure to PNG atomically and closes it."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def plot_layer_density(reports: dict[str, SparsityReport], path: str, title: str = "") -> None:
+    """Bar chart of the kept fraction of every prunable layer, one series per mask.
+
+    Args:
+      reports: label -> SparsityReport (all of the same model).
+      path: output PNG.
+      title: figure title.
+    """
+    first = next(iter(reports.values()))
+    names = [layer.name.removesuffix("/kernel") for layer in first.layers]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(names) + 2), 4))
+    width = 0.8 / len(reports)
+    for i, (label, report) in enumerate(reports.items()):
+        xs = [j + (i - (len(reports) - 1) / 2) * width for j in range(len(names))]
+        ax.bar(xs, [100 * layer.density for layer in report.layers], width,
+               label=f"{label} (global {100 * report.density:.2f} %)")
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel("weights kept (%)")
+    ax.set_yscale("log")
+    ax.set_title(title or "per-layer density")
+    ax.legend(fontsize=8)
+    save_figure(fig, path)

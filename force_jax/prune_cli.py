@@ -1,0 +1,89 @@
+"""Compute and save a pruning mask only (no training).
+
+    python -m force_jax.prune --config=configs/default.py --workdir=/tmp/mask \
+        --config.data.data_dir=../shared/datasets/tfds
+
+Writes workdir/mask (an orbax checkpoint of the mask pytree), prune.json
+(per-layer table, schedule history, timing) and layer_density.png, and prints
+the per-layer density table.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from force_jax import checkpoint, data, masks, plots, train
+
+
+def prune_and_save(config: ml_collections.ConfigDict, workdir: str) -> masks.SparsityReport:
+    """Builds the configured model, prunes it and writes the mask and its report.
+
+    Args:
+      config: experiment config (same keys as for training).
+      workdir: output folder.
+
+    Returns:
+      The sparsity report of the mask.
+    """
+    train.validate_config(config)
+    info = data.dataset_info(config.data.name, config.data.data_dir,
+                             validation_fraction=config.data.validation_fraction,
+                             download=config.data.download)
+    model = train.build_model(config, info.num_classes)
+    init_key, prune_key = jax.random.split(jax.random.key(config.seed))
+    variables = train.init_variables(model, info.image_shape, init_key)
+    start = time.perf_counter()
+    mask, history = train.prune_at_init(config, model, variables, prune_key)
+    seconds = time.perf_counter() - start
+    report = masks.sparsity_report(mask)
+    os.makedirs(workdir, exist_ok=True)
+    mask_dir = os.path.abspath(os.path.join(workdir, "mask"))
+    with ocp.StandardCheckpointer() as ckpt:
+        ckpt.save(mask_dir, mask, force=True)
+    checkpoint.write_json(os.path.join(workdir, "prune.json"), {
+        "method": config.prune.method, "sparsity": config.prune.sparsity, "seconds": seconds,
+        "report": report.as_dict(),
+        "history": {k: np.asarray(v).tolist() for k, v in history._asdict().items()},
+    })
+    plots.plot_layer_density(
+        {config.prune.method: report}, os.path.join(workdir, "layer_density.png"),
+        title=f"{config.model.name}, {config.prune.method}, sparsity {config.prune.sparsity}",
+    )
+    print(report)
+    print(f"pruned in {seconds:.1f} s; mask written to {mask_dir}")
+    return report
+
+
+def load_mask(workdir: str, params: object) -> object:
+    """Reads a mask written by `prune_and_save` for a model with these params."""
+    template = masks.init_mask(params)
+    with ocp.StandardCheckpointer() as ckpt:
+        return ckpt.restore(os.path.abspath(os.path.join(workdir, "mask")), template)
+
+
+def main() -> None:
+    """Command line: --config=configs/x.py --workdir=DIR [--config.key=value ...]."""
+    from absl import app, flags, logging
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+    flags.DEFINE_string("workdir", None, "Output folder.")
+    flags.mark_flags_as_required(["config", "workdir"])
+
+    def run(argv):
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        logging.set_verbosity(logging.WARNING)  # orbax and TFDS log every file at INFO
+        prune_and_save(flags.FLAGS.config, flags.FLAGS.workdir)
+
+    app.run(run)
+
+
+if __name__ == "__main__":
+    main()

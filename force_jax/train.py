@@ -1,0 +1,337 @@
+"""Prune at initialisation, then train and evaluate a sparse classifier.
+
+    python -m force_jax.train --config=configs/default.py --workdir=/tmp/run \
+        --config.data.data_dir=../shared/datasets/tfds
+
+Rerunning the same command on the same workdir resumes from the last
+checkpoint and reaches the same result as an uninterrupted run: the mask and
+optimiser state are in the checkpoint, and the data stream restarts at the
+checkpointed step.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import tensorflow as tf
+from flax.training import train_state
+from tqdm.auto import tqdm
+
+from force_jax import checkpoint, data, losses, masks, optim
+from force_jax import models as models_lib
+from force_jax.prune import prune as prune_params
+
+PyTree = Any
+
+
+class TrainState(train_state.TrainState):
+    """Params, optimiser state (which holds the mask) and BatchNorm statistics."""
+
+    batch_stats: PyTree
+
+
+def build_model(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
+    """The configured Flax model.
+
+    Args:
+      config: experiment config (uses config.model).
+      num_classes: classifier width.
+
+    Returns:
+      A Flax Linen module.
+    """
+    kwargs = {k: v for k, v in config.model.items() if k != "name"}
+    return models_lib.get_model(config.model.name, num_classes, **kwargs)
+
+
+def init_variables(model: nn.Module, image_shape: tuple[int, ...], key: jax.Array) -> PyTree:
+    """Initialises the model's variables on a dummy batch of one."""
+    return jax.jit(functools.partial(model.init, train=False))(
+        key, jnp.zeros((1, *image_shape), jnp.float32)
+    )
+
+
+def prune_at_init(
+    config: ml_collections.ConfigDict, model: nn.Module, variables: PyTree, key: jax.Array
+) -> tuple[PyTree, Any]:
+    """Runs the configured pruning method on a pool of training examples.
+
+    Args:
+      config: experiment config (uses config.data, config.prune, config.seed).
+      model: the Flax model.
+      variables: its variables at initialisation.
+      key: PRNG key of the pruning schedule.
+
+    Returns:
+      (mask, history) from `force_jax.prune`.
+    """
+    cfg = config.prune
+    pool = data.load_examples(
+        config.data.name, "train", num_examples=cfg.pool_size, data_dir=config.data.data_dir,
+        seed=config.seed, validation_fraction=config.data.validation_fraction,
+        download=config.data.download,
+    )
+    loss_fn = losses.classification_loss(
+        model, variables, loss=cfg.scoring_loss, temperature=cfg.temperature
+    )
+    synflow_fn = None
+    if cfg.method == "synflow":
+        synflow_fn = losses.synflow_objective(model, variables, pool["image"].shape[1:])
+    return prune_params(
+        loss_fn, variables["params"], pool, method=cfg.method, sparsity=cfg.sparsity,
+        steps=cfg.steps if cfg.steps > 0 else None, schedule=cfg.schedule,
+        batch_size=cfg.batch_size, batches_per_step=cfg.batches_per_step, key=key,
+        synflow_fn=synflow_fn, on_collapse=cfg.on_collapse,
+    )
+
+
+def create_train_state(
+    config: ml_collections.ConfigDict, model: nn.Module, variables: PyTree, mask: PyTree,
+    schedule: optax.Schedule,
+) -> TrainState:
+    """Masked params and an SGD optimiser that keeps pruned weights at zero.
+
+    Args:
+      config: experiment config (uses config.train).
+      model: the Flax model.
+      variables: its variables at initialisation (dense).
+      mask: the pruning mask.
+      schedule: learning-rate schedule.
+
+    Returns:
+      The initial TrainState; pruned weights are exactly zero.
+    """
+    tx = optim.sgd_with_mask(
+        mask=mask, learning_rate=schedule, momentum=config.train.momentum,
+        weight_decay=config.train.weight_decay, nesterov=config.train.nesterov,
+    )
+    return TrainState.create(
+        apply_fn=model.apply, params=masks.apply_mask(variables["params"], mask), tx=tx,
+        batch_stats=variables.get("batch_stats", {}),
+    )
+
+
+def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    """One SGD step on a batch, BatchNorm statistics updated."""
+
+    def loss_fn(params):
+        logits, updates = state.apply_fn(
+            {"params": params, "batch_stats": state.batch_stats}, batch["image"], train=True,
+            mutable=["batch_stats"],
+        )
+        return losses.logits_loss(logits, batch["label"]), (logits, updates)
+
+    (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    state = state.apply_gradients(grads=grads, batch_stats=updates.get("batch_stats", {}))
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+    return state, {"loss": loss, "accuracy": accuracy}
+
+
+def eval_step(state: TrainState, batch: dict) -> dict:
+    """Sums of loss and correct predictions over the real examples of a batch."""
+    logits = state.apply_fn(
+        {"params": state.params, "batch_stats": state.batch_stats}, batch["image"], train=False
+    )
+    per_example = optax.softmax_cross_entropy_with_integer_labels(
+        logits.astype(jnp.float32), batch["label"]
+    )
+    weight = batch["mask"]
+    return {
+        "loss": jnp.sum(per_example * weight),
+        "correct": jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * weight),
+        "count": jnp.sum(weight),
+    }
+
+
+def evaluate(eval_fn, state: TrainState, batches: Iterator[dict], max_batches: int) -> dict:
+    """Loss and accuracy over a whole split (or its first max_batches batches)."""
+    totals = {"loss": 0.0, "correct": 0.0, "count": 0.0}
+    for index, batch in enumerate(batches):
+        if 0 < max_batches <= index:
+            break
+        sums = eval_fn(state, batch)
+        totals = {k: totals[k] + float(sums[k]) for k in totals}
+    count = max(totals["count"], 1.0)
+    return {"loss": totals["loss"] / count, "accuracy": totals["correct"] / count}
+
+
+def _write_summaries(writer, step: int, metrics: dict) -> None:
+    with writer.as_default(step=step):
+        for name, value in metrics.items():
+            if isinstance(value, int | float):
+                tf.summary.scalar(name, value)
+    writer.flush()
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Prunes at initialisation, trains, evaluates, checkpoints and writes metrics.
+
+    Args:
+      config: experiment config (see configs/default.py for every key).
+      workdir: output folder; rerunning on it resumes from the last checkpoint.
+
+    Returns:
+      The final metrics, also written to workdir/metrics.json.
+    """
+    validate_config(config)
+    os.makedirs(workdir, exist_ok=True)
+    is_main = jax.process_index() == 0
+    if is_main:
+        checkpoint.write_atomic(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
+    info = data.dataset_info(
+        config.data.name, config.data.data_dir,
+        validation_fraction=config.data.validation_fraction, download=config.data.download,
+    )
+    model = build_model(config, info.num_classes)
+    init_key, prune_key = jax.random.split(jax.random.key(config.seed))
+    variables = init_variables(model, info.image_shape, init_key)
+    steps_per_epoch = info.num_train // config.train.batch_size
+    total_steps = config.train.num_steps if config.train.num_steps > 0 else (
+        config.train.num_epochs * steps_per_epoch)
+    schedule = optim.make_schedule(config.train.lr_schedule, steps_per_epoch)
+
+    mngr = checkpoint.manager(os.path.join(workdir, "checkpoints"))
+    template = create_train_state(config, model, variables, masks.init_mask(variables["params"]),
+                                  schedule)
+    restored = checkpoint.restore_state(mngr, template)
+    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    if restored is None:
+        start = time.perf_counter()
+        mask, history = prune_at_init(config, model, variables, prune_key)
+        prune_seconds = time.perf_counter() - start
+        state = create_train_state(config, model, variables, mask, schedule)
+        step = 0
+        if is_main:
+            report = masks.sparsity_report(mask)
+            print(report)
+            checkpoint.write_json(os.path.join(workdir, "prune.json"), {
+                "method": config.prune.method, "sparsity": config.prune.sparsity,
+                "seconds": prune_seconds, "report": report.as_dict(),
+                "history": {k: np.asarray(v).tolist() for k, v in history._asdict().items()},
+            })
+            checkpoint.write_atomic(metrics_path, "")
+        checkpoint.save_state(mngr, 0, state)
+    else:
+        state, step = restored
+        if is_main:
+            checkpoint.truncate_jsonl(metrics_path, step)
+            print(f"resuming from the checkpoint of step {step}")
+
+    train_iter = data.train_iterator(
+        config.data.name, batch_size=config.train.batch_size, seed=config.seed,
+        data_dir=config.data.data_dir, validation_fraction=config.data.validation_fraction,
+        augment=config.data.augment, start_step=step, download=config.data.download,
+    )
+    p_train_step = jax.jit(train_step, donate_argnums=0)
+    p_eval_step = jax.jit(eval_step)
+    writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard")) if is_main else None
+    eval_every = config.eval_every_steps if config.eval_every_steps > 0 else steps_per_epoch
+    final = {}
+    bar = tqdm(total=total_steps, initial=step, desc="train", disable=not is_main)
+    window_start, window_steps, train_sums = time.perf_counter(), 0, {}
+    while step < total_steps:
+        state, metrics = p_train_step(state, next(train_iter))
+        step += 1
+        window_steps += 1
+        train_sums = {k: train_sums.get(k, 0.0) + v for k, v in metrics.items()}
+        bar.update(1)
+        if step % eval_every and step != total_steps:
+            continue
+        train_metrics = {k: float(v) / window_steps for k, v in train_sums.items()}
+        seconds = time.perf_counter() - window_start
+        record = {
+            "step": step, "epoch": step / steps_per_epoch,
+            "learning_rate": float(schedule(step)),
+            "global_density": float(masks.num_kept(optim.mask_from_state(state.opt_state)))
+            / masks.num_prunable(optim.mask_from_state(state.opt_state)),
+            "images_per_second": window_steps * config.train.batch_size / seconds,
+            **{f"train_{k}": v for k, v in train_metrics.items()},
+        }
+        for split in ("validation", "test"):
+            if split == "validation" and config.data.validation_fraction == 0:
+                continue
+            batches = data.eval_iterator(
+                config.data.name, split, batch_size=config.eval_batch_size,
+                data_dir=config.data.data_dir,
+                validation_fraction=config.data.validation_fraction,
+            )
+            result = evaluate(p_eval_step, state, batches, config.eval_max_batches)
+            record |= {f"{split}_{k}": v for k, v in result.items()}
+        if is_main:
+            checkpoint.append_jsonl(metrics_path, record)
+            _write_summaries(writer, step, record)
+            bar.write(" ".join(f"{k}={v:.4g}" for k, v in record.items()))
+        checkpoint.save_state(mngr, step, state)
+        final = record
+        window_start, window_steps, train_sums = time.perf_counter(), 0, {}
+    bar.close()
+    if not final:  # resumed after the last step: report the recorded metrics
+        final = checkpoint.read_jsonl(metrics_path)[-1]
+    records = checkpoint.read_jsonl(metrics_path)
+    if any("validation_accuracy" in r for r in records):
+        final = final | {"best_validation_accuracy": max(
+            r["validation_accuracy"] for r in records if "validation_accuracy" in r)}
+    if is_main:
+        checkpoint.write_json(os.path.join(workdir, "metrics.json"), final)
+        print(f"test accuracy {final.get('test_accuracy', float('nan')):.4f}")
+    return final
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Rejects bad values before any data is read or model built.
+
+    Args:
+      config: experiment config.
+
+    Raises:
+      ValueError: naming the offending key.
+    """
+    from force_jax import schedules, scores
+
+    if config.prune.method not in scores.METHODS:
+        raise ValueError(
+            f"config.prune.method={config.prune.method!r}; expected one of {tuple(scores.METHODS)}"
+        )
+    schedules.check_sparsity(config.prune.sparsity)
+    if config.prune.schedule not in schedules.SCHEDULES:
+        raise ValueError(f"config.prune.schedule={config.prune.schedule!r}; expected exp or linear")
+    if config.prune.scoring_loss not in losses.SCORING_LOSSES:
+        raise ValueError(f"config.prune.scoring_loss={config.prune.scoring_loss!r}")
+    if config.model.name not in models_lib.model_names():
+        raise ValueError(f"config.model.name={config.model.name!r}; one of {models_lib.model_names()}")
+    for key in ("batch_size", "eval_batch_size"):
+        value = config.train.batch_size if key == "batch_size" else config.eval_batch_size
+        if value < 1:
+            raise ValueError(f"{key} must be >= 1, got {value}")
+
+
+def main() -> None:
+    """Command line: --config=configs/x.py --workdir=DIR [--config.key=value ...]."""
+    from absl import app, flags, logging
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+    flags.DEFINE_string("workdir", None, "Output folder; rerun on it to resume.")
+    flags.mark_flags_as_required(["config", "workdir"])
+
+    def run(argv):
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        logging.set_verbosity(logging.WARNING)  # orbax and TFDS log every file at INFO
+        train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+
+    app.run(run)
+
+
+if __name__ == "__main__":
+    main()
