@@ -187,7 +187,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     os.makedirs(workdir, exist_ok=True)
     is_main = jax.process_index() == 0
     if is_main:
-        checkpoint.write_atomic(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
+        checkpoint.write_atomic(
+            os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2)
+        )
     info = data.dataset_info(
         config.data.name, config.data.data_dir,
         validation_fraction=config.data.validation_fraction, download=config.data.download,
@@ -234,7 +236,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     )
     p_train_step = jax.jit(train_step, donate_argnums=0)
     p_eval_step = jax.jit(eval_step)
-    writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard")) if is_main else None
+    writer = None
+    if is_main:
+        writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
     eval_every = config.eval_every_steps if config.eval_every_steps > 0 else steps_per_epoch
     final = {}
     bar = tqdm(total=total_steps, initial=step, desc="train", disable=not is_main)
@@ -308,7 +312,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if config.prune.scoring_loss not in losses.SCORING_LOSSES:
         raise ValueError(f"config.prune.scoring_loss={config.prune.scoring_loss!r}")
     if config.model.name not in models_lib.model_names():
-        raise ValueError(f"config.model.name={config.model.name!r}; one of {models_lib.model_names()}")
+        raise ValueError(
+            f"config.model.name={config.model.name!r}; expected one of {models_lib.model_names()}"
+        )
     for key in ("batch_size", "eval_batch_size"):
         value = config.train.batch_size if key == "batch_size" else config.eval_batch_size
         if value < 1:
