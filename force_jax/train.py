@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -115,10 +116,12 @@ def create_train_state(
         mask=mask, learning_rate=schedule, momentum=config.train.momentum,
         weight_decay=config.train.weight_decay, nesterov=config.train.nesterov,
     )
-    return TrainState.create(
+    state = TrainState.create(
         apply_fn=model.apply, params=masks.apply_mask(variables["params"], mask), tx=tx,
         batch_stats=variables.get("batch_stats", {}),
     )
+    # An int32 array step from the start: a Python int 0 would compile the step twice.
+    return state.replace(step=jnp.zeros((), jnp.int32))
 
 
 def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
@@ -241,7 +244,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
     eval_every = config.eval_every_steps if config.eval_every_steps > 0 else steps_per_epoch
     final = {}
-    bar = tqdm(total=total_steps, initial=step, desc="train", disable=not is_main)
+    # Redraw every 30 s when the output is a log file rather than a terminal.
+    bar = tqdm(total=total_steps, initial=step, desc="train", disable=not is_main,
+               mininterval=0.1 if sys.stderr.isatty() else 30.0)
     window_start, window_steps, train_sums = time.perf_counter(), 0, {}
     while step < total_steps:
         state, metrics = p_train_step(state, next(train_iter))

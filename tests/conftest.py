@@ -2,11 +2,31 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import tensorflow_datasets as tfds
+
+# The prepared TFDS folder that sits beside the repository.
+SHARED_TFDS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "tfds"
+
+
+def write_metadata(data_dir: Path, name: str, split_sizes: dict[str, int]) -> None:
+    """Writes the metadata of a prepared dataset (no records), for tfds.testing.mock_data.
+
+    Without it mock_data falls back to the builder's code, whose split sizes are unknown (and
+    the pip package ships no metadata), so exact split slicing could not be computed.
+    """
+    builder = tfds.builder(name, data_dir=str(data_dir))
+    builder.info.set_splits(tfds.core.SplitDict([
+        tfds.core.SplitInfo(name=split, shard_lengths=[size], num_bytes=0)
+        for split, size in split_sizes.items()]))
+    builder.data_path.mkdir(parents=True)
+    builder.info.write_to_directory(builder.data_path)
 
 
 def mlp_apply(params, images):

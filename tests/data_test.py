@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from conftest import write_metadata
 
 from force_jax import data
 
@@ -163,20 +164,6 @@ def test_no_validation_split_when_fraction_is_zero():
     with pytest.raises(ValueError, match="empty"):
         data.eval_iterator(FASHION, "validation", batch_size=8, data_dir=str(DATA_DIR),
                            validation_fraction=0.0)
-
-
-def write_metadata(data_dir: Path, name: str, split_sizes: dict[str, int]) -> None:
-    """Writes the metadata of a prepared dataset (no records), for tfds.testing.mock_data.
-
-    Without it mock_data falls back to the builder's code, whose split sizes are unknown (and
-    the pip package ships no metadata), so exact split slicing could not be computed.
-    """
-    builder = tfds.builder(name, data_dir=str(data_dir))
-    builder.info.set_splits(tfds.core.SplitDict([
-        tfds.core.SplitInfo(name=split, shard_lengths=[size], num_bytes=0)
-        for split, size in split_sizes.items()]))
-    builder.data_path.mkdir(parents=True)
-    builder.info.write_to_directory(builder.data_path)
 
 
 @pytest.mark.parametrize("name, num_classes", [("cifar10", 10), ("cifar100", 100)])

@@ -1,0 +1,42 @@
+"""Every config file loads, passes validation and names a real model."""
+
+import importlib.util
+import os
+
+import pytest
+
+from force_jax import train
+
+CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
+
+
+def load(name, arg=None):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(CONFIGS, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg) if arg else module.get_config()
+
+
+@pytest.mark.parametrize("arg", ["cifar10,vgg19", "cifar10,resnet50", "cifar100,vgg19",
+                                 "cifar100,resnet50", "imagenet2012,resnet50"])
+def test_paper_configs(arg):
+    config = load("paper", arg)
+    train.validate_config(config)
+    assert config.prune.steps == 60 and config.prune.schedule == "exp"
+    if arg.startswith("imagenet"):
+        assert (config.prune.batches_per_step, config.train.batch_size) == (40, 256)
+        assert config.train.lr_schedule.num_epochs == 90
+    else:
+        assert config.train.lr_schedule.boundaries == (150, 250)
+        assert config.train.lr_schedule.num_epochs == 350
+
+
+def test_paper_config_rejects_unknown_pairs():
+    with pytest.raises(ValueError, match="no paper config"):
+        load("paper", "mnist,vgg19")
+
+
+def test_default_config():
+    config = load("default")
+    train.validate_config(config)
+    assert config.prune.method == "force" and config.prune.sparsity == 0.99
