@@ -52,6 +52,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.lr_schedule.boundaries = ()
     config.train.lr_schedule.factor = 0.1
 
+    config.mesh = ml_collections.ConfigDict()
+    config.mesh.num_devices = -1  # -1: every device of every process, on one "data" axis
+    config.mesh.fsdp = False  # shard large params and optimiser state over the data axis
+    config.distributed = False  # jax.distributed.initialize() for multi-host runs
+
     config.eval_batch_size = 500
     config.eval_every_steps = -1  # <= 0: once per epoch
     config.eval_max_batches = -1  # <= 0: whole split

@@ -22,9 +22,10 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from force_jax import masks as masks_lib
-from force_jax import schedules
+from force_jax import parallel, schedules
 from force_jax import scores as scores_lib
 
 PyTree = Any
@@ -52,11 +53,19 @@ class History(NamedTuple):
     revived: np.ndarray
 
 
-def _mean_over_batches(fn: Callable, data: PyTree, indices: jax.Array) -> PyTree:
-    """Mean of fn(batch) over micro-batches data[indices[i]], accumulated in a loop."""
+def _mean_over_batches(
+    fn: Callable, data: PyTree, indices: jax.Array, mesh: Mesh | None = None
+) -> PyTree:
+    """Mean of fn(batch) over micro-batches data[indices[i]], accumulated in a loop.
+
+    With a mesh, each micro-batch is split over its data axis.
+    """
 
     def batch(i):
-        return jax.tree.map(lambda x: jnp.take(x, indices[i], axis=0), data)
+        picked = jax.tree.map(lambda x: jnp.take(x, indices[i], axis=0), data)
+        if mesh is None:
+            return picked
+        return jax.lax.with_sharding_constraint(picked, parallel.batch_sharding(mesh))
 
     first = fn(batch(0))
     total = jax.lax.fori_loop(
@@ -94,6 +103,7 @@ def _program(
     batch_size: int,
     batches_per_step: int,
     track_objective: bool,
+    mesh: Mesh | None,
 ) -> Callable:
     """The jitted schedule for one static configuration (cached, so reused)."""
     score_fn = scores_lib.METHODS[method]
@@ -111,13 +121,15 @@ def _program(
                 indices = order[: batch_size * batches_per_step].reshape(batches_per_step, -1)
 
                 def gradient(p):
-                    return _mean_over_batches(lambda b: jax.grad(loss_fn)(p, b), data, indices)
+                    return _mean_over_batches(
+                        lambda b: jax.grad(loss_fn)(p, b), data, indices, mesh
+                    )
 
                 def hessian_vector(p, v):
                     def hv(b):
                         return jax.jvp(lambda q: jax.grad(loss_fn)(q, b), (p,), (v,))[1]
 
-                    return _mean_over_batches(hv, data, indices)
+                    return _mean_over_batches(hv, data, indices, mesh)
             else:
                 gradient = hessian_vector = None
             synflow_gradient = jax.grad(synflow_fn) if synflow_fn is not None else None
@@ -193,6 +205,7 @@ def prune(
     synflow_fn: LossFn | None = None,
     track_objective: bool = True,
     on_collapse: str = "warn",
+    mesh: Mesh | None = None,
 ) -> tuple[PyTree, History]:
     """Prunes `params` at initialisation with one of the methods of `scores`.
 
@@ -218,6 +231,10 @@ def prune(
         give it for free (costs one gradient per step for synflow).
       on_collapse: what to do when a layer ends with no weight: "warn",
         "raise" or "ignore".
+      mesh: a device mesh with a "data" axis (see `force_jax.parallel`):
+        every micro-batch is split over it, params and scores are replicated,
+        and the selection runs on every device without gathering anything.
+        batch_size must be a multiple of the number of devices.
 
     Returns:
       (mask, history): the mask pytree (bool arrays on prunable leaves, scalar
@@ -253,13 +270,21 @@ def prune(
     else:
         data = None
 
+    if mesh is not None:
+        parallel.check_batch_size(batch_size, mesh, "pruning batch_size")
+        params = parallel.put_replicated_copy(params, parallel.replicated(mesh))
+        if data is not None:
+            size = jax.tree.leaves(data)[0].shape[0]
+            divisible = size % mesh.shape[parallel.DATA_AXIS] == 0
+            layout = parallel.batch_sharding(mesh) if divisible else parallel.replicated(mesh)
+            data = parallel.put_replicated_copy(data, layout)
     flags = masks_lib.prunable_flags(params, is_prunable)
     total = sum(int(np.size(x)) for x, f in zip(jax.tree.leaves(params), flags) if f)
     fractions = schedules.keep_fractions(schedule, 1.0 - sparsity, int(steps))
     counts = schedules.keep_counts(fractions, total)
     program = _program(
         method, loss_fn, synflow_fn, flags, int(batch_size), int(batches_per_step),
-        bool(track_objective),
+        bool(track_objective), mesh,
     )
     padded = jnp.asarray(np.append(counts, counts[-1]), jnp.int32)
     mask, (objective, finite, revived) = program(params, data, padded, key)

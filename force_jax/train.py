@@ -26,9 +26,10 @@ import numpy as np
 import optax
 import tensorflow as tf
 from flax.training import train_state
+from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
-from force_jax import checkpoint, data, losses, masks, optim
+from force_jax import checkpoint, data, losses, masks, optim, parallel
 from force_jax import models as models_lib
 from force_jax.prune import prune as prune_params
 
@@ -63,15 +64,19 @@ def init_variables(model: nn.Module, image_shape: tuple[int, ...], key: jax.Arra
 
 
 def prune_at_init(
-    config: ml_collections.ConfigDict, model: nn.Module, variables: PyTree, key: jax.Array
+    config: ml_collections.ConfigDict, model: nn.Module, variables: PyTree, key: jax.Array,
+    mesh: Mesh | None = None,
 ) -> tuple[PyTree, Any]:
     """Runs the configured pruning method on a pool of training examples.
+
+    Every process loads the same pool, so every process computes the same mask.
 
     Args:
       config: experiment config (uses config.data, config.prune, config.seed).
       model: the Flax model.
       variables: its variables at initialisation.
       key: PRNG key of the pruning schedule.
+      mesh: device mesh the pruning batches are split over (None: one device).
 
     Returns:
       (mask, history) from `force_jax.prune`.
@@ -92,7 +97,7 @@ def prune_at_init(
         loss_fn, variables["params"], pool, method=cfg.method, sparsity=cfg.sparsity,
         steps=cfg.steps if cfg.steps > 0 else None, schedule=cfg.schedule,
         batch_size=cfg.batch_size, batches_per_step=cfg.batches_per_step, key=key,
-        synflow_fn=synflow_fn, on_collapse=cfg.on_collapse,
+        synflow_fn=synflow_fn, on_collapse=cfg.on_collapse, mesh=mesh,
     )
 
 
@@ -187,6 +192,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       The final metrics, also written to workdir/metrics.json.
     """
     validate_config(config)
+    parallel.initialize_distributed(config.distributed)
+    mesh = parallel.make_mesh(config.mesh.num_devices)
+    parallel.check_batch_size(config.train.batch_size, mesh, "config.train.batch_size")
+    parallel.check_batch_size(config.eval_batch_size, mesh, "config.eval_batch_size")
+    processes = jax.process_count()
+    process_kwargs = {"process_index": jax.process_index(), "process_count": processes}
     os.makedirs(workdir, exist_ok=True)
     is_main = jax.process_index() == 0
     if is_main:
@@ -208,11 +219,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     mngr = checkpoint.manager(os.path.join(workdir, "checkpoints"))
     template = create_train_state(config, model, variables, masks.init_mask(variables["params"]),
                                   schedule)
-    restored = checkpoint.restore_state(mngr, template)
+    def shard(state):  # place a state on the mesh; its static fields vary by instance
+        layout = parallel.param_shardings(state, mesh, fsdp=config.mesh.fsdp)
+        return parallel.put_replicated_copy(state, layout), layout
+
+    restored = checkpoint.restore_state(mngr, shard(template)[0])
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     if restored is None:
         start = time.perf_counter()
-        mask, history = prune_at_init(config, model, variables, prune_key)
+        mask, history = prune_at_init(config, model, variables, prune_key, mesh)
         prune_seconds = time.perf_counter() - start
         state = create_train_state(config, model, variables, mask, schedule)
         step = 0
@@ -233,12 +248,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             print(f"resuming from the checkpoint of step {step}")
 
     train_iter = data.train_iterator(
-        config.data.name, batch_size=config.train.batch_size, seed=config.seed,
+        config.data.name, batch_size=config.train.batch_size // processes, seed=config.seed,
         data_dir=config.data.data_dir, validation_fraction=config.data.validation_fraction,
         augment=config.data.augment, start_step=step, download=config.data.download,
+        **process_kwargs,
     )
-    p_train_step = jax.jit(train_step, donate_argnums=0)
-    p_eval_step = jax.jit(eval_step)
+    state, shardings = shard(state)
+    p_train_step = jax.jit(train_step, donate_argnums=0,
+                           out_shardings=(shardings, parallel.replicated(mesh)))
+    jit_eval_step = jax.jit(eval_step, out_shardings=parallel.replicated(mesh))
+
+    def p_eval_step(state, local_batch):
+        return jit_eval_step(state, parallel.global_batch(local_batch, mesh))
+
     writer = None
     if is_main:
         writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
@@ -249,7 +271,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                mininterval=0.1 if sys.stderr.isatty() else 30.0)
     window_start, window_steps, train_sums = time.perf_counter(), 0, {}
     while step < total_steps:
-        state, metrics = p_train_step(state, next(train_iter))
+        state, metrics = p_train_step(state, parallel.global_batch(next(train_iter), mesh))
         step += 1
         window_steps += 1
         train_sums = {k: train_sums.get(k, 0.0) + v for k, v in metrics.items()}
@@ -270,9 +292,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             if split == "validation" and config.data.validation_fraction == 0:
                 continue
             batches = data.eval_iterator(
-                config.data.name, split, batch_size=config.eval_batch_size,
+                config.data.name, split, batch_size=config.eval_batch_size // processes,
                 data_dir=config.data.data_dir,
-                validation_fraction=config.data.validation_fraction,
+                validation_fraction=config.data.validation_fraction, **process_kwargs,
             )
             result = evaluate(p_eval_step, state, batches, config.eval_max_batches)
             record |= {f"{split}_{k}": v for k, v in result.items()}

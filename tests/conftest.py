@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-import jax
+# Eight fake CPU devices for the sharding tests; set before jax is imported.
+# Single-device computations still run on device 0, unslowed.
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    ).strip()
+
+import jax  # noqa: E402
 import jax.numpy as jnp
 import numpy as np
 import optax

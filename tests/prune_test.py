@@ -130,7 +130,7 @@ def test_one_compile_serves_every_sparsity_and_step(tiny):
         fj.prune(loss_fn, params, data, method="force", sparsity=sparsity, steps=8,
                  batch_size=32, key=jax.random.key(0))
     flags = fj.masks.prunable_flags(params)
-    program = _program("force", loss_fn, None, flags, 32, 1, True)
+    program = _program("force", loss_fn, None, flags, 32, 1, True, None)
     assert program._cache_size() == 1
 
 

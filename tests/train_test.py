@@ -35,6 +35,7 @@ def tiny_config(**overrides):
     config.eval_every_steps = 3
     config.eval_max_batches = 2
     config.eval_batch_size = 100
+    config.mesh.num_devices = 1  # parallel_test.py runs the 8-device case
     for key, value in overrides.items():
         target = config
         *parents, leaf = key.split(".")

@@ -1,0 +1,110 @@
+"""Pruning and training on 8 (fake CPU) devices equal the one-device results.
+
+conftest.py sets --xla_force_host_platform_device_count=8 before jax loads.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from train_test import SHARED_TFDS, tiny_config
+
+import force_jax as fj
+from force_jax import masks, optim, parallel, train
+
+pytestmark = pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 devices")
+
+
+@pytest.fixture(scope="module")
+def vgg_problem():
+    """A narrow VGG11 with BatchNorm on 256 random CIFAR-shaped examples."""
+    model = fj.models.VGG(depth=11, num_classes=10, width_multiplier=0.125)
+    kx, ky, kp = jax.random.split(jax.random.key(0), 3)
+    data = {"image": jax.random.normal(kx, (256, 32, 32, 3)),
+            "label": jax.random.randint(ky, (256,), 0, 10)}
+    variables = model.init(kp, data["image"][:2], train=False)
+    return model, variables, data
+
+
+@pytest.mark.parametrize("method", ["force", "iter_snip"])
+@pytest.mark.parametrize("sparsity", [0.99, 0.999])
+def test_mask_on_8_devices_equals_1_device_bit_for_bit(vgg_problem, method, sparsity):
+    model, variables, data = vgg_problem
+    loss_fn = fj.classification_loss(model, variables)
+    kwargs = dict(method=method, sparsity=sparsity, steps=4, batch_size=64,
+                  batches_per_step=2, key=jax.random.key(1), on_collapse="ignore")
+    one, history_one = fj.prune(loss_fn, variables["params"], data, **kwargs)
+    mesh = parallel.make_mesh(8)
+    eight, history_eight = fj.prune(loss_fn, variables["params"], data, mesh=mesh, **kwargs)
+    for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(eight)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_allclose(history_one.objective, history_eight.objective, rtol=1e-4)
+
+
+def test_pruning_batch_must_split_over_devices(vgg_problem):
+    model, variables, data = vgg_problem
+    with pytest.raises(ValueError, match="not divisible by the 8 devices"):
+        fj.prune(fj.classification_loss(model, variables), variables["params"], data,
+                 method="snip", sparsity=0.9, batch_size=60, key=jax.random.key(0),
+                 mesh=parallel.make_mesh(8))
+
+
+def test_train_step_on_8_devices_matches_1_device(vgg_problem):
+    model, variables, data = vgg_problem
+    config = tiny_config()
+    mask = masks.topk_mask(
+        jax.tree.map(lambda p: jax.random.uniform(jax.random.key(2), p.shape), variables["params"]),
+        masks.init_mask(variables["params"]), 2000)
+    schedule = optim.make_schedule(config.train.lr_schedule, 10)
+    batch = {k: np.asarray(v[:64]) for k, v in data.items()}
+
+    def run(mesh):
+        state = train.create_train_state(config, model, variables, mask, schedule)
+        shardings = parallel.param_shardings(state, mesh, fsdp=True, min_size=1024)
+        state = parallel.put_replicated_copy(state, shardings)
+        step = jax.jit(train.train_step, donate_argnums=0)
+        for _ in range(3):
+            state, _ = step(state, parallel.global_batch(batch, mesh))
+        return jax.device_get(state)
+
+    one, eight = run(parallel.make_mesh(1)), run(parallel.make_mesh(8))
+    for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(eight.params)):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
+    for a, b in zip(jax.tree.leaves(one.batch_stats), jax.tree.leaves(eight.batch_stats)):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
+    for p, m in zip(jax.tree.leaves(eight.params), jax.tree.leaves(mask)):
+        if masks.is_prunable_leaf(m):
+            assert np.all(np.asarray(p)[~np.asarray(m)] == 0)
+
+
+def test_fsdp_shards_large_leaves_over_the_data_axis(vgg_problem):
+    _, variables, _ = vgg_problem
+    mesh = parallel.make_mesh(8)
+    shardings = parallel.param_shardings(variables["params"], mesh, fsdp=True, min_size=1024)
+    specs = {jax.tree_util.keystr(k): s.spec
+             for k, s in jax.tree_util.tree_flatten_with_path(shardings)[0]}
+    assert any(parallel.DATA_AXIS in tuple(spec) for spec in specs.values())
+    assert all(tuple(spec) == () for name, spec in specs.items() if "bias" in name)
+
+
+@pytest.mark.skipif(not SHARED_TFDS.is_dir(), reason="no shared TFDS folder")
+def test_train_and_evaluate_on_8_devices(tmp_path):
+    config = tiny_config()
+    config.mesh.num_devices = 8
+    config.eval_batch_size = 96
+    metrics = train.train_and_evaluate(config, str(tmp_path))
+    assert metrics["step"] == 6 and 0.0 <= metrics["test_accuracy"] <= 1.0
+    with pytest.raises(ValueError, match="config.eval_batch_size 100 is not divisible"):
+        bad = tiny_config()
+        bad.mesh.num_devices = 8
+        train.train_and_evaluate(bad, str(tmp_path / "bad"))
+
+
+def test_global_batch_layout():
+    mesh = parallel.make_mesh(8)
+    batch = parallel.global_batch({"x": np.arange(16, dtype=np.float32)}, mesh)
+    assert batch["x"].sharding.spec == jax.sharding.PartitionSpec("data")
+    assert len(batch["x"].addressable_shards) == 8
+    np.testing.assert_array_equal(jnp.asarray(batch["x"]), np.arange(16))
