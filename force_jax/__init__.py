@@ -2,6 +2,7 @@
 
 from force_jax import masks as masks
 from force_jax import models as models
+from force_jax import parallel as parallel
 from force_jax.losses import classification_loss as classification_loss
 from force_jax.losses import logits_loss as logits_loss
 from force_jax.losses import synflow_objective as synflow_objective
@@ -25,8 +26,10 @@ __all__ = [
     "init_mask",
     "keep_fractions",
     "logits_loss",
+    "masks",
     "models",
     "num_kept",
+    "parallel",
     "prune",
     "sparsity_report",
     "synflow_objective",
