@@ -50,3 +50,39 @@ def plot_layer_density(reports: dict[str, SparsityReport], path: str, title: str
     ax.set_title(title or "per-layer density")
     ax.legend(fontsize=8)
     save_figure(fig, path)
+
+
+def plot_metric_vs_remaining(
+    curves: dict[str, dict[float, list[float]]], path: str, *, ylabel: str,
+    log_y: bool = False, title: str = "",
+) -> None:
+    """Mean and standard deviation over seeds of a metric vs remaining weights (log x axis).
+
+    As in the FORCE paper's figures: the x axis is the percentage of prunable
+    weights kept, on a log scale, so the extreme sparsities are spread out.
+
+    Args:
+      curves: label (e.g. method) -> remaining weights in % -> values over seeds.
+      path: output PNG.
+      ylabel: y-axis label.
+      log_y: also put the y axis on a log scale (values must be positive).
+      title: figure title.
+    """
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for label, points in curves.items():
+        xs = sorted(x for x, values in points.items() if values)
+        if not xs:
+            continue
+        values = [points[x] for x in xs]
+        means = [sum(v) / len(v) for v in values]
+        stds = [(sum((u - m) ** 2 for u in v) / len(v)) ** 0.5 for v, m in zip(values, means)]
+        ax.errorbar(xs, means, yerr=stds, marker="o", markersize=4, capsize=3, label=label)
+    ax.set_xscale("log")
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel("remaining weights (%)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    save_figure(fig, path)

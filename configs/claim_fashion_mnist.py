@@ -1,0 +1,85 @@
+"""The paper's central claim at CPU scale: a sweep over methods, sparsities and seeds.
+
+Claim (de Jorge et al., ICLR 2021): beyond about 95 % sparsity SNIP and GraSP
+degrade (sometimes below random pruning) while FORCE and Iterative SNIP stay
+trainable. Here: VGG-11 (BatchNorm, CIFAR form) at width x0.25 (577,424
+prunable weights in 8 conv layers and the classifier: deep enough for layer
+collapse; 99.8 % sparsity keeps 1,154 of them) on the real Fashion-MNIST;
+methods force, iter_snip, snip, grasp, synflow, random; sparsities 0.9 to
+0.998; seeds 0, 1, 2: 108 cells.
+
+    python -m force_jax.sweep --config=configs/claim_fashion_mnist.py \
+        --workdir=runs/claim_fashion_mnist --config.data.data_dir=../shared/datasets/tfds
+
+Budget per cell: 30 pruning steps for FORCE and Iterative SNIP (SynFlow keeps
+its default of 100 data-free steps), each on one batch of 128 drawn from a pool
+of 2,048 training images; GraSP with temperature 200 as in the official GraSP
+code; then 150 SGD steps of batch 128 (0.36 epoch, cosine learning rate from
+0.05 to 0) and one evaluation on the whole validation (6,000) and test (10,000)
+splits.
+
+Measured (2026-11, 2-core CPU shared with other jobs, load average 8-9, i.e.
+about 4x oversubscribed), one cell each through the command above:
+  width 0.25, force, 99.8 %: prune 81 s + train/eval 55 s (136 s wall).
+  width 0.125, force, 99.8 %: prune 37 s + train/eval 56 s;
+  width 0.125, synflow (100 steps), 99.8 %: prune 84 s + train/eval 42 s.
+On an idle 2-core machine expect roughly a third of that, about 30-45 s per
+cell (one-shot methods less), so 1 to 1.5 hours for the 108 cells. Rerunning
+the command resumes (finished cells are skipped).
+In these calibration cells FORCE with seed 0 at 99.8 % collapsed layers
+(conv_6 and conv_7 kept no weight at width 0.25; every conv at width 0.125,
+where 289 weights remain) and trained to chance (test accuracy 0.10), while
+SynFlow (width 0.125) kept every layer and reached 0.597: at this scale the
+absolute number of weights left matters, see collapsed_layers in results.csv.
+
+Outputs in the workdir: results.csv, accuracy_vs_sparsity.png,
+objective_vs_sparsity.png, layer_density_0.998.png and cells/<cell>/.
+"""
+
+import importlib.util
+import os
+
+import ml_collections
+
+
+def _default_config() -> ml_collections.ConfigDict:
+    spec = importlib.util.spec_from_file_location(
+        "force_jax_default_config", os.path.join(os.path.dirname(__file__), "default.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def get_config() -> ml_collections.ConfigDict:
+    """The claim sweep: configs/default.py keys plus config.sweep.
+
+    Returns:
+      The sweep config for `python -m force_jax.sweep`.
+    """
+    config = _default_config()
+    config.data.name = "fashion_mnist:3.0.1"
+
+    config.model.name = "vgg11"
+    config.model.width_multiplier = 0.25
+
+    config.prune.steps = 30  # FORCE and Iterative SNIP; one-shot methods use 1
+    config.prune.batch_size = 128
+    config.prune.pool_size = 2048
+    config.prune.on_collapse = "ignore"  # collapse is a result here, counted in results.csv
+
+    config.train.batch_size = 128
+    config.train.num_steps = 150
+    # Cosine decay to zero over exactly num_steps: the schedule counts in epochs of
+    # 54,000 // 128 = 421 steps (90 % of the 60,000 training images; 10 % are validation).
+    schedule = config.train.lr_schedule.to_dict()
+    schedule["num_epochs"] = config.train.num_steps / (54_000 // config.train.batch_size)
+    config.train.lr_schedule = ml_collections.ConfigDict(schedule)
+    config.eval_every_steps = -1  # num_steps < one epoch: a single evaluation at the end
+
+    config.sweep = ml_collections.ConfigDict()
+    config.sweep.methods = ("force", "iter_snip", "snip", "grasp", "synflow", "random")
+    config.sweep.sparsities = (0.9, 0.95, 0.98, 0.99, 0.995, 0.998)
+    config.sweep.seeds = (0, 1, 2)
+    config.sweep.synflow_steps = -1  # <= 0: SynFlow's default of 100 steps
+    config.sweep.grasp_temperature = 200.0  # as the official GraSP code
+    return config

@@ -1,0 +1,309 @@
+"""A grid of prune-then-train runs: methods x sparsities x seeds, resumable.
+
+    python -m force_jax.sweep --config=configs/claim_fashion_mnist.py --workdir=/tmp/claim \
+        --config.data.data_dir=../shared/datasets/tfds
+
+The config holds every key of configs/default.py plus `config.sweep.methods`,
+`config.sweep.sparsities` and `config.sweep.seeds` (tuples), and optionally
+`config.sweep.synflow_steps` (SynFlow's number of steps, <= 0: its default of
+100) and `config.sweep.grasp_temperature` (softmax temperature used for GraSP
+cells only). Each cell runs `train.train_and_evaluate` in
+`DIR/cells/<method>_s<sparsity>_seed<seed>`. After every cell the sweep
+rewrites, atomically, `DIR/results.csv`, `DIR/accuracy_vs_sparsity.png`,
+`DIR/objective_vs_sparsity.png` and `DIR/layer_density_<sparsity>.png` (the
+highest sparsity, one series per method).
+
+Rerunning the command on the same workdir skips every finished cell (its
+metrics.json exists), resumes an interrupted one from its last checkpoint and
+retries the cells that failed. A failing cell is recorded in results.csv with
+its error ("Type: message") and the sweep goes on with the next one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import ml_collections
+from tqdm.auto import tqdm
+
+from force_jax import checkpoint, plots, scores, train
+from force_jax.masks import LayerDensity, SparsityReport
+
+COLUMNS = (
+    "method", "sparsity", "seed", "test_accuracy", "best_validation_accuracy",
+    "force_objective", "collapsed_layers", "prune_seconds", "train_seconds", "error",
+)
+# Written by the sweep beside the cell's own files: its timing and error, so a
+# rerun that skips the cell can still report them.
+CELL_RECORD = "sweep_cell.json"
+
+TrainFn = Callable[[ml_collections.ConfigDict, str], dict]
+
+
+def cell_name(method: str, sparsity: float, seed: int) -> str:
+    """Folder name of one cell, e.g. ``force_s0.995_seed0``.
+
+    Args:
+      method: pruning method.
+      sparsity: fraction of prunable weights removed (written in full, via repr).
+      seed: the cell's seed.
+
+    Returns:
+      The folder name under DIR/cells.
+    """
+    return f"{method}_s{float(sparsity)!r}_seed{int(seed)}"
+
+
+def cell_config(
+    config: ml_collections.ConfigDict, method: str, sparsity: float, seed: int
+) -> ml_collections.ConfigDict:
+    """The experiment config of one cell.
+
+    One-shot methods get `prune.steps = -1` (their default of 1 step); SynFlow
+    gets `sweep.synflow_steps` if set (else its default of 100); GraSP gets
+    `sweep.grasp_temperature` if set. Other methods keep `prune.steps`.
+
+    Args:
+      config: the sweep config.
+      method: pruning method.
+      sparsity: fraction of prunable weights removed.
+      seed: seed of initialisation, pruning batches and training.
+
+    Returns:
+      An unlocked copy of `config` with prune.method/sparsity/steps and seed set.
+    """
+    cell = ml_collections.ConfigDict(config.copy_and_resolve_references().to_dict())
+    cell.prune.method = method
+    cell.prune.sparsity = float(sparsity)
+    cell.seed = int(seed)
+    sweep = config.get("sweep", ml_collections.ConfigDict())
+    if method in scores.ONE_SHOT:
+        cell.prune.steps = -1
+    elif method == "synflow":
+        cell.prune.steps = int(sweep.get("synflow_steps", -1))
+    if method == "grasp" and sweep.get("grasp_temperature") is not None:
+        cell.prune.temperature = float(sweep.grasp_temperature)
+    return cell
+
+
+def _read_json(path: str) -> dict | None:
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def cell_row(workdir: str, method: str, sparsity: float, seed: int) -> dict[str, Any]:
+    """One results.csv row from the files a cell left in its folder.
+
+    Args:
+      workdir: the cell's folder.
+      method, sparsity, seed: the cell's coordinates.
+
+    Returns:
+      A dict with every key of COLUMNS; missing values are None.
+    """
+    metrics = _read_json(os.path.join(workdir, "metrics.json")) or {}
+    pruned = _read_json(os.path.join(workdir, "prune.json")) or {}
+    record = _read_json(os.path.join(workdir, CELL_RECORD)) or {}
+    objective = pruned.get("history", {}).get("objective") or [None]
+    report = pruned.get("report")
+    return {
+        "method": method, "sparsity": float(sparsity), "seed": int(seed),
+        "test_accuracy": metrics.get("test_accuracy"),
+        "best_validation_accuracy": metrics.get("best_validation_accuracy"),
+        "force_objective": objective[-1],
+        "collapsed_layers": len(report["collapsed"]) if report else None,
+        "prune_seconds": pruned.get("seconds"),
+        "train_seconds": record.get("train_seconds"),
+        "error": record.get("error"),
+    }
+
+
+def run_cell(
+    config: ml_collections.ConfigDict, workdir: str, train_fn: TrainFn
+) -> None:
+    """Runs (or resumes) one cell and records its training time and error.
+
+    Args:
+      config: the cell's config.
+      workdir: the cell's folder.
+      train_fn: `train.train_and_evaluate` or a stand-in with its signature.
+    """
+    prune_path = os.path.join(workdir, "prune.json")
+    pruned_before = os.path.exists(prune_path)
+    error = None
+    start = time.perf_counter()
+    try:
+        train_fn(config, workdir)
+    except Exception as e:  # noqa: BLE001 - any failure is recorded, the sweep goes on
+        error = f"{type(e).__name__}: {e}"
+    seconds = time.perf_counter() - start
+    pruned = None if pruned_before else _read_json(prune_path)
+    # Pruning happened inside this call only if prune.json is new: take it out of the time.
+    train_seconds = seconds - (pruned["seconds"] if pruned else 0.0)
+    checkpoint.write_json(
+        os.path.join(workdir, CELL_RECORD), {"train_seconds": train_seconds, "error": error})
+
+
+def _format(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def write_results(path: str, rows: Sequence[dict[str, Any]]) -> None:
+    """Writes rows as CSV with the columns COLUMNS, atomically.
+
+    Args:
+      path: output CSV.
+      rows: dicts keyed by COLUMNS (None is written as an empty field).
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for row in rows:
+        writer.writerow([_format(row.get(c)) for c in COLUMNS])
+    checkpoint.write_atomic(path, buffer.getvalue())
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def _curves(rows: Sequence[dict[str, Any]], key: str) -> dict[str, dict[float, list[float]]]:
+    """method -> remaining weights (%) -> values of `key` over seeds (finite ones only)."""
+    curves: dict[str, dict[float, list[float]]] = {}
+    for row in rows:
+        if _finite(row[key]):
+            remaining = round(100.0 * (1.0 - row["sparsity"]), 10)
+            curves.setdefault(row["method"], {}).setdefault(remaining, []).append(row[key])
+    return curves
+
+
+def report_from_dict(report: dict) -> SparsityReport:
+    """Rebuilds a SparsityReport from its `as_dict()` form (as in prune.json).
+
+    Args:
+      report: the dict written by SparsityReport.as_dict().
+
+    Returns:
+      The SparsityReport.
+    """
+    return SparsityReport(tuple(
+        LayerDensity(layer["name"], int(layer["kept"]), int(layer["total"]))
+        for layer in report["layers"]))
+
+
+def write_plots(sweep_dir: str, rows: Sequence[dict[str, Any]],
+                config: ml_collections.ConfigDict) -> list[str]:
+    """Accuracy and objective vs remaining weights, and per-layer densities.
+
+    Args:
+      sweep_dir: the sweep's workdir (cells under sweep_dir/cells).
+      rows: the results rows so far.
+      config: the sweep config (methods, sparsities, seeds).
+
+    Returns:
+      Paths of the PNGs written (a figure with no data yet is not written).
+    """
+    written = []
+    accuracy = _curves(rows, "test_accuracy")
+    if accuracy:
+        path = os.path.join(sweep_dir, "accuracy_vs_sparsity.png")
+        plots.plot_metric_vs_remaining(
+            accuracy, path, ylabel="test accuracy", title="test accuracy vs remaining weights")
+        written.append(path)
+    objective = _curves(rows, "force_objective")
+    objective = {m: {x: [v for v in vs if v > 0] for x, vs in c.items()}
+                 for m, c in objective.items()}
+    if any(vs for c in objective.values() for vs in c.values()):
+        path = os.path.join(sweep_dir, "objective_vs_sparsity.png")
+        plots.plot_metric_vs_remaining(
+            objective, path, ylabel="FORCE objective S(m)", log_y=True,
+            title="FORCE objective of the final mask vs remaining weights")
+        written.append(path)
+    highest = max(config.sweep.sparsities)
+    seed = 0 if 0 in config.sweep.seeds else config.sweep.seeds[0]
+    reports = {}
+    for method in config.sweep.methods:
+        pruned = _read_json(os.path.join(
+            sweep_dir, "cells", cell_name(method, highest, seed), "prune.json"))
+        if pruned and "report" in pruned:
+            reports[method] = report_from_dict(pruned["report"])
+    if reports:
+        path = os.path.join(sweep_dir, f"layer_density_{float(highest)!r}.png")
+        plots.plot_layer_density(
+            reports, path, title=f"per-layer density at sparsity {highest} (seed {seed})")
+        written.append(path)
+    return written
+
+
+def run_sweep(
+    config: ml_collections.ConfigDict, workdir: str, *, train_fn: TrainFn | None = None
+) -> list[dict[str, Any]]:
+    """Runs every (method, sparsity, seed) cell, skipping the finished ones.
+
+    Args:
+      config: sweep config (configs/default.py keys plus config.sweep).
+      workdir: sweep folder; rerunning on it resumes.
+      train_fn: runs one cell; defaults to `train.train_and_evaluate`.
+
+    Returns:
+      The results rows, one per cell in sweep order (as in results.csv).
+    """
+    train_fn = train_fn or train.train_and_evaluate
+    sweep = config.sweep
+    cells = [(m, float(s), int(seed)) for m in sweep.methods for s in sweep.sparsities
+             for seed in sweep.seeds]
+    if not cells:
+        raise ValueError("the sweep has no cells: config.sweep.methods, sparsities and seeds "
+                         "must each hold at least one value")
+    os.makedirs(workdir, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    bar = tqdm(cells, desc="sweep", unit="cell")
+    for method, sparsity, seed in bar:
+        name = cell_name(method, sparsity, seed)
+        bar.set_postfix_str(name)
+        cell_dir = os.path.join(workdir, "cells", name)
+        if not os.path.exists(os.path.join(cell_dir, "metrics.json")):
+            run_cell(cell_config(config, method, sparsity, seed), cell_dir, train_fn)
+        rows.append(cell_row(cell_dir, method, sparsity, seed))
+        write_results(os.path.join(workdir, "results.csv"), rows)
+        write_plots(workdir, rows, config)
+    bar.close()
+    return rows
+
+
+def main() -> None:
+    """Command line: --config=configs/x.py --workdir=DIR [--config.key=value ...]."""
+    from absl import app, flags, logging
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file("config", None, "Sweep config file.", lock_config=True)
+    flags.DEFINE_string("workdir", None, "Sweep folder; rerun on it to resume.")
+    flags.mark_flags_as_required(["config", "workdir"])
+
+    def run(argv):
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        logging.set_verbosity(logging.WARNING)  # orbax and TFDS log every file at INFO
+        rows = run_sweep(flags.FLAGS.config, flags.FLAGS.workdir)
+        failed = [r for r in rows if r["error"]]
+        print(f"{len(rows)} cells, {len(failed)} failed; "
+              f"results in {os.path.join(flags.FLAGS.workdir, 'results.csv')}")
+
+    app.run(run)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""The sweep on real Fashion-MNIST: results.csv, figures, skipping finished cells on a
+rerun, a failing cell recorded while the others finish, and the command line."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+
+import ml_collections
+import pytest
+from conftest import SHARED_TFDS
+
+from force_jax import sweep, train
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from configs import default  # noqa: E402
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+needs_real_data = pytest.mark.skipif(not SHARED_TFDS.is_dir(), reason="no shared TFDS folder")
+
+
+def tiny_sweep_config() -> ml_collections.ConfigDict:
+    """2 methods x 2 sparsities x 1 seed of LeNet-5, cut down to seconds per cell."""
+    config = default.get_config()
+    config.data.data_dir = str(SHARED_TFDS)
+    config.prune.steps = 3
+    config.prune.pool_size = 256
+    config.prune.batch_size = 64
+    config.train.batch_size = 32
+    config.train.num_steps = 6
+    config.eval_every_steps = 6  # one evaluation per cell
+    config.eval_max_batches = 2
+    config.eval_batch_size = 100
+    if "mesh" in config:
+        config.mesh.num_devices = 1  # conftest fakes 8 CPU devices for the sharding tests
+    config.sweep = ml_collections.ConfigDict()
+    config.sweep.methods = ("force", "snip")
+    config.sweep.sparsities = (0.9, 0.99)
+    config.sweep.seeds = (0,)
+    return config
+
+
+def read_csv(path) -> list[dict[str, str]]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_cell_config_sets_steps_and_grasp_temperature():
+    config = tiny_sweep_config()
+    config.sweep.synflow_steps = 7
+    config.sweep.grasp_temperature = 200.0
+    force = sweep.cell_config(config, "force", 0.95, 2)
+    assert (force.prune.method, force.prune.sparsity, force.seed) == ("force", 0.95, 2)
+    assert force.prune.steps == 3 and force.prune.temperature == 1.0
+    assert sweep.cell_config(config, "snip", 0.95, 0).prune.steps == -1
+    assert sweep.cell_config(config, "synflow", 0.95, 0).prune.steps == 7
+    grasp = sweep.cell_config(config, "grasp", 0.95, 0)
+    assert grasp.prune.steps == -1 and grasp.prune.temperature == 200.0
+    assert config.prune.method == "force" and config.seed == 0  # the sweep config is untouched
+    assert sweep.cell_name("force", 0.995, 1) == "force_s0.995_seed1"
+
+
+@needs_real_data
+def test_sweep_writes_results_skips_finished_cells_and_records_failures(tmp_path):
+    config = tiny_sweep_config()
+    workdir = tmp_path / "sweep"
+
+    def fails_for_snip_099(cell_config, cell_dir):
+        if (cell_config.prune.method, cell_config.prune.sparsity) == ("snip", 0.99):
+            raise RuntimeError("boom")
+        return train.train_and_evaluate(cell_config, cell_dir)
+
+    rows = sweep.run_sweep(config, str(workdir), train_fn=fails_for_snip_099)
+    table = read_csv(workdir / "results.csv")
+    assert tuple(table[0]) == sweep.COLUMNS
+    assert [(r["method"], float(r["sparsity"]), r["seed"]) for r in table] == [
+        ("force", 0.9, "0"), ("force", 0.99, "0"), ("snip", 0.9, "0"), ("snip", 0.99, "0")]
+    assert len(rows) == 4
+    failed = table[3]
+    assert failed["error"] == "RuntimeError: boom" and failed["test_accuracy"] == ""
+    for row in table[:3]:
+        assert row["error"] == ""
+        assert 0.0 <= float(row["test_accuracy"]) <= 1.0
+        assert 0.0 <= float(row["best_validation_accuracy"]) <= 1.0
+        assert float(row["force_objective"]) > 0
+        assert int(row["collapsed_layers"]) >= 0
+        assert float(row["prune_seconds"]) > 0 and float(row["train_seconds"]) > 0
+    for name in ("accuracy_vs_sparsity.png", "objective_vs_sparsity.png",
+                 "layer_density_0.99.png"):
+        assert (workdir / name).stat().st_size > 1000, name
+    assert (workdir / "cells" / "force_s0.99_seed0" / "prune.json").exists()
+
+    # Rerun: finished cells are skipped; only the failed one is tried again.
+    calls = []
+
+    def records_calls(cell_config, cell_dir):
+        calls.append(os.path.basename(cell_dir))
+        raise ValueError("still broken")
+
+    sweep.run_sweep(config, str(workdir), train_fn=records_calls)
+    assert calls == ["snip_s0.99_seed0"]
+    again = read_csv(workdir / "results.csv")
+    assert again[:3] == table[:3]
+    assert again[3]["error"] == "ValueError: still broken"
+
+
+@needs_real_data
+def test_command_line_records_a_cell_that_keeps_no_weight(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "force_jax.sweep", "--config=configs/claim_fashion_mnist.py",
+         f"--workdir={tmp_path}", f"--config.data.data_dir={SHARED_TFDS}",
+         "--config.sweep.methods=('random',)", "--config.sweep.sparsities=(0.9999999,)",
+         "--config.sweep.seeds=(0,)", "--config.prune.pool_size=128"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={k: v for k, v in os.environ.items() if k != "XLA_FLAGS"},  # one CPU device
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (row,) = read_csv(tmp_path / "results.csv")
+    assert row["method"] == "random" and float(row["sparsity"]) == 0.9999999
+    assert row["error"].startswith("ValueError: keep count below 1")
+    assert "1 cells, 1 failed" in result.stdout
