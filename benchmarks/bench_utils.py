@@ -1,0 +1,176 @@
+"""Shared pieces of the benchmark scripts: machine info, timing, models, JSON output.
+
+Not part of the library: the scripts in this folder import it as a sibling
+module (``python benchmarks/<script>.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# name -> (registry name, image shape (H, W, C)).
+MODELS: dict[str, tuple[str, tuple[int, int, int]]] = {
+    "vgg19": ("vgg19", (32, 32, 3)),
+    "resnet50": ("resnet50", (32, 32, 3)),
+    "lenet5": ("lenet5", (28, 28, 1)),
+}
+NUM_CLASSES = 10
+
+
+def machine_info() -> dict[str, Any]:
+    """Platform, CPU and JAX facts to store next to every timing."""
+    import jaxlib
+
+    device = jax.devices()[0]
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "jax_version": jax.__version__,
+        "jaxlib_version": jaxlib.__version__,
+        "backend": jax.default_backend(),
+        "device_kind": device.device_kind,
+        "device_count": jax.device_count(),
+    }
+
+
+def block(tree: Any) -> Any:
+    """Waits for every array in ``tree``."""
+    return jax.block_until_ready(tree)
+
+
+def time_call(fn: Callable[[], Any], *, repeats: int, warmup: int = 1) -> float:
+    """Median wall time in seconds of ``fn()`` (results blocked on), after warm-up calls."""
+    for _ in range(warmup):
+        block(fn())
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        block(fn())
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def peak_memory() -> dict[str, Any]:
+    """Peak memory so far: the device allocator's when it reports one, else process max RSS."""
+    stats = jax.devices()[0].memory_stats()
+    if stats and "peak_bytes_in_use" in stats:
+        return {"bytes": int(stats["peak_bytes_in_use"]), "source": "device memory_stats"}
+    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
+    return {"bytes": int(rss_kb * scale), "source": "process max RSS (getrusage)"}
+
+
+def compiled_memory(compiled: Any) -> dict[str, int] | None:
+    """XLA's static buffer assignment of a compiled program: its peak need, in bytes.
+
+    ``temp`` is the scratch space of the program; arguments + outputs - aliased
+    bytes + temp is what must be live at once. Works on CPU, where the device
+    allocator reports nothing.
+    """
+    try:
+        analysis = compiled.memory_analysis()
+    except Exception:  # noqa: BLE001 - not every backend implements it
+        return None
+    if analysis is None:
+        return None
+    out = {
+        "argument_bytes": int(analysis.argument_size_in_bytes),
+        "output_bytes": int(analysis.output_size_in_bytes),
+        "alias_bytes": int(analysis.alias_size_in_bytes),
+        "temp_bytes": int(analysis.temp_size_in_bytes),
+    }
+    out["total_bytes"] = (
+        out["argument_bytes"] + out["output_bytes"] - out["alias_bytes"] + out["temp_bytes"]
+    )
+    return out
+
+
+def build(name: str, batch_size: int, *, key: int = 0, examples: int | None = None):
+    """A model, its variables at init and a random CIFAR/MNIST-shaped data set.
+
+    Args:
+      name: a key of ``MODELS``.
+      batch_size: examples per batch.
+      key: PRNG seed.
+      examples: data-set size (defaults to ``2 * batch_size``).
+
+    Returns:
+      (model, variables, data) with data = {"image", "label"}.
+    """
+    from force_jax import models as models_lib
+
+    registry_name, shape = MODELS[name]
+    model = models_lib.get_model(registry_name, NUM_CLASSES)
+    k_init, k_img, k_lab = jax.random.split(jax.random.key(key), 3)
+    variables = model.init(k_init, jnp.zeros((1, *shape), jnp.float32), train=False)
+    n = examples or 2 * batch_size
+    data = {
+        "image": jax.random.normal(k_img, (n, *shape), jnp.float32),
+        "label": jax.random.randint(k_lab, (n,), 0, NUM_CLASSES),
+    }
+    return model, variables, data
+
+
+def set_plain_conv(plain: bool) -> None:
+    """Turns the one-matmul conv over tiny maps off (plain lax convs) or leaves it on."""
+    from force_jax.models import common
+
+    if plain:
+        common.SMALL_CONV_MAX_PIXELS = 0
+
+
+def csv_list(text: str, cast: Callable[[str], Any] = str) -> list:
+    """Parses a comma-separated flag value."""
+    return [cast(part) for part in text.split(",") if part]
+
+
+def write_results(name: str, payload: dict[str, Any], out_dir: Path | None = None) -> Path:
+    """Writes ``payload`` plus machine info to ``<out_dir>/<name>.json`` and returns the path."""
+    out_dir = Path(out_dir) if out_dir else RESULTS_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.json"
+    payload = {"benchmark": name, "machine": machine_info(), **payload}
+    path.write_text(json.dumps(payload, indent=2, default=_jsonable))
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+    """Prints rows as a fixed-width table of the given columns."""
+
+    def fmt(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return str(value)
+
+    cells = [[fmt(row.get(c, "")) for c in columns] for row in rows]
+    widths = [
+        max(len(c), *(len(r[i]) for r in cells)) if cells else len(c) for i, c in enumerate(columns)
+    ]
+    print("  ".join(c.rjust(w) for c, w in zip(columns, widths)))
+    for r in cells:
+        print("  ".join(v.rjust(w) for v, w in zip(r, widths)))
+    sys.stdout.flush()

@@ -1,0 +1,211 @@
+"""Cost of the one-program pruning schedules (FORCE, Iterative SNIP, SynFlow).
+
+For each model and batch size: compile time of the schedule program, time per
+pruning step (from T=2 and T=6 runs: (t6 - t2) / 4, so compile and the final
+objective evaluation cancel), its split into the masked score gradient and the
+exact top-k selection (each jitted and timed alone), the overhead ratio (step
+/ one masked gradient), memory, and the number of compilations after two
+sparsity levels (must be 1).
+
+Memory on CPU: the device allocator reports nothing, so the JSON holds XLA's
+static buffer assignment (``compiled.memory_analysis()``: arguments + outputs
+- aliases + temporaries) of the FORCE program and of one plain training step,
+plus the process max RSS.
+
+    python benchmarks/prune_bench.py                       # full set
+    python benchmarks/prune_bench.py --models vgg19 --batch-sizes 32 --methods force
+    python benchmarks/prune_bench.py --plain-conv          # lax conv on 2x2 maps too
+    python benchmarks/prune_bench.py --quick --models lenet5
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import bench_utils as bu
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+SPARSITIES = (0.9, 0.99)
+LONG_STEPS = 60
+
+
+def _train_step_memory(model, variables, data, batch_size: int) -> dict | None:
+    """Static memory of one jitted plain training step (masked SGD, donated state)."""
+    from force_jax import masks, train
+
+    config = ml_collections.ConfigDict(
+        {"train": {"momentum": 0.9, "weight_decay": 5e-4, "nesterov": True}}
+    )
+    mask = masks.init_mask(variables["params"])
+    state = train.create_train_state(config, model, variables, mask, optax.constant_schedule(0.1))
+    batch = jax.tree.map(lambda x: x[:batch_size], data)
+    compiled = jax.jit(train.train_step, donate_argnums=0).lower(state, batch).compile()
+    return bu.compiled_memory(compiled)
+
+
+def _cached_program(prune_module, method, loss_fn, synflow_fn, flags, batch_size):
+    """The jitted schedule `prune()` itself uses (same lru_cache entry)."""
+    import inspect
+
+    args = [method, loss_fn, synflow_fn, flags, int(batch_size), 1, True]
+    # Later versions take more trailing arguments (e.g. a mesh); prune() passes None.
+    extra = len(inspect.signature(prune_module._program).parameters) - len(args)
+    return prune_module._program(*args, *([None] * extra))
+
+
+def bench_one(name: str, batch_size: int, methods: list[str], *, quick: bool) -> list[dict]:
+    """All measurements for one model and batch size."""
+    import importlib
+
+    from force_jax import losses, masks, scores
+
+    prune = importlib.import_module("force_jax.prune")  # the module, not the re-exported function
+
+    model, variables, data = bu.build(name, batch_size)
+    params = variables["params"]
+    loss_fn = losses.classification_loss(model, variables)
+    synflow_fn = losses.synflow_objective(model, variables, bu.MODELS[name][1])
+    flags = masks.prunable_flags(params)
+    dense = masks.dense_mask(params, flags)
+    batch = jax.tree.map(lambda x: x[:batch_size], data)
+    repeats = 1 if quick else 3
+
+    grad_fn = jax.jit(lambda p, m, b: jax.grad(loss_fn)(masks.apply_mask(p, m), b))
+    grad_s = bu.time_call(lambda: grad_fn(params, dense, batch), repeats=repeats)
+    grads = grad_fn(params, dense, batch)
+    realistic = scores.saliency(params, grads)
+    total = masks.num_prunable(dense)
+    topk = jax.jit(masks.topk_mask)
+    k = jnp.int32(int(total * 0.1))
+    select_s = bu.time_call(lambda: topk(realistic, dense, k), repeats=repeats)
+    synflow_grad = jax.jit(lambda p: jax.grad(synflow_fn)(p))
+    synflow_grad_s = bu.time_call(lambda: synflow_grad(params), repeats=repeats)
+    train_memory = _train_step_memory(model, variables, data, batch_size)
+
+    rows = []
+    for method in methods:
+        common = dict(
+            loss_fn=loss_fn,
+            params=params,
+            data=data,
+            method=method,
+            batch_size=batch_size,
+            key=jax.random.key(1),
+            synflow_fn=synflow_fn,
+            on_collapse="ignore",
+        )
+        program = _cached_program(
+            prune, method, loss_fn, synflow_fn if method == "synflow" else None, flags, batch_size
+        )
+        if method != "synflow":
+            common["synflow_fn"] = None
+
+        def run(sparsity: float, steps: int, kwargs: dict = common) -> Any:
+            return prune.prune(sparsity=sparsity, steps=steps, **kwargs)[0]
+
+        # One compile serves every sparsity level at a fixed T.
+        start = time.perf_counter()
+        bu.block(run(SPARSITIES[0], 2))
+        first_s = time.perf_counter() - start
+        t2 = bu.time_call(
+            lambda: run(SPARSITIES[1], 2),
+            repeats=repeats,
+            warmup=0,
+        )
+        compilations = program._cache_size()
+        t6 = bu.time_call(lambda: run(SPARSITIES[0], 6), repeats=repeats)
+        step_s = max(t6 - t2, 0.0) / 4
+        score_s = synflow_grad_s if method == "synflow" else grad_s
+        # SynFlow with track_objective also takes one data gradient per step.
+        extra = grad_s if method == "synflow" else 0.0
+        row: dict[str, Any] = {
+            "model": name,
+            "batch": batch_size,
+            "method": method,
+            "compile_first_call_s": first_s - t2,
+            "step_s": step_s,
+            "score_grad_s": score_s + extra,
+            "select_s": select_s,
+            "rest_s": step_s - score_s - extra - select_s,
+            "masked_grad_s": grad_s,
+            "overhead_ratio": step_s / grad_s,
+            "compilations_after_2_sparsities": compilations,
+            "t2_s": t2,
+            "t6_s": t6,
+        }
+        if method == "force" and not quick:
+            counts = jnp.zeros((LONG_STEPS + 1,), jnp.int32)
+            start = time.perf_counter()
+            compiled = program.lower(params, data, counts, jax.random.key(1)).compile()
+            row["compile_60_steps_s"] = time.perf_counter() - start
+            row["program_memory"] = bu.compiled_memory(compiled)
+            row["train_step_memory"] = train_memory
+            if row["program_memory"] and train_memory:
+                row["memory_ratio_vs_train_step"] = (
+                    row["program_memory"]["total_bytes"] / train_memory["total_bytes"]
+                )
+        row["process_peak_memory"] = bu.peak_memory()
+        rows.append(row)
+        bu.print_table([row], COLUMNS)
+    return rows
+
+
+COLUMNS = (
+    "model",
+    "batch",
+    "method",
+    "compile_first_call_s",
+    "compile_60_steps_s",
+    "step_s",
+    "score_grad_s",
+    "select_s",
+    "rest_s",
+    "masked_grad_s",
+    "overhead_ratio",
+    "compilations_after_2_sparsities",
+    "memory_ratio_vs_train_step",
+)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Runs the benchmark; returns the JSON payload."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="vgg19,resnet50,lenet5")
+    parser.add_argument("--batch-sizes", default="32,128")
+    parser.add_argument("--methods", default="force,iter_snip,synflow")
+    parser.add_argument(
+        "--plain-conv", action="store_true", help="disable the one-matmul conv on tiny maps"
+    )
+    parser.add_argument("--quick", action="store_true", help="one repeat, no 60-step compile")
+    parser.add_argument("--out-dir", default=None)
+    parser.add_argument("--name", default="prune_bench")
+    args = parser.parse_args(argv)
+    bu.set_plain_conv(args.plain_conv)
+    rows = []
+    for name in bu.csv_list(args.models):
+        for batch_size in bu.csv_list(args.batch_sizes, int):
+            rows.extend(bench_one(name, batch_size, bu.csv_list(args.methods), quick=args.quick))
+    print()
+    bu.print_table(rows, COLUMNS)
+    payload = {
+        "plain_conv": args.plain_conv,
+        "quick": args.quick,
+        "rows": rows,
+        "process_peak_memory": bu.peak_memory(),
+        "repeats": 1 if args.quick else 3,
+        "timing": "median wall seconds",
+    }
+    path = bu.write_results(args.name, payload, args.out_dir)
+    print(f"wrote {path}")
+    return payload
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=4)
+    main()

@@ -1,0 +1,71 @@
+"""Smoke tests of the benchmark scripts: --quick mode on LeNet-5, JSON written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+MACHINE_KEYS = {
+    "platform",
+    "processor",
+    "cpu_count",
+    "jax_version",
+    "jaxlib_version",
+    "device_kind",
+}
+
+
+def _run(script: str, tmp_path: Path, *flags: str) -> dict:
+    """Runs one benchmark in --quick mode on LeNet-5 at batch 8; returns its JSON."""
+    cmd = [
+        sys.executable,
+        str(BENCHMARKS / script),
+        "--quick",
+        "--models",
+        "lenet5",
+        "--batch-sizes",
+        "8",
+        "--out-dir",
+        str(tmp_path),
+        "--name",
+        "out",
+        *flags,
+    ]
+    subprocess.run(cmd, check=True, cwd=BENCHMARKS.parent, timeout=900)
+    payload = json.loads((tmp_path / "out.json").read_text())
+    assert MACHINE_KEYS <= set(payload["machine"])
+    assert payload["quick"] is True
+    return payload
+
+
+def test_prune_bench_quick(tmp_path):
+    payload = _run("prune_bench.py", tmp_path, "--methods", "force")
+    (row,) = payload["rows"]
+    for key in (
+        "compile_first_call_s",
+        "step_s",
+        "score_grad_s",
+        "select_s",
+        "rest_s",
+        "overhead_ratio",
+        "compilations_after_2_sparsities",
+        "process_peak_memory",
+    ):
+        assert key in row
+    assert row["compilations_after_2_sparsities"] == 1
+
+
+def test_train_bench_quick(tmp_path):
+    (row,) = _run("train_bench.py", tmp_path)["rows"]
+    assert row["images_per_s"] > 0
+
+
+def test_torch_compare_quick(tmp_path):
+    pytest.importorskip("torch")
+    (row,) = _run("torch_compare.py", tmp_path)["rows"]
+    assert {"torch_fwd_bwd_s", "jax_masked_grad_s", "jax_over_torch"} <= set(row)
