@@ -15,7 +15,6 @@ import time
 
 import jax
 import ml_collections
-import numpy as np
 import orbax.checkpoint as ocp
 
 from force_jax import checkpoint, data, masks, plots, train
@@ -46,11 +45,8 @@ def prune_and_save(config: ml_collections.ConfigDict, workdir: str) -> masks.Spa
     mask_dir = os.path.abspath(os.path.join(workdir, "mask"))
     with ocp.StandardCheckpointer() as ckpt:
         ckpt.save(mask_dir, mask, force=True)
-    checkpoint.write_json(os.path.join(workdir, "prune.json"), {
-        "method": config.prune.method, "sparsity": config.prune.sparsity, "seconds": seconds,
-        "report": report.as_dict(),
-        "history": {k: np.asarray(v).tolist() for k, v in history._asdict().items()},
-    })
+    checkpoint.write_json(os.path.join(workdir, "prune.json"),
+                          train.prune_record(config, seconds, report, history))
     plots.plot_layer_density(
         {config.prune.method: report}, os.path.join(workdir, "layer_density.png"),
         title=f"{config.model.name}, {config.prune.method}, sparsity {config.prune.sparsity}",

@@ -101,6 +101,26 @@ def prune_at_init(
     )
 
 
+def prune_record(config: ml_collections.ConfigDict, seconds: float,
+                 report: masks.SparsityReport, history: Any) -> dict:
+    """The JSON record of a pruning run (prune.json).
+
+    Args:
+      config: experiment config.
+      seconds: wall time of the pruning.
+      report: sparsity report of the mask.
+      history: the `History` returned by `prune`.
+
+    Returns:
+      A JSON-ready dict: method, sparsity, seconds, report, history.
+    """
+    return {
+        "method": config.prune.method, "sparsity": config.prune.sparsity, "seconds": seconds,
+        "report": report.as_dict(),
+        "history": {k: np.asarray(v).tolist() for k, v in history._asdict().items()},
+    }
+
+
 def create_train_state(
     config: ml_collections.ConfigDict, model: nn.Module, variables: PyTree, mask: PyTree,
     schedule: optax.Schedule,
@@ -219,6 +239,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     mngr = checkpoint.manager(os.path.join(workdir, "checkpoints"))
     template = create_train_state(config, model, variables, masks.init_mask(variables["params"]),
                                   schedule)
+
     def shard(state):  # place a state on the mesh; its static fields vary by instance
         layout = parallel.param_shardings(state, mesh, fsdp=config.mesh.fsdp)
         return parallel.put_replicated_copy(state, layout), layout
@@ -234,11 +255,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if is_main:
             report = masks.sparsity_report(mask)
             print(report)
-            checkpoint.write_json(os.path.join(workdir, "prune.json"), {
-                "method": config.prune.method, "sparsity": config.prune.sparsity,
-                "seconds": prune_seconds, "report": report.as_dict(),
-                "history": {k: np.asarray(v).tolist() for k, v in history._asdict().items()},
-            })
+            checkpoint.write_json(os.path.join(workdir, "prune.json"),
+                                  prune_record(config, prune_seconds, report, history))
             checkpoint.write_atomic(metrics_path, "")
         checkpoint.save_state(mngr, 0, state)
     else:

@@ -1,0 +1,29 @@
+"""python -m force_jax.prune: the mask, its report and the density plot."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+from train_test import SHARED_TFDS, tiny_config
+
+from force_jax import masks, prune_cli, train
+
+
+@pytest.mark.skipif(not SHARED_TFDS.is_dir(), reason="no shared TFDS folder")
+def test_prune_and_save_writes_mask_report_and_plot(tmp_path):
+    config = tiny_config()
+    report = prune_cli.prune_and_save(config, str(tmp_path))
+    assert report.kept == int(0.01 * 430_500)
+    record = json.loads((tmp_path / "prune.json").read_text())
+    assert record["report"]["kept"] == report.kept and len(record["history"]["kept"]) == 3
+    assert (tmp_path / "layer_density.png").stat().st_size > 1000
+    model = train.build_model(config, 10)
+    variables = train.init_variables(model, (28, 28, 1), jax.random.key(0))
+    mask = prune_cli.load_mask(str(tmp_path), variables["params"])
+    assert masks.sparsity_report(mask) == report
+    assert all(np.asarray(m).dtype == bool for m in jax.tree.leaves(mask))
+    assert os.path.isdir(tmp_path / "mask")
