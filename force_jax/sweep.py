@@ -284,25 +284,18 @@ def run_sweep(
     return rows
 
 
+def _sweep_and_summarise(config: ml_collections.ConfigDict, workdir: str) -> None:
+    rows = run_sweep(config, workdir)
+    failed = [r for r in rows if r["error"]]
+    print(f"{len(rows)} cells, {len(failed)} failed; "
+          f"results in {os.path.join(workdir, 'results.csv')}")
+
+
 def main() -> None:
     """Command line: --config=configs/x.py --workdir=DIR [--config.key=value ...]."""
-    from absl import app, flags, logging
-    from ml_collections import config_flags
+    from force_jax import cli
 
-    config_flags.DEFINE_config_file("config", None, "Sweep config file.", lock_config=True)
-    flags.DEFINE_string("workdir", None, "Sweep folder; rerun on it to resume.")
-    flags.mark_flags_as_required(["config", "workdir"])
-
-    def run(argv):
-        if len(argv) > 1:
-            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-        logging.set_verbosity(logging.WARNING)  # orbax and TFDS log every file at INFO
-        rows = run_sweep(flags.FLAGS.config, flags.FLAGS.workdir)
-        failed = [r for r in rows if r["error"]]
-        print(f"{len(rows)} cells, {len(failed)} failed; "
-              f"results in {os.path.join(flags.FLAGS.workdir, 'results.csv')}")
-
-    app.run(run)
+    cli.run_config_command(_sweep_and_summarise, "Sweep folder; rerun on it to resume.")
 
 
 if __name__ == "__main__":

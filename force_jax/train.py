@@ -368,20 +368,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 def main() -> None:
     """Command line: --config=configs/x.py --workdir=DIR [--config.key=value ...]."""
-    from absl import app, flags, logging
-    from ml_collections import config_flags
+    from force_jax import cli
 
-    config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
-    flags.DEFINE_string("workdir", None, "Output folder; rerun on it to resume.")
-    flags.mark_flags_as_required(["config", "workdir"])
-
-    def run(argv):
-        if len(argv) > 1:
-            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-        logging.set_verbosity(logging.WARNING)  # orbax and TFDS log every file at INFO
-        train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
-
-    app.run(run)
+    cli.run_config_command(train_and_evaluate, "Output folder; rerun on it to resume.")
 
 
 if __name__ == "__main__":
