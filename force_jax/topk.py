@@ -6,8 +6,8 @@ first summed over blocks of 16 (a sum over one long axis is rewritten into a
 tree of reduce-windows that does not fuse the comparison and costs ten times
 more). So the selection is a short search driven by exact counts:
 
-1. A fixed, stratified random sample of 64 Ki scores is sorted (about 2 ms);
-   its order statistics predict where the k-th largest key lies.
+1. A fixed, stratified random sample of 64 Ki scores (fewer when N < 2 M) is
+   sorted, about 2 ms; its order statistics predict where the k-th key lies.
 2. Each counting pass cuts the current exact bracket ``[lo, hi)`` of keys at 5
    thresholds taken from the sample around the predicted rank (evenly in key
    space once the sample has too few points inside) and counts, per block of
@@ -16,16 +16,16 @@ more). So the selection is a short search driven by exact counts:
    sub-interval holding rank k. All global quantities are sums of counts, so
    scores sharded across devices only need a cross-device sum. Continuous
    scores need 1 pass (k <= ~0.5% of N) or 2.
-3. Once at most ``_CAP`` scores remain in the bracket, the blocks holding them
-   are found from the last pass's block counts and compacted (bit words, a
-   prefix sum over N/512 words, binary search), gathered, compacted again to
-   single scores, and finished by bisection on the key and then on the global
-   index (the tie-break).
-4. When the bracket shrinks to a single key still held by more than ``_CAP``
-   scores (massive ties, e.g. exact zeros), the fallback finds the cut among
-   the tied scores from their per-block counts with a prefix search. The same
-   fallback, forced from the full key range, narrows the bracket evenly in key
-   space alone: it is the exact slow path (about 12 passes).
+3. Once at most ``_capacity(N)`` (16 Ki for large N) scores remain in the
+   bracket, the blocks holding them are found from the last pass's block
+   counts and compacted (bit words, a prefix sum over N/512 words, binary
+   search), gathered, compacted again to single scores, and finished by
+   bisection on the key and then on the global index (the tie-break).
+4. When the bracket shrinks to a single key still held by more scores than
+   that capacity (massive ties, e.g. exact zeros), the fallback finds the cut
+   among the tied scores from their per-block counts with a prefix search.
+   The same fallback, forced from the full key range, narrows the bracket
+   evenly in key space alone: it is the exact slow path (about 12 passes).
 
 Passes compare int32 keys, never floats, because XLA:CPU compares subnormal
 floats as zero.
@@ -33,6 +33,7 @@ floats as zero.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -44,8 +45,10 @@ from jax import lax
 _BLOCK = 16  # scores per block; a block's count (0..16) fits in 5 bits.
 _FIELD_BITS = 5
 _FIELDS = 6  # sub-intervals per pass: 6 fields x 5 bits in one int32.
-_SAMPLE = 1 << 16  # sample size; sorting it costs about 2 ms.
-_CAP = 16384  # candidates (and candidate blocks) the fast finish can hold.
+# Sample size and fast-finish capacity (candidate scores and blocks) grow with
+# N up to these; fixed sizes would dominate the cost for small networks.
+_SAMPLE = 1 << 16  # sorting 64 Ki keys costs about 2 ms
+_CAP = 16384
 _MAX_PASSES = 8  # sample-guided passes; continuous scores need 1 or 2.
 _MIN_SAMPLE_IN_BRACKET = 8  # below this, split the bracket evenly in key space.
 # Thresholds at the predicted sample position + z * sigma of its estimate.
@@ -91,7 +94,12 @@ _RAW_MINUS_INF = -0x7F000002  # _raw_key(-inf); every NaN is below it
 
 
 def _raw_at_least(ukey: jax.Array) -> jax.Array:
-    """r such that ordered_key(x) >= ukey iff _raw_key(x) >= r (ukey <= key of +inf)."""
+    """r such that ordered_key(x) >= ukey iff _raw_key(x) >= r (ukey <= key of +inf).
+
+    On non-NaN scores, _raw_key = signed ordered key - [x negative or -0.0] +
+    0x7FFFFF, so thresholds at or below +0.0 move down by one; thresholds
+    between NaN (0) and -inf keep everything but NaN.
+    """
     signed = lax.bitcast_convert_type(ukey ^ jnp.uint32(0x80000000), jnp.int32)
     raw = signed - (signed <= 0).astype(jnp.int32) + jnp.int32(0x7FFFFF)
     raw = jnp.where(ukey <= _UKEY_MINUS_INF, jnp.int32(_RAW_MINUS_INF), raw)
@@ -130,20 +138,23 @@ class _Bracket(NamedTuple):
     count: jax.Array
 
 
-def _counting_pass(mains, tail_keys, bracket, thresholds):
+def _counting_pass(mains, tail_keys, bracket, thresholds, full_range=False):
     """Counts the scores of [lo, hi) in the 6 sub-intervals cut by 5 thresholds.
 
     Returns per-array block words (5-bit field j of a word = the block's count
     in sub-interval j) and the exact global count of each sub-interval.
+    `full_range` (static) says [lo, hi) holds every score: no range test.
     """
     lowest, highest = _raw_at_least(bracket.lo), _raw_below(bracket.hi)
     at_least = [_raw_at_least(t) for t in thresholds]
     words = []
     for main in mains:
         raw = _raw_key(main)
-        inside = (raw >= lowest) & (raw <= highest)
         field = sum((raw >= r).astype(jnp.int32) for r in at_least)
-        words.append(jnp.sum(jnp.where(inside, jnp.int32(1) << (field * _FIELD_BITS), 0), axis=1))
+        word = jnp.int32(1) << (field * _FIELD_BITS)
+        if not full_range:
+            word = jnp.where((raw >= lowest) & (raw <= highest), word, 0)
+        words.append(jnp.sum(word, axis=1))
     counts = _field_sums(words)
     if tail_keys.size:
         edges = jnp.concatenate([bracket.lo[None], thresholds, bracket.hi[None]])
@@ -218,15 +229,24 @@ def _strictly_inside(thresholds, bracket):
     return jnp.stack(out)
 
 
+def _sample_size(total: int) -> int:
+    return min(_SAMPLE, max(1024, total // 32))
+
+
+def _capacity(total: int) -> int:
+    return min(_CAP, max(2048, total // 64))
+
+
 def _sample_keys(flats, layout):
     """Sorted keys of a fixed stratified random sample (one score per stratum)."""
     rng = np.random.default_rng(_SEED)
     total = sum(layout.sizes)
+    size = _sample_size(total)
     parts = []
     for flat, n in zip(flats, layout.sizes, strict=True):
         if n == 0:
             continue
-        m = min(n, max(1, round(_SAMPLE * n / total)))
+        m = min(n, max(1, round(size * n / total)))
         starts = (np.arange(m) * n) // m
         widths = ((np.arange(1, m + 1) * n) // m) - starts
         idx = starts + (rng.random(m) * widths).astype(np.int64)
@@ -269,17 +289,17 @@ def _compact(flags, size):
 def _gather_blocks(prep, block_ids):
     """Blocks by global block index -> (ordered keys, global indices), each (n, 16)."""
     layout = prep.layout
-    keys = jnp.zeros((block_ids.shape[0], _BLOCK), jnp.uint32)
+    values = jnp.zeros((block_ids.shape[0], _BLOCK), jnp.float32)
     first = jnp.zeros(block_ids.shape, jnp.int32)
     for i, main in enumerate(prep.mains):
         if main is None:
             continue
         local = block_ids - layout.block_offsets[i]
         here = (local >= 0) & (local < layout.blocks[i])
-        rows = ordered_key(main[jnp.clip(local, 0, layout.blocks[i] - 1)])
-        keys = jnp.where(here[:, None], rows, keys)
+        rows = main[jnp.clip(local, 0, layout.blocks[i] - 1)].astype(jnp.float32)
+        values = jnp.where(here[:, None], rows, values)
         first = jnp.where(here, layout.offsets[i] + local * _BLOCK, first)
-    return keys, first[:, None] + jnp.arange(_BLOCK, dtype=jnp.int32)
+    return ordered_key(values), first[:, None] + jnp.arange(_BLOCK, dtype=jnp.int32)
 
 
 def _kth_in_set(keys, gidx, valid, rank):
@@ -301,20 +321,21 @@ def _kth_in_set(keys, gidx, valid, rank):
 
 
 def _finish(prep, words, field, bracket, k):
-    """Threshold key and index cut from the <= _CAP scores left in the bracket."""
+    """Threshold key and index cut from the <= capacity scores left in the bracket."""
+    cap = _capacity(sum(prep.layout.sizes))
     keys, gidx = [prep.tail_keys], [prep.tail_gidx]
     used = [jnp.ones(prep.tail_keys.shape, bool)]
     if words:
         flags = jnp.concatenate([((w >> (field * _FIELD_BITS)) & 31) != 0 for w in words])
-        block_ids, n_blocks = _compact(flags, _CAP)
+        block_ids, n_blocks = _compact(flags, cap)
         block_keys, block_gidx = _gather_blocks(prep, block_ids)
         keys.append(block_keys.reshape(-1))
         gidx.append(block_gidx.reshape(-1))
-        used.append(jnp.repeat(jnp.arange(_CAP) < n_blocks, _BLOCK))
+        used.append(jnp.repeat(jnp.arange(cap) < n_blocks, _BLOCK))
     keys, gidx, used = (jnp.concatenate(x) for x in (keys, gidx, used))
     inside = used & (keys >= bracket.lo) & (keys < bracket.hi)
-    picked, _ = _compact(inside, _CAP)
-    valid = jnp.arange(_CAP) < bracket.count
+    picked, _ = _compact(inside, cap)
+    valid = jnp.arange(cap) < bracket.count
     return _kth_in_set(keys[picked], gidx[picked], valid, k - bracket.c_hi)
 
 
@@ -411,26 +432,27 @@ def _slow_select(prep: _Scores, bracket: _Bracket, rank):
 
 def _fast_select(prep: _Scores, sample, rank):
     """Sample-guided passes, then the candidate finish or, for massive ties, the fallback."""
+    cap = _capacity(sum(prep.layout.sizes))
 
-    def body(state):
+    def body(state, full_range=False):
         bracket, _, _, passes = state
         # Tie the scores to the loop state, or XLA hoists their keys out of the
         # loop and materialises 4 bytes per score (slower than recomputing).
         live, bracket = lax.optimization_barrier((prep.live, bracket))
         ths = _strictly_inside(_sample_thresholds(sample, bracket, rank), bracket)
-        words, counts = _counting_pass(live, prep.tail_keys, bracket, ths)
+        words, counts = _counting_pass(live, prep.tail_keys, bracket, ths, full_range)
         bracket, field = _narrow(bracket, ths, counts, rank)
         return bracket, words, field, passes + 1
 
     def cond(state):
         bracket, _, _, passes = state
-        return (bracket.count > _CAP) & (bracket.hi - bracket.lo > 1) & (passes < _MAX_PASSES)
+        return (bracket.count > cap) & (bracket.hi - bracket.lo > 1) & (passes < _MAX_PASSES)
 
     # The first pass is peeled off the loop so that its words initialise the carry.
     bracket, words, field, passes = lax.while_loop(
-        cond, body, body((_full_bracket(prep), None, None, jnp.int32(0)))
+        cond, body, body((_full_bracket(prep), None, None, jnp.int32(0)), full_range=True)
     )
-    use_fast = bracket.count <= _CAP
+    use_fast = bracket.count <= cap
     threshold, cut, slow_passes = lax.cond(
         use_fast,
         lambda b: (*_finish(prep, words, field, b, rank), jnp.int32(0)),
@@ -515,12 +537,15 @@ def topk_masks(scores: Sequence[jax.Array], k: jax.Array | int) -> list[jax.Arra
     scores = [jnp.asarray(s) for s in scores]
     if not scores:
         return []
-    threshold, cut, _ = _select(scores, k)
-    return _masks_from_threshold(scores, threshold, cut)
+    return _topk_masks_with_info(scores, k)[0]
 
 
+@functools.partial(jax.jit, static_argnames="force_slow")
 def _topk_masks_with_info(scores: Sequence[jax.Array], k, force_slow: bool = False):
-    """`topk_masks` plus diagnostics (which path ran, passes); for tests and benchmarks."""
-    scores = [jnp.asarray(s) for s in scores]
+    """`topk_masks` plus diagnostics (which path ran, how many passes).
+
+    Jitted so that eager calls compile once per list of shapes too; under an
+    outer jit it is inlined. `force_slow` runs the exact fallback from scratch.
+    """
     threshold, cut, info = _select(scores, k, force_slow)
     return _masks_from_threshold(scores, threshold, cut), info
