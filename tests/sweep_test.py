@@ -11,11 +11,9 @@ import sys
 import ml_collections
 import pytest
 from conftest import SHARED_TFDS
+from train_test import tiny_config
 
 from force_jax import sweep, train
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from configs import default  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 needs_real_data = pytest.mark.skipif(not SHARED_TFDS.is_dir(), reason="no shared TFDS folder")
@@ -23,18 +21,7 @@ needs_real_data = pytest.mark.skipif(not SHARED_TFDS.is_dir(), reason="no shared
 
 def tiny_sweep_config() -> ml_collections.ConfigDict:
     """2 methods x 2 sparsities x 1 seed of LeNet-5, cut down to seconds per cell."""
-    config = default.get_config()
-    config.data.data_dir = str(SHARED_TFDS)
-    config.prune.steps = 3
-    config.prune.pool_size = 256
-    config.prune.batch_size = 64
-    config.train.batch_size = 32
-    config.train.num_steps = 6
-    config.eval_every_steps = 6  # one evaluation per cell
-    config.eval_max_batches = 2
-    config.eval_batch_size = 100
-    if "mesh" in config:
-        config.mesh.num_devices = 1  # conftest fakes 8 CPU devices for the sharding tests
+    config = tiny_config(eval_every_steps=6)  # one evaluation per cell
     config.sweep = ml_collections.ConfigDict()
     config.sweep.methods = ("force", "snip")
     config.sweep.sparsities = (0.9, 0.99)
