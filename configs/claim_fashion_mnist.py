@@ -36,18 +36,15 @@ Outputs in the workdir: results.csv, accuracy_vs_sparsity.png,
 objective_vs_sparsity.png, layer_density_0.998.png and cells/<cell>/.
 """
 
-import importlib.util
 import os
 
 import ml_collections
 
+from force_jax import cli
+
 
 def _default_config() -> ml_collections.ConfigDict:
-    spec = importlib.util.spec_from_file_location(
-        "force_jax_default_config", os.path.join(os.path.dirname(__file__), "default.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return cli.load_config_file(os.path.join(os.path.dirname(__file__), "default.py"))
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -40,3 +40,26 @@ def run_config_command(
         command(flags.FLAGS.config, flags.FLAGS.workdir)
 
     app.run(run)
+
+
+def load_config_file(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
+    """Loads a config file by path and calls its get_config (with arg if given).
+
+    Config files are loaded by path, not imported, so one config that builds on
+    another (e.g. on configs/default.py) loads it with this.
+
+    Args:
+      path: a .py file defining get_config().
+      arg: the config string (the part after ":" in --config=file.py:arg).
+
+    Returns:
+      The ConfigDict.
+    """
+    import importlib.util
+    import os
+
+    name = "force_jax_config_" + os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg) if arg is not None else module.get_config()
