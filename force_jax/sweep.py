@@ -258,13 +258,18 @@ def run_sweep(
       workdir: sweep folder; rerunning on it resumes.
       train_fn: runs one cell; defaults to `train.train_and_evaluate`.
 
+    Cells run seed by seed (every method and sparsity of the first seed,
+    then the next seed), so an interrupted sweep already covers the whole grid
+    once.
+
     Returns:
-      The results rows, one per cell in sweep order (as in results.csv).
+      The results rows of the finished cells, ordered by method, sparsity and
+      seed (as in results.csv).
     """
     train_fn = train_fn or train.train_and_evaluate
     sweep = config.sweep
-    cells = [(m, float(s), int(seed)) for m in sweep.methods for s in sweep.sparsities
-             for seed in sweep.seeds]
+    cells = [(m, float(s), int(seed)) for seed in sweep.seeds for s in sweep.sparsities
+             for m in sweep.methods]
     if not cells:
         raise ValueError("the sweep has no cells: config.sweep.methods, sparsities and seeds "
                          "must each hold at least one value")
@@ -278,6 +283,7 @@ def run_sweep(
         if not os.path.exists(os.path.join(cell_dir, "metrics.json")):
             run_cell(cell_config(config, method, sparsity, seed), cell_dir, train_fn)
         rows.append(cell_row(cell_dir, method, sparsity, seed))
+        rows.sort(key=lambda r: (sweep.methods.index(r["method"]), r["sparsity"], r["seed"]))
         write_results(os.path.join(workdir, "results.csv"), rows)
         write_plots(workdir, rows, config)
     bar.close()

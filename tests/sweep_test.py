@@ -49,6 +49,23 @@ def test_cell_config_sets_steps_and_grasp_temperature():
     assert sweep.cell_name("force", 0.995, 1) == "force_s0.995_seed1"
 
 
+def test_cells_run_seed_by_seed_and_rows_sort_by_method(tmp_path):
+    config = tiny_sweep_config()
+    config.sweep.seeds = (0, 1)
+    calls = []
+
+    def records_calls(cell_config, cell_dir):
+        calls.append(os.path.basename(cell_dir))
+        raise RuntimeError("not run")
+
+    rows = sweep.run_sweep(config, str(tmp_path), train_fn=records_calls)
+    assert calls == [
+        "force_s0.9_seed0", "snip_s0.9_seed0", "force_s0.99_seed0", "snip_s0.99_seed0",
+        "force_s0.9_seed1", "snip_s0.9_seed1", "force_s0.99_seed1", "snip_s0.99_seed1"]
+    assert [(r["method"], r["sparsity"], r["seed"]) for r in rows] == [
+        (m, s, seed) for m in ("force", "snip") for s in (0.9, 0.99) for seed in (0, 1)]
+
+
 @needs_real_data
 def test_sweep_writes_results_skips_finished_cells_and_records_failures(tmp_path):
     config = tiny_sweep_config()
