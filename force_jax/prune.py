@@ -126,8 +126,15 @@ def _program(
                     )
 
                 def hessian_vector(p, v):
+                    # Reverse over reverse, H v = d<g(q), v>/dq: the models' convs
+                    # have a custom VJP, which forward mode cannot go through.
                     def hv(b):
-                        return jax.jvp(lambda q: jax.grad(loss_fn)(q, b), (p,), (v,))[1]
+                        def directional(q):
+                            grads = jax.grad(loss_fn)(q, b)
+                            return sum(jnp.vdot(g, t) for g, t in
+                                       zip(jax.tree.leaves(grads), jax.tree.leaves(v)))
+
+                        return jax.grad(directional)(p)
 
                     return _mean_over_batches(hv, data, indices, mesh)
             else:

@@ -71,16 +71,27 @@ def test_conv_module_matches_nn_conv(padding, size):
         np.testing.assert_allclose(fast_grads[name], plain_grads[name], rtol=1e-4, atol=1e-4)
 
 
-def test_conv_helper_routes_only_small_stride_one_maps(monkeypatch):
-    """The conv() helper uses the matmul at 2x2, not at 4x4 or with stride 2."""
+def _route(layer, x) -> str:
+    """Which computation a conv layer traces to: matmul, loop_conv or plain."""
+    variables = layer.init(jax.random.key(0), x)
+    text = str(jax.make_jaxpr(layer.apply)(variables, x))
+    if "custom_vjp_call" in text:
+        return "loop_conv"
+    return "plain" if "conv_general_dilated" in text else "matmul"
+
+
+def test_conv_helper_routes_small_stride_one_maps_to_the_matmul(monkeypatch):
+    """The matmul at 2x2; loop_conv at 4x4, with stride 2, or with the matmul off."""
     x_small = jnp.ones((1, 2, 2, 3))
     x_big = jnp.ones((1, 4, 4, 3))
     layer = common.conv(4, 3)
-    assert layer._matmul_padding(x_small) == ((1, 1), (1, 1))
-    assert layer._matmul_padding(x_big) is None
-    assert common.conv(4, 3, strides=2)._matmul_padding(x_small) is None
+    assert _route(layer, x_small) == "matmul"
+    assert _route(layer, x_big) == "loop_conv"
+    assert _route(common.conv(4, 3, strides=2), x_small) == "loop_conv"
+    assert _route(common.conv(4, 3, fast_loop_grad=False), x_big) == "plain"
+    assert _route(common.conv(4, 3, fast_loop_grad=False), x_small) == "matmul"
     monkeypatch.setattr(common, "SMALL_CONV_MAX_PIXELS", 0)
-    assert layer._matmul_padding(x_small) is None
+    assert _route(layer, x_small) == "loop_conv"
 
 
 def test_vgg19_forward_and_grads_match_plain_convs(monkeypatch):

@@ -25,6 +25,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from force_jax.models import loop_conv
+
 # jax.nn.initializers.Initializer is a typing Protocol; alias it for the hints below.
 Initializer = jax.nn.initializers.Initializer
 Dtype = Any
@@ -116,45 +118,45 @@ def small_map_conv(
 
 
 class Conv(nn.Conv):
-    """``nn.Conv`` that computes stride-1 convs over tiny maps as one matmul.
+    """``nn.Conv`` with two exact reformulations that are fast on XLA:CPU.
 
     Parameters (``kernel``, ``bias``) have the names, shapes and initialisers
-    of ``nn.Conv``; only the computation differs, and only when the input is a
-    single-batch-axis NHWC map of at most ``max_matmul_pixels`` pixels, the
-    padding is explicit or "SAME"/"VALID", and strides, dilations, feature
-    groups and ``mask`` are the defaults. Then :func:`small_map_conv` is used;
-    otherwise ``nn.Conv`` runs unchanged.
+    of ``nn.Conv``; only the computation differs, and only for a
+    single-batch-axis NHWC input with explicit, "SAME" or "VALID" padding and
+    default dilations, feature groups and ``mask``:
+
+    - stride-1 convs over maps of at most ``max_matmul_pixels`` pixels run as
+      one matmul (:func:`small_map_conv`);
+    - the others run through :func:`force_jax.models.loop_conv.conv2d`, whose
+      gradients stay fast inside ``lax.scan`` (where ``prune`` computes its
+      scores), unless ``fast_loop_grad`` is False.
+
+    Anything else runs ``nn.Conv`` unchanged.
 
     Attributes:
       max_matmul_pixels: Largest ``H * W`` routed to the matmul; None reads
         the module constant ``SMALL_CONV_MAX_PIXELS`` at trace time (set it to
         0 to get plain convs everywhere, e.g. for benchmarks).
+      fast_loop_grad: Use ``loop_conv.conv2d`` (custom VJP). Set it to False
+        to differentiate the model in forward mode (``jax.jvp``,
+        ``jax.hessian``), which a custom VJP does not support.
     """
 
     max_matmul_pixels: int | None = None
+    fast_loop_grad: bool = True
 
-    def _matmul_padding(self, x: jax.Array) -> tuple[tuple[int, int], ...] | None:
-        """Explicit padding pairs when the matmul path applies, else None."""
-        limit = self.max_matmul_pixels
-        if limit is None:
-            limit = SMALL_CONV_MAX_PIXELS
+    def _explicit_padding(self, x: jax.Array) -> tuple[tuple[int, int], ...] | None:
+        """Explicit padding pairs when a reformulation applies, else None."""
         kernel_size = self.kernel_size
         if isinstance(kernel_size, int):
             kernel_size = (kernel_size,)
         ones = (1, 1)
-
-        def pair(value):
-            if value is None:
-                return ones
-            return (value, value) if isinstance(value, int) else tuple(value)
-
         if (
             x.ndim != 4
             or len(kernel_size) != 2
-            or x.shape[1] * x.shape[2] > limit
-            or pair(self.strides) != ones
-            or pair(self.input_dilation) != ones
-            or pair(self.kernel_dilation) != ones
+            or len(self._strides()) != 2
+            or _pair(self.input_dilation) != ones
+            or _pair(self.kernel_dilation) != ones
             or self.feature_group_count != 1
             or self.mask is not None
             or not self.shared_weights
@@ -166,7 +168,7 @@ class Conv(nn.Conv):
         if isinstance(padding, str):
             if padding.upper() == "VALID":
                 padding = ((0, 0), (0, 0))
-            elif padding.upper() == "SAME":
+            elif padding.upper() == "SAME" and self._strides() == ones:
                 padding = tuple(((k - 1) // 2, k // 2) for k in kernel_size)
             else:
                 return None
@@ -181,6 +183,9 @@ class Conv(nn.Conv):
                 return None
         return pads
 
+    def _strides(self) -> tuple[int, ...]:
+        return _pair(self.strides)
+
     @nn.compact
     def __call__(self, inputs: jax.Array) -> jax.Array:
         """Applies the convolution to NHWC ``inputs``.
@@ -191,8 +196,12 @@ class Conv(nn.Conv):
         Returns:
           The convolved map, as ``nn.Conv`` would compute it.
         """
-        padding = self._matmul_padding(inputs)
-        if padding is None:
+        padding = self._explicit_padding(inputs)
+        limit = SMALL_CONV_MAX_PIXELS if self.max_matmul_pixels is None else self.max_matmul_pixels
+        small = padding is not None and inputs.shape[1] * inputs.shape[2] <= limit
+        small = small and self._strides() == (1, 1)
+        fast = self.fast_loop_grad and self.precision is None
+        if padding is None or not (small or fast):
             return super().__call__(inputs)
         kh, kw = (self.kernel_size,) * 2 if isinstance(self.kernel_size, int) else self.kernel_size
         kernel = self.param(
@@ -204,10 +213,20 @@ class Conv(nn.Conv):
             else None
         )
         inputs, kernel, bias = self.promote_dtype(inputs, kernel, bias, dtype=self.dtype)
-        y = small_map_conv(inputs, kernel, padding, precision=self.precision)
+        if small:
+            y = small_map_conv(inputs, kernel, padding, precision=self.precision)
+        else:
+            y = loop_conv.conv2d(inputs, kernel, self._strides(), padding)
         if bias is not None:
             y = y + bias
         return y
+
+
+def _pair(value: int | Sequence[int] | None) -> tuple[int, ...]:
+    """A per-axis tuple from Flax's int-or-sequence convention (None: 1, 1)."""
+    if value is None:
+        return (1, 1)
+    return (value, value) if isinstance(value, int) else tuple(value)
 
 
 def conv(
@@ -219,6 +238,7 @@ def conv(
     use_bias: bool = False,
     dtype: Dtype = jnp.float32,
     kernel_init: Initializer | None = None,
+    fast_loop_grad: bool = True,
     name: str | None = None,
 ) -> nn.Conv:
     """Creates a square 2-D convolution over NHWC inputs.
@@ -240,6 +260,8 @@ def conv(
       use_bias: Whether to add a bias (off by default: BatchNorm follows).
       dtype: Computation dtype; parameters stay float32.
       kernel_init: Kernel initializer; defaults to :func:`kaiming_normal`.
+      fast_loop_grad: Differentiate through :mod:`force_jax.models.loop_conv`
+        (see :class:`Conv`); False allows forward-mode differentiation.
       name: Optional submodule name.
 
     Returns:
@@ -258,6 +280,7 @@ def conv(
         param_dtype=jnp.float32,
         kernel_init=kernel_init or kaiming_normal(),
         bias_init=nn.initializers.zeros,
+        fast_loop_grad=fast_loop_grad,
         name=name,
     )
 

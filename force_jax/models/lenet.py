@@ -28,11 +28,15 @@ class LeNet5(nn.Module):
       num_classes: Number of output logits.
       dtype: Computation dtype; parameters are always float32.
       kernel_init: Initializer for conv and dense kernels (Kaiming normal, fan_in).
+      fast_loop_grad: Convs use the custom-VJP formulation whose gradients
+        stay fast inside XLA:CPU loops (the default); False allows forward-mode
+        differentiation (``jax.jvp``, ``jax.hessian``) of the model.
     """
 
     num_classes: int
     dtype: Dtype = jnp.float32
     kernel_init: Initializer = kaiming_normal()
+    fast_loop_grad: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -56,6 +60,7 @@ class LeNet5(nn.Module):
                 use_bias=True,
                 dtype=self.dtype,
                 kernel_init=self.kernel_init,
+                fast_loop_grad=self.fast_loop_grad,
                 name=f"conv_{i}",
             )(x)
             x = nn.relu(x)

@@ -48,6 +48,7 @@ def _shortcut(
         strides=strides,
         dtype=module.dtype,
         kernel_init=module.kernel_init,
+        fast_loop_grad=module.fast_loop_grad,
         name="proj_conv",
     )(x)
     return batch_norm(train, dtype=module.dtype, name="proj_bn")(x)
@@ -61,12 +62,16 @@ class BasicBlock(nn.Module):
       strides: Stride of the first conv (2 halves the spatial size).
       dtype: Computation dtype; parameters are always float32.
       kernel_init: Conv kernel initializer.
+      fast_loop_grad: Convs use the custom-VJP formulation whose gradients
+        stay fast inside XLA:CPU loops (the default); False allows forward-mode
+        differentiation (``jax.jvp``, ``jax.hessian``) of the model.
     """
 
     features: int
     strides: int = 1
     dtype: Dtype = jnp.float32
     kernel_init: Initializer = kaiming_normal()
+    fast_loop_grad: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -86,10 +91,12 @@ class BasicBlock(nn.Module):
             strides=self.strides,
             dtype=self.dtype,
             kernel_init=self.kernel_init,
+            fast_loop_grad=self.fast_loop_grad,
             name="conv_0",
         )(x)
         y = nn.relu(batch_norm(train, dtype=self.dtype, name="bn_0")(y))
-        y = conv(self.features, 3, dtype=self.dtype, kernel_init=self.kernel_init, name="conv_1")(y)
+        y = conv(self.features, 3, dtype=self.dtype, kernel_init=self.kernel_init,
+                 fast_loop_grad=self.fast_loop_grad, name="conv_1")(y)
         y = batch_norm(train, dtype=self.dtype, name="bn_1")(y)
         return nn.relu(y + residual)
 
@@ -105,12 +112,16 @@ class Bottleneck(nn.Module):
       strides: Stride of the 3x3 conv.
       dtype: Computation dtype; parameters are always float32.
       kernel_init: Conv kernel initializer.
+      fast_loop_grad: Convs use the custom-VJP formulation whose gradients
+        stay fast inside XLA:CPU loops (the default); False allows forward-mode
+        differentiation (``jax.jvp``, ``jax.hessian``) of the model.
     """
 
     features: int
     strides: int = 1
     dtype: Dtype = jnp.float32
     kernel_init: Initializer = kaiming_normal()
+    fast_loop_grad: bool = True
     expansion: int = 4
 
     @nn.compact
@@ -136,6 +147,7 @@ class Bottleneck(nn.Module):
                 strides=strides,
                 dtype=self.dtype,
                 kernel_init=self.kernel_init,
+                fast_loop_grad=self.fast_loop_grad,
                 name=f"conv_{i}",
             )(y)
             y = batch_norm(train, dtype=self.dtype, name=f"bn_{i}")(y)
@@ -160,6 +172,9 @@ class ResNet(nn.Module):
       width_multiplier: Scales every channel count (rounded, at least 1).
       dtype: Computation dtype; parameters are always float32.
       kernel_init: Initializer for conv and dense kernels (Kaiming normal, fan_in).
+      fast_loop_grad: Convs use the custom-VJP formulation whose gradients
+        stay fast inside XLA:CPU loops (the default); False allows forward-mode
+        differentiation (``jax.jvp``, ``jax.hessian``) of the model.
     """
 
     num_classes: int
@@ -170,6 +185,7 @@ class ResNet(nn.Module):
     width_multiplier: float = 1.0
     dtype: Dtype = jnp.float32
     kernel_init: Initializer = kaiming_normal()
+    fast_loop_grad: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -201,6 +217,7 @@ class ResNet(nn.Module):
                     strides=2 if stage > 0 and block == 0 else 1,
                     dtype=self.dtype,
                     kernel_init=self.kernel_init,
+                    fast_loop_grad=self.fast_loop_grad,
                     name=f"stage{stage}_block{block}",
                 )(x, train)
         x = global_average_pool(x)
@@ -224,6 +241,7 @@ class ResNet(nn.Module):
             strides=strides,
             dtype=self.dtype,
             kernel_init=self.kernel_init,
+            fast_loop_grad=self.fast_loop_grad,
             name="stem_conv",
         )(x)
         x = nn.relu(batch_norm(train, dtype=self.dtype, name="stem_bn")(x))

@@ -53,6 +53,9 @@ class VGG(nn.Module):
         1), e.g. 0.125 for a VGG small enough for CPU tests.
       dtype: Computation dtype; parameters are always float32.
       kernel_init: Initializer for conv and dense kernels (Kaiming normal, fan_in).
+      fast_loop_grad: Convs use the custom-VJP formulation whose gradients
+        stay fast inside XLA:CPU loops (the default); False allows forward-mode
+        differentiation (``jax.jvp``, ``jax.hessian``) of the model.
     """
 
     depth: int
@@ -60,6 +63,7 @@ class VGG(nn.Module):
     width_multiplier: float = 1.0
     dtype: Dtype = jnp.float32
     kernel_init: Initializer = kaiming_normal()
+    fast_loop_grad: bool = True
 
     def stage_channels(self) -> tuple[tuple[int, ...], ...]:
         """Looks up the stage configuration for ``depth``.
@@ -107,7 +111,8 @@ class VGG(nn.Module):
 
     def _conv_bn_relu(self, x: jax.Array, features: int, layer: int, train: bool) -> jax.Array:
         """Applies one 3x3 conv, BatchNorm and ReLU (called from the compact method)."""
-        x = conv(features, 3, dtype=self.dtype, kernel_init=self.kernel_init, name=f"conv_{layer}")(
+        x = conv(features, 3, dtype=self.dtype, kernel_init=self.kernel_init,
+                 fast_loop_grad=self.fast_loop_grad, name=f"conv_{layer}")(
             x
         )
         x = batch_norm(train, dtype=self.dtype, name=f"bn_{layer}")(x)

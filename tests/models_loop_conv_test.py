@@ -1,0 +1,128 @@
+"""Tests for the conv whose gradients stay canonical inside loops (models.loop_conv)."""
+
+from __future__ import annotations
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from force_jax.models import VGG, LeNet5, ResNet18
+from force_jax.models.loop_conv import conv2d
+
+CANONICAL = "b01f_01io->b01f"  # NHWC input, HWIO kernel, NHWC output
+
+
+def _plain(x, kernel, strides, padding):
+    return lax.conv_general_dilated(
+        x, kernel, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision=lax.Precision.HIGHEST,
+    )
+
+
+CASES = [  # (H, W, kh, kw, strides, padding)
+    (8, 8, 3, 3, (1, 1), ((1, 1), (1, 1))),
+    (9, 7, 3, 3, (2, 2), ((1, 1), (1, 1))),  # stride drops trailing rows
+    (8, 8, 1, 1, (2, 2), ((0, 0), (0, 0))),  # ResNet projection shortcut
+    (10, 10, 5, 5, (1, 1), ((0, 0), (0, 0))),  # LeNet-5
+    (7, 9, 3, 2, (2, 3), ((2, 0), (1, 1))),  # asymmetric everything
+    (12, 12, 7, 7, (2, 2), ((3, 3), (3, 3))),  # ImageNet stem
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_values_gradients_and_second_order_match_lax_in_float64(case):
+    height, width, kh, kw, strides, padding = case
+    with jax.enable_x64(True):
+        kx, kk, kc = jax.random.split(jax.random.key(0), 3)
+        x = jax.random.normal(kx, (3, height, width, 4), jnp.float64)
+        kernel = jax.random.normal(kk, (kh, kw, 4, 5), jnp.float64)
+        out = conv2d(x, kernel, strides, padding)
+        reference = _plain(x, kernel, strides, padding)
+        assert out.shape == reference.shape
+        np.testing.assert_allclose(out, reference, rtol=1e-12, atol=1e-12)
+
+        weights = jax.random.normal(kc, out.shape, jnp.float64)
+
+        def loss(fn):
+            return lambda x, k: jnp.sum(jnp.tanh(fn(x, k, strides, padding)) * weights)
+
+        grads = jax.grad(loss(conv2d), (0, 1))(x, kernel)
+        expected = jax.grad(loss(_plain), (0, 1))(x, kernel)
+        for got, want in zip(grads, expected):
+            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+        # Reverse over reverse (GraSP's H g): d<grad, v>/d(x, kernel).
+        def second(fn):
+            def directional(x, k):
+                gx, gk = jax.grad(loss(fn), (0, 1))(x, k)
+                return jnp.sum(gx * jnp.cos(x)) + jnp.sum(gk * jnp.sin(k))
+
+            return jax.grad(directional, (0, 1))(x, kernel)
+
+        for got, want in zip(second(conv2d), second(_plain)):
+            np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+
+
+def _conv_dim_labels_in_loop(conv_fn) -> set[str]:
+    """dim_labels of every convolution XLA:CPU compiles for a gradient in a fori_loop."""
+    x = jnp.ones((4, 9, 9, 3))
+    kernel = jnp.ones((3, 3, 3, 5))
+
+    def loop(x, kernel):
+        def body(i, acc):
+            loss = lambda k: jnp.sum(jnp.tanh(conv_fn(x * i, k, (2, 2), ((1, 1), (1, 1)))))  # noqa: E731
+            return acc + jax.grad(loss)(kernel)
+
+        return lax.fori_loop(0, 3, body, jnp.zeros_like(kernel))
+
+    text = jax.jit(loop).lower(x, kernel).compile().as_text()
+    return set(re.findall(r"convolution\(.*?dim_labels=(\S+?),", text))
+
+
+def test_gradient_inside_a_loop_compiles_to_canonical_convs_only():
+    # The reason for the module: XLA:CPU canonicalises conv gradients only
+    # outside loops; non-canonical ones run on a slow generic emitter.
+    labels = _conv_dim_labels_in_loop(conv2d)
+    assert labels == {CANONICAL}
+    # The check can fail: lax's own kernel gradient is not canonical in a loop.
+    assert _conv_dim_labels_in_loop(_plain) - {CANONICAL}
+
+
+@pytest.mark.parametrize(
+    "make, shape",
+    [
+        (lambda fast: VGG(depth=11, num_classes=10, width_multiplier=0.125, fast_loop_grad=fast),
+         (2, 32, 32, 3)),
+        (lambda fast: ResNet18(num_classes=10, width_multiplier=0.125, fast_loop_grad=fast),
+         (2, 16, 16, 3)),
+        (lambda fast: LeNet5(num_classes=10, fast_loop_grad=fast), (2, 28, 28, 1)),
+    ],
+)
+def test_models_match_plain_convs_and_allow_forward_mode_when_asked(make, shape):
+    fast, plain = make(True), make(False)
+    x = jax.random.normal(jax.random.key(1), shape)
+    variables = fast.init(jax.random.key(0), x)
+    assert jax.tree.structure(variables) == jax.tree.structure(plain.init(jax.random.key(0), x))
+
+    def loss(model):
+        def fn(params):
+            logits, _ = model.apply(
+                {**variables, "params": params}, x, train=True, mutable=["batch_stats"]
+            ) if "batch_stats" in variables else (model.apply({"params": params}, x), None)
+            return jnp.sum(jnp.sin(logits))
+
+        return fn
+
+    params = variables["params"]
+    np.testing.assert_allclose(loss(fast)(params), loss(plain)(params), rtol=1e-5)
+    for got, want in zip(jax.tree.leaves(jax.grad(loss(fast))(params)),
+                         jax.tree.leaves(jax.grad(loss(plain))(params))):
+        np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5)
+    # Forward mode through the plain model works; through the custom VJP it cannot.
+    jax.jvp(loss(plain), (params,), (params,))
+    with pytest.raises(TypeError, match="custom_vjp"):
+        jax.jvp(loss(fast), (params,), (params,))
