@@ -29,6 +29,7 @@ MODELS: dict[str, tuple[str, tuple[int, int, int]]] = {
     "lenet5": ("lenet5", (28, 28, 1)),
 }
 NUM_CLASSES = 10
+_SETTINGS = {"plain_conv": False}  # set by set_plain_conv()
 
 
 def machine_info() -> dict[str, Any]:
@@ -116,7 +117,8 @@ def build(name: str, batch_size: int, *, key: int = 0, examples: int | None = No
     from force_jax import models as models_lib
 
     registry_name, shape = MODELS[name]
-    model = models_lib.get_model(registry_name, NUM_CLASSES)
+    extra = {"fast_loop_grad": False} if _SETTINGS["plain_conv"] else {}
+    model = models_lib.get_model(registry_name, NUM_CLASSES, **extra)
     k_init, k_img, k_lab = jax.random.split(jax.random.key(key), 3)
     variables = model.init(k_init, jnp.zeros((1, *shape), jnp.float32), train=False)
     n = examples or 2 * batch_size
@@ -128,9 +130,14 @@ def build(name: str, batch_size: int, *, key: int = 0, examples: int | None = No
 
 
 def set_plain_conv(plain: bool) -> None:
-    """Turns the one-matmul conv over tiny maps off (plain lax convs) or leaves it on."""
+    """Plain lax convs everywhere (no tiny-map matmul, no loop_conv) when ``plain``.
+
+    Affects the models ``build`` creates afterwards (the "before" of the two
+    conv reformulations in ``force_jax.models``).
+    """
     from force_jax.models import common
 
+    _SETTINGS["plain_conv"] = plain
     if plain:
         common.SMALL_CONV_MAX_PIXELS = 0
 

@@ -9,7 +9,9 @@ The config holds every key of configs/default.py plus `config.sweep.methods`,
 100) and `config.sweep.grasp_temperature` (softmax temperature used for GraSP
 cells only). Each cell runs `train.train_and_evaluate` in
 `DIR/cells/<method>_s<sparsity>_seed<seed>`. After every cell the sweep
-rewrites, atomically, `DIR/results.csv`, `DIR/accuracy_vs_sparsity.png`,
+rewrites, atomically, `DIR/results.csv`, `DIR/summary.md` (mean and std over
+seeds of the test accuracy, and collapsed layers, per method and sparsity),
+`DIR/accuracy_vs_sparsity.png`,
 `DIR/objective_vs_sparsity.png` and `DIR/layer_density_<sparsity>.png` (the
 highest sparsity, one series per method).
 
@@ -21,10 +23,7 @@ its error ("Type: message") and the sweep goes on with the next one.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -33,13 +32,15 @@ from typing import Any
 import ml_collections
 from tqdm.auto import tqdm
 
-from force_jax import checkpoint, plots, scores, train
-from force_jax.masks import LayerDensity, SparsityReport
-
-COLUMNS = (
-    "method", "sparsity", "seed", "test_accuracy", "best_validation_accuracy",
-    "force_objective", "collapsed_layers", "prune_seconds", "train_seconds", "error",
+from force_jax import checkpoint, scores, train
+from force_jax.masks import SparsityReport
+from force_jax.sweep_report import (
+    report_from_dict,
+    write_plots,
+    write_results,
+    write_summary,
 )
+
 # Written by the sweep beside the cell's own files: its timing and error, so a
 # rerun that skips the cell can still report them.
 CELL_RECORD = "sweep_cell.json"
@@ -100,6 +101,18 @@ def _read_json(path: str) -> dict | None:
         return json.load(f)
 
 
+def _density_reports(workdir: str, methods: Sequence[str], sparsity: float,
+                     seed: int) -> dict[str, SparsityReport]:
+    """method -> sparsity report of its finished cell at (sparsity, seed)."""
+    reports = {}
+    for method in methods:
+        pruned = _read_json(os.path.join(workdir, "cells", cell_name(method, sparsity, seed),
+                                          "prune.json"))
+        if pruned and "report" in pruned:
+            reports[method] = report_from_dict(pruned["report"])
+    return reports
+
+
 def cell_row(workdir: str, method: str, sparsity: float, seed: int) -> dict[str, Any]:
     """One results.csv row from the files a cell left in its folder.
 
@@ -153,101 +166,6 @@ def run_cell(
         os.path.join(workdir, CELL_RECORD), {"train_seconds": train_seconds, "error": error})
 
 
-def _format(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
-
-
-def write_results(path: str, rows: Sequence[dict[str, Any]]) -> None:
-    """Writes rows as CSV with the columns COLUMNS, atomically.
-
-    Args:
-      path: output CSV.
-      rows: dicts keyed by COLUMNS (None is written as an empty field).
-    """
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    for row in rows:
-        writer.writerow([_format(row.get(c)) for c in COLUMNS])
-    checkpoint.write_atomic(path, buffer.getvalue())
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)
-
-
-def _curves(rows: Sequence[dict[str, Any]], key: str) -> dict[str, dict[float, list[float]]]:
-    """method -> remaining weights (%) -> values of `key` over seeds (finite ones only)."""
-    curves: dict[str, dict[float, list[float]]] = {}
-    for row in rows:
-        if _finite(row[key]):
-            remaining = round(100.0 * (1.0 - row["sparsity"]), 10)
-            curves.setdefault(row["method"], {}).setdefault(remaining, []).append(row[key])
-    return curves
-
-
-def report_from_dict(report: dict) -> SparsityReport:
-    """Rebuilds a SparsityReport from its `as_dict()` form (as in prune.json).
-
-    Args:
-      report: the dict written by SparsityReport.as_dict().
-
-    Returns:
-      The SparsityReport.
-    """
-    return SparsityReport(tuple(
-        LayerDensity(layer["name"], int(layer["kept"]), int(layer["total"]))
-        for layer in report["layers"]))
-
-
-def write_plots(sweep_dir: str, rows: Sequence[dict[str, Any]],
-                config: ml_collections.ConfigDict) -> list[str]:
-    """Accuracy and objective vs remaining weights, and per-layer densities.
-
-    Args:
-      sweep_dir: the sweep's workdir (cells under sweep_dir/cells).
-      rows: the results rows so far.
-      config: the sweep config (methods, sparsities, seeds).
-
-    Returns:
-      Paths of the PNGs written (a figure with no data yet is not written).
-    """
-    written = []
-    accuracy = _curves(rows, "test_accuracy")
-    if accuracy:
-        path = os.path.join(sweep_dir, "accuracy_vs_sparsity.png")
-        plots.plot_metric_vs_remaining(
-            accuracy, path, ylabel="test accuracy", title="test accuracy vs remaining weights")
-        written.append(path)
-    objective = _curves(rows, "force_objective")
-    objective = {m: {x: [v for v in vs if v > 0] for x, vs in c.items()}
-                 for m, c in objective.items()}
-    if any(vs for c in objective.values() for vs in c.values()):
-        path = os.path.join(sweep_dir, "objective_vs_sparsity.png")
-        plots.plot_metric_vs_remaining(
-            objective, path, ylabel="FORCE objective S(m)", log_y=True,
-            title="FORCE objective of the final mask vs remaining weights")
-        written.append(path)
-    highest = max(config.sweep.sparsities)
-    seed = 0 if 0 in config.sweep.seeds else config.sweep.seeds[0]
-    reports = {}
-    for method in config.sweep.methods:
-        pruned = _read_json(os.path.join(
-            sweep_dir, "cells", cell_name(method, highest, seed), "prune.json"))
-        if pruned and "report" in pruned:
-            reports[method] = report_from_dict(pruned["report"])
-    if reports:
-        path = os.path.join(sweep_dir, f"layer_density_{float(highest)!r}.png")
-        plots.plot_layer_density(
-            reports, path, title=f"per-layer density at sparsity {highest} (seed {seed})")
-        written.append(path)
-    return written
-
-
 def run_sweep(
     config: ml_collections.ConfigDict, workdir: str, *, train_fn: TrainFn | None = None
 ) -> list[dict[str, Any]]:
@@ -285,7 +203,12 @@ def run_sweep(
         rows.append(cell_row(cell_dir, method, sparsity, seed))
         rows.sort(key=lambda r: (sweep.methods.index(r["method"]), r["sparsity"], r["seed"]))
         write_results(os.path.join(workdir, "results.csv"), rows)
-        write_plots(workdir, rows, config)
+        write_summary(os.path.join(workdir, "summary.md"), rows, sweep.methods,
+                      sweep.sparsities)
+        highest = max(sweep.sparsities)
+        seed0 = sweep.seeds[0]
+        write_plots(workdir, rows, _density_reports(workdir, sweep.methods, highest, seed0),
+                    highest, seed0)
     bar.close()
     return rows
 

@@ -201,6 +201,65 @@ def _write_summaries(writer, step: int, metrics: dict) -> None:
     writer.flush()
 
 
+def _prune_or_restore(
+    config: ml_collections.ConfigDict, model: nn.Module, variables: PyTree, key: jax.Array,
+    schedule: optax.Schedule, mngr: Any, template: TrainState, workdir: str,
+    mesh: Mesh | None,
+) -> tuple[TrainState, int]:
+    """The state to train from: the last checkpoint, or a fresh prune at step 0.
+
+    A fresh start writes prune.json, an empty metrics.jsonl and the step-0
+    checkpoint; a resume cuts metrics.jsonl back to the checkpointed step.
+    """
+    is_main = jax.process_index() == 0
+    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    restored = checkpoint.restore_state(mngr, template)
+    if restored is not None:
+        state, step = restored
+        if is_main:
+            checkpoint.truncate_jsonl(metrics_path, step)
+            print(f"resuming from the checkpoint of step {step}")
+        return state, step
+    start = time.perf_counter()
+    mask, history = prune_at_init(config, model, variables, key, mesh)
+    prune_seconds = time.perf_counter() - start
+    state = create_train_state(config, model, variables, mask, schedule)
+    if is_main:
+        report = masks.sparsity_report(mask)
+        print(report)
+        checkpoint.write_json(os.path.join(workdir, "prune.json"),
+                              prune_record(config, prune_seconds, report, history))
+        checkpoint.write_atomic(metrics_path, "")
+    checkpoint.save_state(mngr, 0, state)
+    return state, 0
+
+
+def _evaluate_splits(config: ml_collections.ConfigDict, eval_fn, state: TrainState) -> dict:
+    """validation_* and test_* loss and accuracy (validation only when it is held out)."""
+    record = {}
+    for split in ("validation", "test"):
+        if split == "validation" and config.data.validation_fraction == 0:
+            continue
+        batches = data.eval_iterator(
+            config.data.name, split, batch_size=config.eval_batch_size // jax.process_count(),
+            data_dir=config.data.data_dir, validation_fraction=config.data.validation_fraction,
+            process_index=jax.process_index(), process_count=jax.process_count(),
+        )
+        result = evaluate(eval_fn, state, batches, config.eval_max_batches)
+        record |= {f"{split}_{k}": v for k, v in result.items()}
+    return record
+
+
+def _final_metrics(metrics_path: str, last: dict) -> dict:
+    """The last evaluation record plus the best validation accuracy of the run."""
+    records = checkpoint.read_jsonl(metrics_path)
+    final = last or records[-1]  # resumed after the last step: the recorded metrics
+    validation = [r["validation_accuracy"] for r in records if "validation_accuracy" in r]
+    if validation:
+        final = final | {"best_validation_accuracy": max(validation)}
+    return final
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Prunes at initialisation, trains, evaluates, checkpoints and writes metrics.
 
@@ -217,7 +276,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     parallel.check_batch_size(config.train.batch_size, mesh, "config.train.batch_size")
     parallel.check_batch_size(config.eval_batch_size, mesh, "config.eval_batch_size")
     processes = jax.process_count()
-    process_kwargs = {"process_index": jax.process_index(), "process_count": processes}
     os.makedirs(workdir, exist_ok=True)
     is_main = jax.process_index() == 0
     if is_main:
@@ -236,40 +294,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         config.train.num_epochs * steps_per_epoch)
     schedule = optim.make_schedule(config.train.lr_schedule, steps_per_epoch)
 
-    mngr = checkpoint.manager(os.path.join(workdir, "checkpoints"))
-    template = create_train_state(config, model, variables, masks.init_mask(variables["params"]),
-                                  schedule)
-
     def shard(state):  # place a state on the mesh; its static fields vary by instance
         layout = parallel.param_shardings(state, mesh, fsdp=config.mesh.fsdp)
         return parallel.put_replicated_copy(state, layout), layout
 
-    restored = checkpoint.restore_state(mngr, shard(template)[0])
+    mngr = checkpoint.manager(os.path.join(workdir, "checkpoints"))
+    template = create_train_state(config, model, variables, masks.init_mask(variables["params"]),
+                                  schedule)
+    state, step = _prune_or_restore(config, model, variables, prune_key, schedule, mngr,
+                                    shard(template)[0], workdir, mesh)
     metrics_path = os.path.join(workdir, "metrics.jsonl")
-    if restored is None:
-        start = time.perf_counter()
-        mask, history = prune_at_init(config, model, variables, prune_key, mesh)
-        prune_seconds = time.perf_counter() - start
-        state = create_train_state(config, model, variables, mask, schedule)
-        step = 0
-        if is_main:
-            report = masks.sparsity_report(mask)
-            print(report)
-            checkpoint.write_json(os.path.join(workdir, "prune.json"),
-                                  prune_record(config, prune_seconds, report, history))
-            checkpoint.write_atomic(metrics_path, "")
-        checkpoint.save_state(mngr, 0, state)
-    else:
-        state, step = restored
-        if is_main:
-            checkpoint.truncate_jsonl(metrics_path, step)
-            print(f"resuming from the checkpoint of step {step}")
 
     train_iter = data.train_iterator(
         config.data.name, batch_size=config.train.batch_size // processes, seed=config.seed,
         data_dir=config.data.data_dir, validation_fraction=config.data.validation_fraction,
         augment=config.data.augment, start_step=step, download=config.data.download,
-        **process_kwargs,
+        process_index=jax.process_index(), process_count=processes,
     )
     state, shardings = shard(state)
     p_train_step = jax.jit(train_step, donate_argnums=0,
@@ -283,7 +323,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if is_main:
         writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
     eval_every = config.eval_every_steps if config.eval_every_steps > 0 else steps_per_epoch
-    final = {}
+    last = {}
     # Redraw every 30 s when the output is a log file rather than a terminal.
     bar = tqdm(total=total_steps, initial=step, desc="train", disable=not is_main,
                mininterval=0.1 if sys.stderr.isatty() else 30.0)
@@ -296,40 +336,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         bar.update(1)
         if step % eval_every and step != total_steps:
             continue
-        train_metrics = {k: float(v) / window_steps for k, v in train_sums.items()}
-        seconds = time.perf_counter() - window_start
+        mask = optim.mask_from_state(state.opt_state)
         record = {
             "step": step, "epoch": step / steps_per_epoch,
             "learning_rate": float(schedule(step)),
-            "global_density": float(masks.num_kept(optim.mask_from_state(state.opt_state)))
-            / masks.num_prunable(optim.mask_from_state(state.opt_state)),
-            "images_per_second": window_steps * config.train.batch_size / seconds,
-            **{f"train_{k}": v for k, v in train_metrics.items()},
+            "global_density": float(masks.num_kept(mask)) / masks.num_prunable(mask),
+            "images_per_second": window_steps * config.train.batch_size
+            / (time.perf_counter() - window_start),
+            **{f"train_{k}": float(v) / window_steps for k, v in train_sums.items()},
+            **_evaluate_splits(config, p_eval_step, state),
         }
-        for split in ("validation", "test"):
-            if split == "validation" and config.data.validation_fraction == 0:
-                continue
-            batches = data.eval_iterator(
-                config.data.name, split, batch_size=config.eval_batch_size // processes,
-                data_dir=config.data.data_dir,
-                validation_fraction=config.data.validation_fraction, **process_kwargs,
-            )
-            result = evaluate(p_eval_step, state, batches, config.eval_max_batches)
-            record |= {f"{split}_{k}": v for k, v in result.items()}
         if is_main:
             checkpoint.append_jsonl(metrics_path, record)
             _write_summaries(writer, step, record)
             bar.write(" ".join(f"{k}={v:.4g}" for k, v in record.items()))
         checkpoint.save_state(mngr, step, state)
-        final = record
+        last = record
         window_start, window_steps, train_sums = time.perf_counter(), 0, {}
     bar.close()
-    if not final:  # resumed after the last step: report the recorded metrics
-        final = checkpoint.read_jsonl(metrics_path)[-1]
-    records = checkpoint.read_jsonl(metrics_path)
-    if any("validation_accuracy" in r for r in records):
-        final = final | {"best_validation_accuracy": max(
-            r["validation_accuracy"] for r in records if "validation_accuracy" in r)}
+    final = _final_metrics(metrics_path, last)
     if is_main:
         checkpoint.write_json(os.path.join(workdir, "metrics.json"), final)
         print(f"test accuracy {final.get('test_accuracy', float('nan')):.4f}")

@@ -13,7 +13,7 @@ import pytest
 from conftest import SHARED_TFDS
 from train_test import tiny_config
 
-from force_jax import sweep, train
+from force_jax import sweep, sweep_report, train
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 needs_real_data = pytest.mark.skipif(not SHARED_TFDS.is_dir(), reason="no shared TFDS folder")
@@ -66,6 +66,24 @@ def test_cells_run_seed_by_seed_and_rows_sort_by_method(tmp_path):
         (m, s, seed) for m in ("force", "snip") for s in (0.9, 0.99) for seed in (0, 1)]
 
 
+def test_summary_is_mean_and_std_over_finished_seeds():
+    def row(method, sparsity, seed, accuracy, collapsed=0, error=None):
+        return {"method": method, "sparsity": sparsity, "seed": seed,
+                "test_accuracy": accuracy, "collapsed_layers": collapsed, "error": error}
+
+    rows = [row("force", 0.9, 0, 0.8), row("force", 0.9, 1, 0.9, collapsed=2),
+            row("force", 0.99, 0, 0.5), row("force", 0.99, 1, None, None, "ValueError: x"),
+            row("snip", 0.9, 0, None, None, "RuntimeError: y")]
+    text = sweep_report.summary_markdown(rows, ["force", "snip"], [0.9, 0.99])
+    lines = text.splitlines()
+    # 0.8 and 0.9: mean 0.85, sample std 0.0707; one seed: n=1; none: n/a.
+    assert "| method | 90 % | 99 % |" in lines
+    assert "| force | 0.8500 ± 0.0707 | 0.5000 (n=1) |" in lines
+    assert "| snip | n/a | n/a |" in lines
+    assert "| force | 1.0 ± 1.4 | 0.0 (n=1) |" in lines
+    assert lines[-1] == "5 cells, 2 failed."
+
+
 @needs_real_data
 def test_sweep_writes_results_skips_finished_cells_and_records_failures(tmp_path):
     config = tiny_sweep_config()
@@ -78,7 +96,7 @@ def test_sweep_writes_results_skips_finished_cells_and_records_failures(tmp_path
 
     rows = sweep.run_sweep(config, str(workdir), train_fn=fails_for_snip_099)
     table = read_csv(workdir / "results.csv")
-    assert tuple(table[0]) == sweep.COLUMNS
+    assert tuple(table[0]) == sweep_report.COLUMNS
     assert [(r["method"], float(r["sparsity"]), r["seed"]) for r in table] == [
         ("force", 0.9, "0"), ("force", 0.99, "0"), ("snip", 0.9, "0"), ("snip", 0.99, "0")]
     assert len(rows) == 4
@@ -95,6 +113,8 @@ def test_sweep_writes_results_skips_finished_cells_and_records_failures(tmp_path
                  "layer_density_0.99.png"):
         assert (workdir / name).stat().st_size > 1000, name
     assert (workdir / "cells" / "force_s0.99_seed0" / "prune.json").exists()
+    summary = (workdir / "summary.md").read_text()
+    assert "| snip | " in summary and "4 cells, 1 failed." in summary
 
     # Rerun: finished cells are skipped; only the failed one is tried again.
     calls = []

@@ -1,0 +1,166 @@
+"""What a sweep reports: results.csv, summary.md and the figures.
+
+Pure functions of the results rows (one dict per finished or failed cell, keyed
+by COLUMNS); every file is written atomically, so an interrupted sweep never
+leaves a half-written table or figure behind.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import statistics
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from force_jax import checkpoint, plots
+from force_jax.masks import LayerDensity, SparsityReport
+
+COLUMNS = (
+    "method", "sparsity", "seed", "test_accuracy", "best_validation_accuracy",
+    "force_objective", "collapsed_layers", "prune_seconds", "train_seconds", "error",
+)
+
+
+def _format(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def write_results(path: str, rows: Sequence[dict[str, Any]]) -> None:
+    """Writes rows as CSV with the columns COLUMNS, atomically.
+
+    Args:
+      path: output CSV.
+      rows: dicts keyed by COLUMNS (None is written as an empty field).
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for row in rows:
+        writer.writerow([_format(row.get(c)) for c in COLUMNS])
+    checkpoint.write_atomic(path, buffer.getvalue())
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def _curves(rows: Sequence[dict[str, Any]], key: str) -> dict[str, dict[float, list[float]]]:
+    """method -> remaining weights (%) -> values of `key` over seeds (finite ones only)."""
+    curves: dict[str, dict[float, list[float]]] = {}
+    for row in rows:
+        if _finite(row[key]):
+            remaining = round(100.0 * (1.0 - row["sparsity"]), 10)
+            curves.setdefault(row["method"], {}).setdefault(remaining, []).append(row[key])
+    return curves
+
+
+def report_from_dict(report: dict) -> SparsityReport:
+    """Rebuilds a SparsityReport from its `as_dict()` form (as in prune.json).
+
+    Args:
+      report: the dict written by SparsityReport.as_dict().
+
+    Returns:
+      The SparsityReport.
+    """
+    return SparsityReport(tuple(
+        LayerDensity(layer["name"], int(layer["kept"]), int(layer["total"]))
+        for layer in report["layers"]))
+
+
+def write_plots(sweep_dir: str, rows: Sequence[dict[str, Any]],
+                densities: Mapping[str, SparsityReport], sparsity: float,
+                seed: int) -> list[str]:
+    """Accuracy and objective vs remaining weights, and per-layer densities.
+
+    Args:
+      sweep_dir: the sweep's workdir; the PNGs are written there.
+      rows: the results rows so far.
+      densities: method -> sparsity report of its mask at `sparsity`, `seed`.
+      sparsity, seed: the cell the per-layer plot shows (the highest sparsity).
+
+    Returns:
+      Paths of the PNGs written (a figure with no data yet is not written).
+    """
+    written = []
+    accuracy = _curves(rows, "test_accuracy")
+    if accuracy:
+        path = os.path.join(sweep_dir, "accuracy_vs_sparsity.png")
+        plots.plot_metric_vs_remaining(
+            accuracy, path, ylabel="test accuracy", title="test accuracy vs remaining weights")
+        written.append(path)
+    objective = _curves(rows, "force_objective")
+    objective = {m: {x: [v for v in vs if v > 0] for x, vs in c.items()}
+                 for m, c in objective.items()}
+    if any(vs for c in objective.values() for vs in c.values()):
+        path = os.path.join(sweep_dir, "objective_vs_sparsity.png")
+        plots.plot_metric_vs_remaining(
+            objective, path, ylabel="FORCE objective S(m)", log_y=True,
+            title="FORCE objective of the final mask vs remaining weights")
+        written.append(path)
+    if densities:
+        path = os.path.join(sweep_dir, f"layer_density_{float(sparsity)!r}.png")
+        plots.plot_layer_density(
+            dict(densities), path, title=f"per-layer density at sparsity {sparsity} (seed {seed})")
+        written.append(path)
+    return written
+
+
+def _cell_text(values: Sequence[float], digits: int) -> str:
+    if not values:
+        return "n/a"
+    mean = statistics.fmean(values)
+    if len(values) == 1:
+        return f"{mean:.{digits}f} (n=1)"
+    return f"{mean:.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def summary_markdown(rows: Sequence[dict[str, Any]], methods: Sequence[str],
+                     sparsities: Sequence[float]) -> str:
+    """Markdown tables, method by sparsity: test accuracy and collapsed layers.
+
+    Each entry is the mean ± sample standard deviation over the seeds that
+    finished (n=1 when only one did, n/a when none did); failed cells are
+    counted below the tables.
+
+    Args:
+      rows: the results rows.
+      methods: row order of the tables.
+      sparsities: column order of the tables.
+
+    Returns:
+      The markdown text.
+    """
+    head = "| method | " + " | ".join(f"{100 * s:g} %" for s in sparsities) + " |"
+    rule = "|---|" + "---|" * len(sparsities)
+    sections = []
+    for key, title, digits in (("test_accuracy", "Test accuracy", 4),
+                               ("collapsed_layers", "Layers left with no weight", 1)):
+        lines = [f"{title} (mean ± std over seeds):", "", head, rule]
+        for method in methods:
+            cells = [_cell_text([float(r[key]) for r in rows if r["method"] == method
+                                 and r["sparsity"] == s and _finite(r[key])], digits)
+                     for s in sparsities]
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        sections.append("\n".join(lines))
+    failed = [r for r in rows if r.get("error")]
+    sections.append(f"{len(rows)} cells, {len(failed)} failed.")
+    return "\n\n".join(sections) + "\n"
+
+
+def write_summary(path: str, rows: Sequence[dict[str, Any]], methods: Sequence[str],
+                  sparsities: Sequence[float]) -> None:
+    """Writes `summary_markdown` to `path`, atomically.
+
+    Args:
+      path: output markdown file.
+      rows, methods, sparsities: as for `summary_markdown`.
+    """
+    checkpoint.write_atomic(path, summary_markdown(rows, methods, sparsities))
