@@ -89,7 +89,8 @@ def grasp(inputs: StepInputs) -> Scores:
     GraSP removes the weights with the highest -theta * (H g), which is the
     same as keeping the highest theta * (H g). g is the gradient over the
     prunable weights only (the tangent is zero on the other leaves), and H g
-    is a forward-over-reverse Hessian-vector product, never a full Hessian.
+    is a Hessian-vector product (the gradient of <grad, g>, the double backward
+    of the official code), never a full Hessian.
     """
     grads = inputs.gradient(inputs.params)
     tangent = jax.tree.map(
