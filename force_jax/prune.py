@@ -94,7 +94,21 @@ def _objective(params: PyTree, grads: PyTree, mask: PyTree) -> jax.Array:
     )
 
 
-@functools.lru_cache(maxsize=64)
+def release_compiled() -> None:
+    """Frees every compiled pruning program and JAX's compilation caches.
+
+    Each cached program holds its executable and the `loss_fn` closure (and so
+    the model variables it captured). A long process that prunes many
+    different models, such as a sweep, calls this between runs: without it the
+    executables' machine code accumulates until the process runs out of
+    memory mappings.
+    """
+    _program.cache_clear()
+    jax.clear_caches()
+
+
+# Small: a new loss_fn closure is a new key, so entries from finished runs are dead weight.
+@functools.lru_cache(maxsize=8)
 def _program(
     method: str,
     loss_fn: LossFn,

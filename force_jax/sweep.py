@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from force_jax import checkpoint, scores, train
 from force_jax.masks import SparsityReport
+from force_jax.prune import release_compiled
 from force_jax.sweep_report import (
     report_from_dict,
     write_plots,
@@ -200,6 +201,7 @@ def run_sweep(
         cell_dir = os.path.join(workdir, "cells", name)
         if not os.path.exists(os.path.join(cell_dir, "metrics.json")):
             run_cell(cell_config(config, method, sparsity, seed), cell_dir, train_fn)
+            release_compiled()  # every cell compiles its own programs; free the last ones
         rows.append(cell_row(cell_dir, method, sparsity, seed))
         rows.sort(key=lambda r: (sweep.methods.index(r["method"]), r["sparsity"], r["seed"]))
         write_results(os.path.join(workdir, "results.csv"), rows)

@@ -301,64 +301,69 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     mngr = checkpoint.manager(os.path.join(workdir, "checkpoints"))
     template = create_train_state(config, model, variables, masks.init_mask(variables["params"]),
                                   schedule)
-    state, step = _prune_or_restore(config, model, variables, prune_key, schedule, mngr,
-                                    shard(template)[0], workdir, mesh)
-    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    try:
+        state, step = _prune_or_restore(config, model, variables, prune_key, schedule, mngr,
+                                        shard(template)[0], workdir, mesh)
+        metrics_path = os.path.join(workdir, "metrics.jsonl")
 
-    train_iter = data.train_iterator(
-        config.data.name, batch_size=config.train.batch_size // processes, seed=config.seed,
-        data_dir=config.data.data_dir, validation_fraction=config.data.validation_fraction,
-        augment=config.data.augment, start_step=step, download=config.data.download,
-        process_index=jax.process_index(), process_count=processes,
-    )
-    state, shardings = shard(state)
-    p_train_step = jax.jit(train_step, donate_argnums=0,
-                           out_shardings=(shardings, parallel.replicated(mesh)))
-    jit_eval_step = jax.jit(eval_step, out_shardings=parallel.replicated(mesh))
+        train_iter = data.train_iterator(
+            config.data.name, batch_size=config.train.batch_size // processes, seed=config.seed,
+            data_dir=config.data.data_dir, validation_fraction=config.data.validation_fraction,
+            augment=config.data.augment, start_step=step, download=config.data.download,
+            process_index=jax.process_index(), process_count=processes,
+        )
+        state, shardings = shard(state)
+        p_train_step = jax.jit(train_step, donate_argnums=0,
+                               out_shardings=(shardings, parallel.replicated(mesh)))
+        jit_eval_step = jax.jit(eval_step, out_shardings=parallel.replicated(mesh))
 
-    def p_eval_step(state, local_batch):
-        return jit_eval_step(state, parallel.global_batch(local_batch, mesh))
+        def p_eval_step(state, local_batch):
+            return jit_eval_step(state, parallel.global_batch(local_batch, mesh))
 
-    writer = None
-    if is_main:
-        writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
-    eval_every = config.eval_every_steps if config.eval_every_steps > 0 else steps_per_epoch
-    last = {}
-    # Redraw every 30 s when the output is a log file rather than a terminal.
-    bar = tqdm(total=total_steps, initial=step, desc="train", disable=not is_main,
-               mininterval=0.1 if sys.stderr.isatty() else 30.0)
-    window_start, window_steps, train_sums = time.perf_counter(), 0, {}
-    while step < total_steps:
-        state, metrics = p_train_step(state, parallel.global_batch(next(train_iter), mesh))
-        step += 1
-        window_steps += 1
-        train_sums = {k: train_sums.get(k, 0.0) + v for k, v in metrics.items()}
-        bar.update(1)
-        if step % eval_every and step != total_steps:
-            continue
-        mask = optim.mask_from_state(state.opt_state)
-        record = {
-            "step": step, "epoch": step / steps_per_epoch,
-            "learning_rate": float(schedule(step)),
-            "global_density": float(masks.num_kept(mask)) / masks.num_prunable(mask),
-            "images_per_second": window_steps * config.train.batch_size
-            / (time.perf_counter() - window_start),
-            **{f"train_{k}": float(v) / window_steps for k, v in train_sums.items()},
-            **_evaluate_splits(config, p_eval_step, state),
-        }
+        writer = None
         if is_main:
-            checkpoint.append_jsonl(metrics_path, record)
-            _write_summaries(writer, step, record)
-            bar.write(" ".join(f"{k}={v:.4g}" for k, v in record.items()))
-        checkpoint.save_state(mngr, step, state)
-        last = record
+            writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+        eval_every = config.eval_every_steps if config.eval_every_steps > 0 else steps_per_epoch
+        last = {}
+        # Redraw every 30 s when the output is a log file rather than a terminal.
+        bar = tqdm(total=total_steps, initial=step, desc="train", disable=not is_main,
+                   mininterval=0.1 if sys.stderr.isatty() else 30.0)
         window_start, window_steps, train_sums = time.perf_counter(), 0, {}
-    bar.close()
-    final = _final_metrics(metrics_path, last)
-    if is_main:
-        checkpoint.write_json(os.path.join(workdir, "metrics.json"), final)
-        print(f"test accuracy {final.get('test_accuracy', float('nan')):.4f}")
-    return final
+        while step < total_steps:
+            state, metrics = p_train_step(state, parallel.global_batch(next(train_iter), mesh))
+            step += 1
+            window_steps += 1
+            train_sums = {k: train_sums.get(k, 0.0) + v for k, v in metrics.items()}
+            bar.update(1)
+            if step % eval_every and step != total_steps:
+                continue
+            mask = optim.mask_from_state(state.opt_state)
+            record = {
+                "step": step, "epoch": step / steps_per_epoch,
+                "learning_rate": float(schedule(step)),
+                "global_density": float(masks.num_kept(mask)) / masks.num_prunable(mask),
+                "images_per_second": window_steps * config.train.batch_size
+                / (time.perf_counter() - window_start),
+                **{f"train_{k}": float(v) / window_steps for k, v in train_sums.items()},
+                **_evaluate_splits(config, p_eval_step, state),
+            }
+            if is_main:
+                checkpoint.append_jsonl(metrics_path, record)
+                _write_summaries(writer, step, record)
+                bar.write(" ".join(f"{k}={v:.4g}" for k, v in record.items()))
+            checkpoint.save_state(mngr, step, state)
+            last = record
+            window_start, window_steps, train_sums = time.perf_counter(), 0, {}
+        bar.close()
+        if writer is not None:
+            writer.close()
+        final = _final_metrics(metrics_path, last)
+        if is_main:
+            checkpoint.write_json(os.path.join(workdir, "metrics.json"), final)
+            print(f"test accuracy {final.get('test_accuracy', float('nan')):.4f}")
+        return final
+    finally:
+        mngr.close()  # its background threads and file handles
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 import force_jax as fj
 from force_jax import schedules
-from force_jax.prune import _mean_over_batches, _program
+from force_jax.prune import _mean_over_batches, _program, release_compiled
 
 
 def reference_topk(scores: dict, k: int) -> dict:
@@ -132,6 +132,21 @@ def test_one_compile_serves_every_sparsity_and_step(tiny):
     flags = fj.masks.prunable_flags(params)
     program = _program("force", loss_fn, None, flags, 32, 1, True, None)
     assert program._cache_size() == 1
+
+
+def test_release_compiled_drops_programs_and_their_executables(tiny):
+    base_loss, params, data = tiny
+
+    def loss_fn(p, batch):
+        return base_loss(p, batch)
+
+    fj.prune(loss_fn, params, data, method="force", sparsity=0.9, steps=2, batch_size=32,
+             key=jax.random.key(0))
+    program = _program("force", loss_fn, None, fj.masks.prunable_flags(params), 32, 1, True,
+                       None)
+    assert program._cache_size() == 1 and _program.cache_info().currsize >= 1
+    release_compiled()
+    assert _program.cache_info().currsize == 0 and program._cache_size() == 0
 
 
 def test_works_on_any_pytree_with_a_path_predicate(tiny):
