@@ -10,7 +10,7 @@ The config holds every key of configs/default.py plus `config.sweep.methods`,
 cells only). Each cell runs `train.train_and_evaluate` in
 `DIR/cells/<method>_s<sparsity>_seed<seed>`. After every cell the sweep
 rewrites, atomically, `DIR/results.csv`, `DIR/summary.md` (mean and std over
-seeds of the test accuracy, and collapsed layers, per method and sparsity),
+seeds of the test accuracy, and masks with S(m) = 0, per method and sparsity),
 `DIR/accuracy_vs_sparsity.png`,
 `DIR/objective_vs_sparsity.png` and `DIR/layer_density_<sparsity>.png` (the
 highest sparsity, one series per method).

@@ -113,21 +113,31 @@ def write_plots(sweep_dir: str, rows: Sequence[dict[str, Any]],
     return written
 
 
-def _cell_text(values: Sequence[float], digits: int) -> str:
+def _mean_std(values: Sequence[float]) -> str:
     if not values:
         return "n/a"
     mean = statistics.fmean(values)
     if len(values) == 1:
-        return f"{mean:.{digits}f} (n=1)"
-    return f"{mean:.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+        return f"{mean:.4f} (n=1)"
+    return f"{mean:.4f} ± {statistics.stdev(values):.4f}"
+
+
+def _disconnected(values: Sequence[float]) -> str:
+    if not values:
+        return "n/a"
+    return f"{sum(v == 0.0 for v in values)}/{len(values)}"
 
 
 def summary_markdown(rows: Sequence[dict[str, Any]], methods: Sequence[str],
                      sparsities: Sequence[float]) -> str:
-    """Markdown tables, method by sparsity: test accuracy and collapsed layers.
+    """Markdown tables, method by sparsity: test accuracy and disconnected masks.
 
-    Each entry is the mean ± sample standard deviation over the seeds that
-    finished (n=1 when only one did, n/a when none did); failed cells are
+    The first table gives the mean ± sample standard deviation of the test
+    accuracy over the seeds that finished (n=1 when only one did, n/a when
+    none did). The second counts, among the seeds that recorded it, the masks
+    whose FORCE objective S(m) is exactly 0: no gradient reaches any kept
+    weight, so the pruned network's output does not depend on them (a layer
+    collapse, even when every layer keeps some weights). Failed cells are
     counted below the tables.
 
     Args:
@@ -141,12 +151,15 @@ def summary_markdown(rows: Sequence[dict[str, Any]], methods: Sequence[str],
     head = "| method | " + " | ".join(f"{100 * s:g} %" for s in sparsities) + " |"
     rule = "|---|" + "---|" * len(sparsities)
     sections = []
-    for key, title, digits in (("test_accuracy", "Test accuracy", 4),
-                               ("collapsed_layers", "Layers left with no weight", 1)):
-        lines = [f"{title} (mean ± std over seeds):", "", head, rule]
+    for key, title, cell in (
+        ("test_accuracy", "Test accuracy (mean ± std over seeds):", _mean_std),
+        ("force_objective", "Seeds whose final mask has S(m) = 0 (disconnected):",
+         _disconnected),
+    ):
+        lines = [title, "", head, rule]
         for method in methods:
-            cells = [_cell_text([float(r[key]) for r in rows if r["method"] == method
-                                 and r["sparsity"] == s and _finite(r[key])], digits)
+            cells = [cell([float(r[key]) for r in rows if r["method"] == method
+                           and r["sparsity"] == s and _finite(r.get(key))])
                      for s in sparsities]
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         sections.append("\n".join(lines))

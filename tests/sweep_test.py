@@ -67,11 +67,11 @@ def test_cells_run_seed_by_seed_and_rows_sort_by_method(tmp_path):
 
 
 def test_summary_is_mean_and_std_over_finished_seeds():
-    def row(method, sparsity, seed, accuracy, collapsed=0, error=None):
+    def row(method, sparsity, seed, accuracy, objective=1.0, error=None):
         return {"method": method, "sparsity": sparsity, "seed": seed,
-                "test_accuracy": accuracy, "collapsed_layers": collapsed, "error": error}
+                "test_accuracy": accuracy, "force_objective": objective, "error": error}
 
-    rows = [row("force", 0.9, 0, 0.8), row("force", 0.9, 1, 0.9, collapsed=2),
+    rows = [row("force", 0.9, 0, 0.8), row("force", 0.9, 1, 0.9, objective=0.0),
             row("force", 0.99, 0, 0.5), row("force", 0.99, 1, None, None, "ValueError: x"),
             row("snip", 0.9, 0, None, None, "RuntimeError: y")]
     text = sweep_report.summary_markdown(rows, ["force", "snip"], [0.9, 0.99])
@@ -80,7 +80,7 @@ def test_summary_is_mean_and_std_over_finished_seeds():
     assert "| method | 90 % | 99 % |" in lines
     assert "| force | 0.8500 ± 0.0707 | 0.5000 (n=1) |" in lines
     assert "| snip | n/a | n/a |" in lines
-    assert "| force | 1.0 ± 1.4 | 0.0 (n=1) |" in lines
+    assert "| force | 1/2 | 0/1 |" in lines  # one of the two 90 % masks is disconnected
     assert lines[-1] == "5 cells, 2 failed."
 
 
