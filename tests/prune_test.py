@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import init_mlp, mlp_loss
+from jax.flatten_util import ravel_pytree
 
 import force_jax as fj
 from force_jax import schedules
@@ -132,6 +134,29 @@ def test_one_compile_serves_every_sparsity_and_step(tiny):
     flags = fj.masks.prunable_flags(params)
     program = _program("force", loss_fn, None, flags, 32, 1, True, None)
     assert program._cache_size() == 1
+
+
+def test_grasp_mask_is_the_top_k_of_theta_times_full_hessian_gradient():
+    """prune()'s own Hessian-vector product against jax.hessian on a small MLP."""
+    with jax.enable_x64(True):
+        params = jax.tree.map(lambda p: p.astype(jnp.float64),
+                              init_mlp(jax.random.key(4), d_in=6, hidden=5, classes=3))
+        kx, ky = jax.random.split(jax.random.key(5))
+        data = {"image": jax.random.normal(kx, (12, 6), jnp.float64),
+                "label": jax.random.randint(ky, (12,), 0, 3)}
+        mask, _ = fj.prune(mlp_loss, params, data, method="grasp", sparsity=0.6,
+                           batch_size=12, key=jax.random.key(0))  # every step: all 12
+        flat, unravel = ravel_pytree(params)
+        hessian = jax.hessian(lambda f: mlp_loss(unravel(f), data))(flat)
+        grads = jax.grad(mlp_loss)(params, data)
+        g_prunable = {k: v if v.ndim >= 2 else jnp.zeros_like(v) for k, v in grads.items()}
+        hg = unravel(hessian @ ravel_pytree(g_prunable)[0])
+        scores = {n: np.asarray(params[n] * hg[n]) for n in ("w1", "w2")}
+        k = int(fj.num_kept(mask))
+        assert k == int(0.4 * (30 + 15))
+        expected = reference_topk(scores, k)
+    for name in ("w1", "w2"):
+        np.testing.assert_array_equal(np.asarray(mask[name]), expected[name])
 
 
 def test_release_compiled_drops_programs_and_their_executables(tiny):
