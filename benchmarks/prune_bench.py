@@ -59,7 +59,8 @@ def _cached_program(prune_module, method, loss_fn, synflow_fn, flags, batch_size
     return prune_module._program(*args, *([None] * extra))
 
 
-def bench_one(name: str, batch_size: int, methods: list[str], *, quick: bool) -> list[dict]:
+def bench_one(name: str, batch_size: int, methods: list[str], *, quick: bool,
+              repeats: int = 3) -> list[dict]:
     """All measurements for one model and batch size."""
     import importlib
 
@@ -74,7 +75,7 @@ def bench_one(name: str, batch_size: int, methods: list[str], *, quick: bool) ->
     flags = masks.prunable_flags(params)
     dense = masks.dense_mask(params, flags)
     batch = jax.tree.map(lambda x: x[:batch_size], data)
-    repeats = 1 if quick else 3
+    repeats = 1 if quick else repeats
 
     grad_fn = jax.jit(lambda p, m, b: jax.grad(loss_fn)(masks.apply_mask(p, m), b))
     grad_s = bu.time_call(lambda: grad_fn(params, dense, batch), repeats=repeats)
@@ -183,6 +184,7 @@ def main(argv: list[str] | None = None) -> dict:
         "--plain-conv", action="store_true", help="disable the one-matmul conv on tiny maps"
     )
     parser.add_argument("--quick", action="store_true", help="one repeat, no 60-step compile")
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls per figure (median)")
     parser.add_argument("--out-dir", default=None)
     parser.add_argument("--name", default="prune_bench")
     args = parser.parse_args(argv)
@@ -190,7 +192,8 @@ def main(argv: list[str] | None = None) -> dict:
     rows = []
     for name in bu.csv_list(args.models):
         for batch_size in bu.csv_list(args.batch_sizes, int):
-            rows.extend(bench_one(name, batch_size, bu.csv_list(args.methods), quick=args.quick))
+            rows.extend(bench_one(name, batch_size, bu.csv_list(args.methods), quick=args.quick,
+                                   repeats=args.repeats))
     print()
     bu.print_table(rows, COLUMNS)
     payload = {
@@ -198,7 +201,7 @@ def main(argv: list[str] | None = None) -> dict:
         "quick": args.quick,
         "rows": rows,
         "process_peak_memory": bu.peak_memory(),
-        "repeats": 1 if args.quick else 3,
+        "repeats": 1 if args.quick else args.repeats,
         "timing": "median wall seconds",
     }
     path = bu.write_results(args.name, payload, args.out_dir)
