@@ -13,7 +13,10 @@ to swap in a faster but numerically exact conv formulation without touching
 the models: XLA:CPU runs a 3x3 conv over a 2x2 map about 20x slower than over
 a 4x4 map, so :class:`Conv` computes stride-1 convs over tiny maps (at most
 ``SMALL_CONV_MAX_PIXELS`` pixels) as one matmul with a matrix gathered from
-the same kernel parameter (see :func:`small_map_conv`).
+the same kernel parameter (see :func:`small_map_conv`); and XLA:CPU runs conv
+gradients inside a ``lax.scan`` (where ``prune`` computes every score) up to
+25x slower than outside one, so the other convs are differentiated through
+:func:`force_jax.models.loop_conv.conv2d`.
 """
 
 from __future__ import annotations
