@@ -30,6 +30,7 @@ CASES = [  # (H, W, kh, kw, strides, padding)
     (10, 10, 5, 5, (1, 1), ((0, 0), (0, 0))),  # LeNet-5
     (7, 9, 3, 2, (2, 3), ((2, 0), (1, 1))),  # asymmetric everything
     (12, 12, 7, 7, (2, 2), ((3, 3), (3, 3))),  # ImageNet stem
+    (6, 6, 1, 1, (1, 1), ((1, 2), (2, 0))),  # padding beyond the kernel's reach
 ]
 
 

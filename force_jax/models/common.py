@@ -178,7 +178,7 @@ class Conv(nn.Conv):
         elif isinstance(padding, int):
             padding = ((padding, padding), (padding, padding))
         pads = tuple((p, p) if isinstance(p, int) else tuple(p) for p in padding)
-        if len(pads) != 2:
+        if len(pads) != 2 or any(p < 0 for pair in pads for p in pair):
             return None
         # Leave empty outputs (padding too small for the kernel) to nn.Conv.
         for size, k, (low, high) in zip(x.shape[1:3], kernel_size, pads):
