@@ -16,6 +16,22 @@ from typing import Any
 import orbax.checkpoint as ocp
 
 
+def publish(tmp: str, path: str) -> None:
+    """Renames a finished temporary file onto `path`, with the usual file mode.
+
+    `tempfile.mkstemp` creates files readable by their owner only; the
+    published file gets 0o666 minus the process umask, like `open(path, "w")`.
+
+    Args:
+      tmp: the complete temporary file, in the folder of `path`.
+      path: destination file.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
 def write_atomic(path: str, text: str) -> None:
     """Writes `text` to `path` atomically (temporary file + rename).
 
@@ -31,7 +47,7 @@ def write_atomic(path: str, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from force_jax import checkpoint  # noqa: E402
 from force_jax.masks import SparsityReport  # noqa: E402
 
 
@@ -21,7 +22,7 @@ def save_figure(fig, path: str) -> None:
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
+        checkpoint.publish(tmp, path)
     finally:
         plt.close(fig)
         if os.path.exists(tmp):
