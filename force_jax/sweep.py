@@ -194,6 +194,7 @@ def run_sweep(
                          "must each hold at least one value")
     os.makedirs(workdir, exist_ok=True)
     rows: list[dict[str, Any]] = []
+    highest, first_seed = max(sweep.sparsities), sweep.seeds[0]  # the per-layer density plot
     bar = tqdm(cells, desc="sweep", unit="cell")
     for method, sparsity, seed in bar:
         name = cell_name(method, sparsity, seed)
@@ -207,10 +208,8 @@ def run_sweep(
         write_results(os.path.join(workdir, "results.csv"), rows)
         write_summary(os.path.join(workdir, "summary.md"), rows, sweep.methods,
                       sweep.sparsities)
-        highest = max(sweep.sparsities)
-        seed0 = sweep.seeds[0]
-        write_plots(workdir, rows, _density_reports(workdir, sweep.methods, highest, seed0),
-                    highest, seed0)
+        write_plots(workdir, rows, _density_reports(workdir, sweep.methods, highest, first_seed),
+                    highest, first_seed)
     bar.close()
     return rows
 
