@@ -29,7 +29,6 @@ MODELS: dict[str, tuple[str, tuple[int, int, int]]] = {
     "lenet5": ("lenet5", (28, 28, 1)),
 }
 NUM_CLASSES = 10
-_SETTINGS = {"plain_conv": False}  # set by set_plain_conv()
 
 
 def machine_info() -> dict[str, Any]:
@@ -117,7 +116,10 @@ def build(name: str, batch_size: int, *, key: int = 0, examples: int | None = No
     from force_jax import models as models_lib
 
     registry_name, shape = MODELS[name]
-    extra = {"fast_loop_grad": False} if _SETTINGS["plain_conv"] else {}
+    from force_jax.models import common
+
+    # set_plain_conv(True) zeroes the tiny-map limit; loop_conv goes off with it.
+    extra = {"fast_loop_grad": False} if common.SMALL_CONV_MAX_PIXELS == 0 else {}
     model = models_lib.get_model(registry_name, NUM_CLASSES, **extra)
     k_init, k_img, k_lab = jax.random.split(jax.random.key(key), 3)
     variables = model.init(k_init, jnp.zeros((1, *shape), jnp.float32), train=False)
@@ -137,9 +139,53 @@ def set_plain_conv(plain: bool) -> None:
     """
     from force_jax.models import common
 
-    _SETTINGS["plain_conv"] = plain
     if plain:
         common.SMALL_CONV_MAX_PIXELS = 0
+
+
+def parser(description: str, name: str, models: str = "vgg19,resnet50,lenet5"):
+    """An argparse parser with the flags every benchmark script shares.
+
+    Args:
+      description: the script's one-line description.
+      name: default JSON file name (--name).
+      models: default --models.
+
+    Returns:
+      The parser; scripts add their own flags to it.
+    """
+    import argparse
+
+    result = argparse.ArgumentParser(description=description)
+    result.add_argument("--models", default=models)
+    result.add_argument("--batch-sizes", default="32,128")
+    result.add_argument("--plain-conv", action="store_true",
+                        help="plain lax convs: no tiny-map matmul, no loop_conv")
+    result.add_argument("--quick", action="store_true", help="smoke-test settings")
+    result.add_argument("--out-dir", default=None)
+    result.add_argument("--name", default=name)
+    return result
+
+
+def finish(args: Any, rows: list[dict], columns: Sequence[str], **extra: Any) -> dict:
+    """Prints the final table and writes the JSON payload (rows plus `extra`).
+
+    Args:
+      args: the parsed flags (plain_conv, quick, name, out_dir are recorded/used).
+      rows: one dict per measurement.
+      columns: the table's columns.
+      **extra: further payload entries.
+
+    Returns:
+      The payload written.
+    """
+    print()
+    print_table(rows, columns)
+    payload = {"plain_conv": args.plain_conv, "quick": args.quick, "rows": rows,
+               "process_peak_memory": peak_memory(), **extra}
+    path = write_results(args.name, payload, args.out_dir)
+    print(f"wrote {path}")
+    return payload
 
 
 def csv_list(text: str, cast: Callable[[str], Any] = str) -> list:

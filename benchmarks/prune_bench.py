@@ -20,7 +20,6 @@ plus the process max RSS.
 
 from __future__ import annotations
 
-import argparse
 import time
 from typing import Any
 
@@ -47,16 +46,6 @@ def _train_step_memory(model, variables, data, batch_size: int) -> dict | None:
     batch = jax.tree.map(lambda x: x[:batch_size], data)
     compiled = jax.jit(train.train_step, donate_argnums=0).lower(state, batch).compile()
     return bu.compiled_memory(compiled)
-
-
-def _cached_program(prune_module, method, loss_fn, synflow_fn, flags, batch_size):
-    """The jitted schedule `prune()` itself uses (same lru_cache entry)."""
-    import inspect
-
-    args = [method, loss_fn, synflow_fn, flags, int(batch_size), 1, True]
-    # Later versions take more trailing arguments (e.g. a mesh); prune() passes None.
-    extra = len(inspect.signature(prune_module._program).parameters) - len(args)
-    return prune_module._program(*args, *([None] * extra))
 
 
 def bench_one(name: str, batch_size: int, methods: list[str], *, quick: bool,
@@ -101,8 +90,10 @@ def bench_one(name: str, batch_size: int, methods: list[str], *, quick: bool,
             synflow_fn=synflow_fn,
             on_collapse="ignore",
         )
-        program = _cached_program(
-            prune, method, loss_fn, synflow_fn if method == "synflow" else None, flags, batch_size
+        # The jitted schedule prune() itself uses (the same cache entry).
+        program = prune._program(
+            method, loss_fn, synflow_fn if method == "synflow" else None, flags, batch_size, 1,
+            True, None,
         )
         if method != "synflow":
             common["synflow_fn"] = None
@@ -176,17 +167,9 @@ COLUMNS = (
 
 def main(argv: list[str] | None = None) -> dict:
     """Runs the benchmark; returns the JSON payload."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="vgg19,resnet50,lenet5")
-    parser.add_argument("--batch-sizes", default="32,128")
+    parser = bu.parser(__doc__.splitlines()[0], "prune_bench")
     parser.add_argument("--methods", default="force,iter_snip,synflow")
-    parser.add_argument(
-        "--plain-conv", action="store_true", help="disable the one-matmul conv on tiny maps"
-    )
-    parser.add_argument("--quick", action="store_true", help="one repeat, no 60-step compile")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per figure (median)")
-    parser.add_argument("--out-dir", default=None)
-    parser.add_argument("--name", default="prune_bench")
     args = parser.parse_args(argv)
     bu.set_plain_conv(args.plain_conv)
     rows = []
@@ -194,19 +177,8 @@ def main(argv: list[str] | None = None) -> dict:
         for batch_size in bu.csv_list(args.batch_sizes, int):
             rows.extend(bench_one(name, batch_size, bu.csv_list(args.methods), quick=args.quick,
                                    repeats=args.repeats))
-    print()
-    bu.print_table(rows, COLUMNS)
-    payload = {
-        "plain_conv": args.plain_conv,
-        "quick": args.quick,
-        "rows": rows,
-        "process_peak_memory": bu.peak_memory(),
-        "repeats": 1 if args.quick else args.repeats,
-        "timing": "median wall seconds",
-    }
-    path = bu.write_results(args.name, payload, args.out_dir)
-    print(f"wrote {path}")
-    return payload
+    return bu.finish(args, rows, COLUMNS, repeats=1 if args.quick else args.repeats,
+                     timing="median wall seconds")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ grad(loss(params * mask)), jitted. Skips cleanly when torch is not installed
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import time
 
@@ -96,14 +95,8 @@ def time_jax(name: str, batch_size: int, repeats: int) -> float:
 
 def main(argv: list[str] | None = None) -> dict | None:
     """Runs the comparison; returns the JSON payload (None when torch is absent)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="vgg19")
-    parser.add_argument("--batch-sizes", default="32,128")
+    parser = bu.parser(__doc__.splitlines()[0], "torch_compare", models="vgg19")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--plain-conv", action="store_true")
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out-dir", default=None)
-    parser.add_argument("--name", default="torch_compare")
     args = parser.parse_args(argv)
     if importlib.util.find_spec("torch") is None:
         print("torch is not installed; skipping the PyTorch comparison")
@@ -128,20 +121,8 @@ def main(argv: list[str] | None = None) -> dict | None:
             }
             rows.append(row)
             bu.print_table([row], columns)
-    print()
-    bu.print_table(rows, columns)
-    payload = {
-        "plain_conv": args.plain_conv,
-        "quick": args.quick,
-        "repeats": repeats,
-        "torch_version": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "timing": "median wall seconds",
-        "rows": rows,
-    }
-    path = bu.write_results(args.name, payload, args.out_dir)
-    print(f"wrote {path}")
-    return payload
+    return bu.finish(args, rows, columns, repeats=repeats, torch_version=torch.__version__,
+                     torch_threads=torch.get_num_threads(), timing="median wall seconds")
 
 
 if __name__ == "__main__":

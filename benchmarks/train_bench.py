@@ -11,7 +11,6 @@ Nesterov momentum and weight decay, the paper's optimiser).
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import bench_utils as bu
@@ -61,14 +60,8 @@ def bench_one(name: str, batch_size: int, steps: int) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     """Runs the benchmark; returns the JSON payload."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="vgg19,resnet50,lenet5")
-    parser.add_argument("--batch-sizes", default="32,128")
+    parser = bu.parser(__doc__.splitlines()[0], "train_bench")
     parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--plain-conv", action="store_true")
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out-dir", default=None)
-    parser.add_argument("--name", default="train_bench")
     args = parser.parse_args(argv)
     bu.set_plain_conv(args.plain_conv)
     steps = 1 if args.quick else args.steps
@@ -78,19 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
         for batch_size in bu.csv_list(args.batch_sizes, int):
             rows.append(bench_one(name, batch_size, steps))
             bu.print_table(rows[-1:], columns)
-    print()
-    bu.print_table(rows, columns)
-    payload = {
-        "plain_conv": args.plain_conv,
-        "quick": args.quick,
-        "steps": steps,
-        "timing": "median wall seconds per step",
-        "rows": rows,
-        "process_peak_memory": bu.peak_memory(),
-    }
-    path = bu.write_results(args.name, payload, args.out_dir)
-    print(f"wrote {path}")
-    return payload
+    return bu.finish(args, rows, columns, steps=steps, timing="median wall seconds per step")
 
 
 if __name__ == "__main__":

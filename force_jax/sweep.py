@@ -200,18 +200,26 @@ def run_sweep(
         name = cell_name(method, sparsity, seed)
         bar.set_postfix_str(name)
         cell_dir = os.path.join(workdir, "cells", name)
-        if not os.path.exists(os.path.join(cell_dir, "metrics.json")):
+        ran = not os.path.exists(os.path.join(cell_dir, "metrics.json"))
+        if ran:
             run_cell(cell_config(config, method, sparsity, seed), cell_dir, train_fn)
             release_compiled()  # every cell compiles its own programs; free the last ones
         rows.append(cell_row(cell_dir, method, sparsity, seed))
         rows.sort(key=lambda r: (sweep.methods.index(r["method"]), r["sparsity"], r["seed"]))
-        write_results(os.path.join(workdir, "results.csv"), rows)
-        write_summary(os.path.join(workdir, "summary.md"), rows, sweep.methods,
-                      sweep.sparsities)
-        write_plots(workdir, rows, _density_reports(workdir, sweep.methods, highest, first_seed),
-                    highest, first_seed)
+        if ran:  # a resumed sweep does not redraw for every cell it skips
+            _write_reports(workdir, rows, sweep, highest, first_seed)
     bar.close()
+    _write_reports(workdir, rows, sweep, highest, first_seed)
     return rows
+
+
+def _write_reports(workdir: str, rows: list[dict[str, Any]], sweep: ml_collections.ConfigDict,
+                   highest: float, first_seed: int) -> None:
+    """results.csv, summary.md and the figures for the rows so far."""
+    write_results(os.path.join(workdir, "results.csv"), rows)
+    write_summary(os.path.join(workdir, "summary.md"), rows, sweep.methods, sweep.sparsities)
+    write_plots(workdir, rows, _density_reports(workdir, sweep.methods, highest, first_seed),
+                highest, first_seed)
 
 
 def _sweep_and_summarise(config: ml_collections.ConfigDict, workdir: str) -> None:

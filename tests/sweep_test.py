@@ -84,6 +84,22 @@ def test_summary_is_mean_and_std_over_finished_seeds():
     assert lines[-1] == "5 cells, 2 failed."
 
 
+def test_a_resumed_sweep_writes_its_reports_once(tmp_path, monkeypatch):
+    config = tiny_sweep_config()
+    writes = []
+    monkeypatch.setattr(sweep, "_write_reports", lambda *args: writes.append(args[0]))
+
+    def finishes(cell_config, cell_dir):
+        os.makedirs(cell_dir, exist_ok=True)
+        (tmp_path / cell_dir / "metrics.json").write_text('{"test_accuracy": 0.5}')
+
+    sweep.run_sweep(config, str(tmp_path), train_fn=finishes)
+    assert len(writes) == 4 + 1  # after each cell that ran, and at the end
+    writes.clear()
+    rows = sweep.run_sweep(config, str(tmp_path), train_fn=finishes)
+    assert len(writes) == 1 and [r["test_accuracy"] for r in rows] == [0.5] * 4
+
+
 @needs_real_data
 def test_sweep_writes_results_skips_finished_cells_and_records_failures(tmp_path):
     config = tiny_sweep_config()
