@@ -36,7 +36,7 @@ LONG_STEPS = 60
 
 def _train_step_memory(model, variables, data, batch_size: int) -> dict | None:
     """Static memory of one jitted plain training step (masked SGD, donated state)."""
-    from force_jax import masks, train
+    from force_jax import compile_options, masks, train
 
     config = ml_collections.ConfigDict(
         {"train": {"momentum": 0.9, "weight_decay": 5e-4, "nesterov": True}}
@@ -44,7 +44,7 @@ def _train_step_memory(model, variables, data, batch_size: int) -> dict | None:
     mask = masks.init_mask(variables["params"])
     state = train.create_train_state(config, model, variables, mask, optax.constant_schedule(0.1))
     batch = jax.tree.map(lambda x: x[:batch_size], data)
-    compiled = jax.jit(train.train_step, donate_argnums=0).lower(state, batch).compile()
+    compiled = compile_options.jit(train.train_step, donate_argnums=0).lower(state, batch).compile()
     return bu.compiled_memory(compiled)
 
 
@@ -53,7 +53,7 @@ def bench_one(name: str, batch_size: int, methods: list[str], *, quick: bool,
     """All measurements for one model and batch size."""
     import importlib
 
-    from force_jax import losses, masks, scores
+    from force_jax import compile_options, losses, masks, scores
 
     prune = importlib.import_module("force_jax.prune")  # the module, not the re-exported function
 
@@ -66,15 +66,15 @@ def bench_one(name: str, batch_size: int, methods: list[str], *, quick: bool,
     batch = jax.tree.map(lambda x: x[:batch_size], data)
     repeats = 1 if quick else repeats
 
-    grad_fn = jax.jit(lambda p, m, b: jax.grad(loss_fn)(masks.apply_mask(p, m), b))
+    grad_fn = compile_options.jit(lambda p, m, b: jax.grad(loss_fn)(masks.apply_mask(p, m), b))
     grad_s = bu.time_call(lambda: grad_fn(params, dense, batch), repeats=repeats)
     grads = grad_fn(params, dense, batch)
     realistic = scores.saliency(params, grads)
     total = masks.num_prunable(dense)
-    topk = jax.jit(masks.topk_mask)
+    topk = compile_options.jit(masks.topk_mask)
     k = jnp.int32(int(total * 0.1))
     select_s = bu.time_call(lambda: topk(realistic, dense, k), repeats=repeats)
-    synflow_grad = jax.jit(lambda p: jax.grad(synflow_fn)(p))
+    synflow_grad = compile_options.jit(lambda p: jax.grad(synflow_fn)(p))
     synflow_grad_s = bu.time_call(lambda: synflow_grad(params), repeats=repeats)
     train_memory = _train_step_memory(model, variables, data, batch_size)
 

@@ -84,12 +84,12 @@ def time_torch(name: str, batch_size: int, repeats: int) -> float:
 
 def time_jax(name: str, batch_size: int, repeats: int) -> float:
     """Median seconds of the jitted masked gradient step in JAX."""
-    from force_jax import losses, masks
+    from force_jax import compile_options, losses, masks
 
     model, variables, data = bu.build(name, batch_size, examples=batch_size)
     loss_fn = losses.classification_loss(model, variables)
     mask = masks.init_mask(variables["params"])
-    grad_fn = jax.jit(lambda p, m, b: jax.grad(loss_fn)(masks.apply_mask(p, m), b))
+    grad_fn = compile_options.jit(lambda p, m, b: jax.grad(loss_fn)(masks.apply_mask(p, m), b))
     return bu.time_call(lambda: grad_fn(variables["params"], mask, data), repeats=repeats)
 
 

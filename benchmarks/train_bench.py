@@ -23,7 +23,7 @@ SPARSITY = 0.99
 
 def bench_one(name: str, batch_size: int, steps: int) -> dict:
     """Images/s of `steps` chained train steps (after one compiling step)."""
-    from force_jax import masks, train
+    from force_jax import compile_options, masks, train
 
     model, variables, data = bu.build(name, batch_size, examples=batch_size)
     config = ml_collections.ConfigDict(
@@ -38,7 +38,7 @@ def bench_one(name: str, batch_size: int, steps: int) -> dict:
     keep = int((1 - SPARSITY) * masks.num_prunable(dense))
     mask = masks.topk_mask(random_scores, dense, keep)
     state = train.create_train_state(config, model, variables, mask, optax.constant_schedule(0.1))
-    step = jax.jit(train.train_step, donate_argnums=0)
+    step = compile_options.jit(train.train_step, donate_argnums=0)
     start = time.perf_counter()
     state, metrics = bu.block(step(state, data))
     compile_s = time.perf_counter() - start

@@ -24,8 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from force_jax import compile_options, parallel, schedules
 from force_jax import masks as masks_lib
-from force_jax import parallel, schedules
 from force_jax import scores as scores_lib
 
 PyTree = Any
@@ -192,7 +192,7 @@ def _program(
         (mask, _), outputs = jax.lax.scan(body, (dense, key), (counts, is_last))
         return mask, outputs
 
-    return jax.jit(program)
+    return compile_options.jit(program)
 
 
 def _check_data(data: PyTree, batch_size: int, batches_per_step: int) -> None:

@@ -29,7 +29,7 @@ from flax.training import train_state
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
-from force_jax import checkpoint, data, losses, masks, optim, parallel
+from force_jax import checkpoint, compile_options, data, losses, masks, optim, parallel
 from force_jax import models as models_lib
 from force_jax.prune import prune as prune_params
 
@@ -313,9 +313,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             process_index=jax.process_index(), process_count=processes,
         )
         state, shardings = shard(state)
-        p_train_step = jax.jit(train_step, donate_argnums=0,
-                               out_shardings=(shardings, parallel.replicated(mesh)))
-        jit_eval_step = jax.jit(eval_step, out_shardings=parallel.replicated(mesh))
+        p_train_step = compile_options.jit(train_step, donate_argnums=0,
+                                           out_shardings=(shardings, parallel.replicated(mesh)))
+        jit_eval_step = compile_options.jit(eval_step, out_shardings=parallel.replicated(mesh))
 
         def p_eval_step(state, local_batch):
             return jit_eval_step(state, parallel.global_batch(local_batch, mesh))

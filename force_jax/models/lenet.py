@@ -14,6 +14,7 @@ from force_jax.models.common import (
     kaiming_normal,
     logits_float32,
 )
+from force_jax.models.pooling import max_pool
 
 
 class LeNet5(nn.Module):
@@ -64,7 +65,7 @@ class LeNet5(nn.Module):
                 name=f"conv_{i}",
             )(x)
             x = nn.relu(x)
-            x = nn.max_pool(x, window_shape=(2, 2), strides=(2, 2))
+            x = max_pool(x, 2)
         x = x.reshape((x.shape[0], -1))
         x = dense(500, dtype=self.dtype, kernel_init=self.kernel_init, name="dense_0")(x)
         x = nn.relu(x)

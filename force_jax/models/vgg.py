@@ -23,6 +23,7 @@ from force_jax.models.common import (
     logits_float32,
     scaled_width,
 )
+from force_jax.models.pooling import max_pool
 
 # Output channels of the 3x3 convs, one tuple per stage (configs A, B, D, E of
 # Simonyan & Zisserman). A 2x2 max-pool separates consecutive stages.
@@ -95,7 +96,7 @@ class VGG(nn.Module):
         layer = 0
         for stage_index, stage in enumerate(stages):
             if stage_index > 0:
-                x = nn.max_pool(x, window_shape=(2, 2), strides=(2, 2))
+                x = max_pool(x, 2)
             for channels in stage:
                 x = self._conv_bn_relu(
                     x, scaled_width(channels, self.width_multiplier), layer, train
