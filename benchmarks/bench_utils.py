@@ -35,6 +35,8 @@ def machine_info() -> dict[str, Any]:
     """Platform, CPU and JAX facts to store next to every timing."""
     import jaxlib
 
+    from force_jax import compile_options
+
     device = jax.devices()[0]
     return {
         "platform": platform.platform(),
@@ -46,6 +48,8 @@ def machine_info() -> dict[str, Any]:
         "backend": jax.default_backend(),
         "device_kind": device.device_kind,
         "device_count": jax.device_count(),
+        "compiler_options": compile_options.compiler_options(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
 
 
