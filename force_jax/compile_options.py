@@ -6,7 +6,8 @@ On CPU, XLA hands some operations to one of several kernel libraries
 YNNPACK. With jaxlib 0.10.2's default list, convolutions go to YNNPACK,
 which on the 2-core x86-64 (AVX-512) machine these figures come from ran
 VGG-19's convolutions slower than XLA's Eigen kernels (forward + both
-gradients of a 32x32x64 -> 64 layer at batch 32: 42 ms against 23 ms), while
+gradients of a 32x32x64 -> 64 layer at batch 32: 35 ms against 20 ms,
+``benchmarks/layer_bench.py``), while
 its matmuls and reductions were the fastest available. :data:`CPU_YNN_FUSIONS`
 keeps those two and leaves convolutions to Eigen: the VGG-19 masked gradient
 at batch 32 went from 0.32 s to 0.27 s (``benchmarks/torch_compare.py``).

@@ -69,3 +69,12 @@ def test_torch_compare_quick(tmp_path):
     pytest.importorskip("torch")
     (row,) = _run("torch_compare.py", tmp_path)["rows"]
     assert {"torch_fwd_bwd_s", "jax_masked_grad_s", "jax_over_torch"} <= set(row)
+
+
+def test_layer_bench_quick(tmp_path):
+    rows = _run("layer_bench.py", tmp_path)["rows"]
+    assert [row["layer"] for row in rows] == [
+        "conv 28x28x1->20", "conv 12x12x20->50", "max-pool 24x24x20", "max-pool 8x8x50"
+    ]
+    for row in rows:
+        assert row["before_s"] > 0 and row["after_s"] > 0

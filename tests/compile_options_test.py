@@ -58,6 +58,12 @@ def test_library_conv_detector_sees_jaxlib_default():
     assert _library_convs(default) == 1
 
 
+def test_options_this_jaxlib_rejects_are_not_used(monkeypatch):
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    assert compile_options._accepted(tuple(compile_options.compiler_options("cpu").items()))
+    assert not compile_options._accepted((("xla_cpu_no_such_option", "1"),))
+
+
 def test_user_flags_and_other_backends_get_no_options(monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", f"--{compile_options.YNN_OPTION}=LIBRARY_FUSION_TYPE_REDUCE")
     assert compile_options.compiler_options("cpu") is None
