@@ -57,18 +57,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.prune.on_collapse = "ignore"  # collapse is a result here, counted in results.csv
 
     config.train.batch_size = 128
-    config.train.num_steps = 150
-    # Cosine decay to zero over exactly num_steps: the schedule counts in epochs of
-    # 54,000 // 128 = 421 steps (90 % of the 60,000 training images; 10 % are validation).
-    schedule = config.train.lr_schedule.to_dict()
-    schedule["num_epochs"] = config.train.num_steps / (54_000 // config.train.batch_size)
-    config.train.lr_schedule = ml_collections.ConfigDict(schedule)
+    config.train.num_steps = 150  # the cosine learning rate decays to zero over these steps
     config.eval_every_steps = -1  # num_steps < one epoch: a single evaluation at the end
 
     config.sweep = ml_collections.ConfigDict()
     config.sweep.methods = ("force", "iter_snip", "snip", "grasp", "synflow", "random")
     config.sweep.sparsities = (0.9, 0.95, 0.98, 0.99, 0.995, 0.998)
     config.sweep.seeds = (0, 1, 2)
-    config.sweep.synflow_steps = -1  # <= 0: SynFlow's default of 100 steps
+    config.sweep.synflow_steps = ml_collections.config_dict.placeholder(int)  # None: 100
     config.sweep.grasp_temperature = 200.0  # as the official GraSP code
     return config

@@ -28,7 +28,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.prune = ml_collections.ConfigDict()
     config.prune.method = "force"
     config.prune.sparsity = 0.99
-    config.prune.steps = 60  # <= 0: the method's default
+    config.prune.steps = 60  # >= 1; None: the method's default (60, SynFlow 100, one-shot 1)
     config.prune.schedule = "exp"
     config.prune.batch_size = 128
     config.prune.batches_per_step = 1
@@ -40,14 +40,15 @@ def get_config() -> ml_collections.ConfigDict:
     config.train = ml_collections.ConfigDict()
     config.train.batch_size = 128
     config.train.num_epochs = 3
-    config.train.num_steps = -1  # > 0 overrides num_epochs
+    # None: train num_epochs epochs. An integer >= 1 trains exactly that many steps and
+    # stretches the learning-rate schedule (epoch boundaries, warmup, cosine) to span them.
+    config.train.num_steps = ml_collections.config_dict.placeholder(int)
     config.train.momentum = 0.9
     config.train.nesterov = False
     config.train.weight_decay = 5e-4
     config.train.lr_schedule = ml_collections.ConfigDict()
     config.train.lr_schedule.name = "cosine"
     config.train.lr_schedule.base_lr = 0.05
-    config.train.lr_schedule.num_epochs = config.train.get_ref("num_epochs")
     config.train.lr_schedule.warmup_epochs = 0
     config.train.lr_schedule.boundaries = ()
     config.train.lr_schedule.factor = 0.1

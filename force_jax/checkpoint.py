@@ -10,10 +10,17 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from typing import Any
 
 import orbax.checkpoint as ocp
+
+from force_jax.errors import ConfigError
+
+
+class ResultFileError(ConfigError):
+    """A result file (metrics.jsonl) or checkpoint folder that cannot be trusted."""
 
 
 def publish(tmp: str, path: str) -> None:
@@ -60,23 +67,83 @@ def write_json(path: str, value: Any) -> None:
 
 
 def read_jsonl(path: str) -> list[dict]:
-    """Reads a JSON-lines file; a missing file is an empty list."""
+    """Reads a JSON-lines file of records; a missing file is an empty list.
+
+    Args:
+      path: the file.
+
+    Returns:
+      One dict per non-blank line.
+
+    Raises:
+      ResultFileError: naming the file and line of a line that is not a JSON object.
+    """
     if not os.path.exists(path):
         return []
+    records = []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ResultFileError(f"{path} line {number} is not valid JSON ({e.msg}): "
+                                      f"{line.strip()[:60]!r}") from None
+            if not isinstance(record, dict):
+                raise ResultFileError(f"{path} line {number} is not a JSON object")
+            records.append(record)
+    return records
+
+
+def write_jsonl(path: str, records: list[dict]) -> None:
+    """Writes records as JSON lines, atomically (the whole file each time).
+
+    A run keeps its records in memory and rewrites them all, so a file deleted
+    or damaged during the run is restored whole at the next write.
+
+    Args:
+      path: the file.
+      records: JSON-ready dicts, one per line.
+    """
+    write_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
 
 
 def append_jsonl(path: str, record: dict) -> None:
     """Appends one record to a JSON-lines file (rewritten atomically)."""
-    records = read_jsonl(path) + [record]
-    write_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+    write_jsonl(path, read_jsonl(path) + [record])
 
 
-def truncate_jsonl(path: str, max_step: int) -> None:
-    """Drops the records of steps after `max_step` (a resumed run redoes them)."""
-    records = [r for r in read_jsonl(path) if r.get("step", 0) <= max_step]
-    write_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+def resume_records(path: str, step: int) -> list[dict]:
+    """The metrics records a run resumed at `step` continues from.
+
+    Records of later steps (written after the checkpoint) are dropped; a run
+    resumed after step 0 must find the record of its checkpoint's step, since
+    every checkpoint is saved right after its evaluation record: without it,
+    the best validation accuracy would come from a partial record.
+
+    Args:
+      path: metrics.jsonl of the workdir.
+      step: the step of the restored checkpoint.
+
+    Returns:
+      The records up to and including `step`.
+
+    Raises:
+      ResultFileError: for a bad line, steps out of order, or a missing record.
+    """
+    records = read_jsonl(path)
+    steps = [r.get("step") for r in records]
+    if any(not isinstance(s, int) for s in steps) or steps != sorted(set(steps)):
+        raise ResultFileError(f"{path}: records must have increasing integer steps, got {steps}; "
+                              "it was edited or written by two runs. Use a new --workdir.")
+    kept = [r for r in records if r["step"] <= step]
+    if step > 0 and (not kept or kept[-1]["step"] != step):
+        raise ResultFileError(
+            f"{path} has no record of step {step}, the checkpoint this run resumes from (the "
+            "file was deleted or cut short), so its best validation accuracy cannot be trusted. "
+            "Restore the file or use a new --workdir.")
+    return kept
 
 
 def manager(directory: str, *, max_to_keep: int = 2) -> ocp.CheckpointManager:
@@ -99,17 +166,71 @@ def save_state(mngr: ocp.CheckpointManager, step: int, state: Any) -> None:
     mngr.wait_until_finished()
 
 
-def restore_state(mngr: ocp.CheckpointManager, abstract_state: Any) -> tuple[Any, int] | None:
-    """Restores the latest checkpoint into the structure of `abstract_state`.
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text[:200]}{'...' if len(text) > 200 else ''}"
+
+
+def set_aside_folder(directory: str) -> str:
+    """Where unreadable checkpoints of `directory` are moved: a sibling folder."""
+    return os.path.abspath(directory).rstrip("/") + ".damaged"
+
+
+def _set_aside(mngr: ocp.CheckpointManager, step: int) -> str:
+    """Moves the folder of checkpoint `step` out of the manager's sight; returns its new path."""
+    source = os.path.join(str(mngr.directory), str(step))
+    target_dir = set_aside_folder(str(mngr.directory))
+    os.makedirs(target_dir, exist_ok=True)
+    target, n = os.path.join(target_dir, str(step)), 1
+    while os.path.exists(target):
+        target, n = os.path.join(target_dir, f"{step}.{n}"), n + 1
+    os.replace(source, target)
+    return target
+
+
+def restore_state(
+    mngr: ocp.CheckpointManager, abstract_state: Any, *, set_aside: bool = True
+) -> tuple[Any, int] | None:
+    """Restores the newest checkpoint that can be read, setting damaged newer ones aside.
+
+    Checkpoints are tried from the newest. One that cannot be read is reported
+    in one line on stderr (step and error); once an older one restores, every
+    newer unreadable one is moved into ``<checkpoints>.damaged/`` (never
+    deleted), so the run resumes from the intact one and later saves do not
+    collide with it. When none can be read nothing is moved and an error says
+    why for each step.
 
     Args:
       mngr: the manager.
       abstract_state: a pytree of arrays (or ShapeDtypeStructs) of the state.
+      set_aside: move unreadable checkpoints away (only one process of a
+        multi-process run should; the others pass False).
 
     Returns:
       (state, step), or None when there is no checkpoint yet.
+
+    Raises:
+      ResultFileError: when checkpoints exist but none can be read.
     """
-    step = mngr.latest_step()
-    if step is None:
-        return None
-    return mngr.restore(step, args=ocp.args.StandardRestore(abstract_state)), step
+    steps = sorted(mngr.all_steps(), reverse=True)
+    damaged = []
+    for step in steps:
+        try:
+            state = mngr.restore(step, args=ocp.args.StandardRestore(abstract_state))
+        except Exception as e:  # noqa: BLE001 - any failure to read means: try the previous one
+            damaged.append((step, _one_line(e)))
+            print(f"checkpoint of step {step} cannot be read: {damaged[-1][1]}", file=sys.stderr)
+            continue
+        if damaged and set_aside:
+            for bad_step, _ in damaged:
+                moved = _set_aside(mngr, bad_step)
+                print(f"checkpoint of step {bad_step} set aside in {moved}; resuming from step "
+                      f"{step}", file=sys.stderr)
+            mngr.reload()
+        return state, step
+    if damaged:
+        reasons = "; ".join(f"step {s}: {why}" for s, why in damaged)
+        raise ResultFileError(
+            f"no checkpoint in {mngr.directory} can be read ({reasons}). Nothing was moved; "
+            "use a new --workdir, or move the checkpoints folder away to start over.")
+    return None

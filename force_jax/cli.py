@@ -8,10 +8,43 @@ Flags are defined only when a command runs, so importing a module defines none.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import ml_collections
+
+from force_jax.errors import ConfigError
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def repeated_overrides(argv: Sequence[str]) -> list[str]:
+    """The --config.KEY overrides given more than once on a command line.
+
+    absl would apply each in turn, and a tuple given twice concatenates, so a
+    repeated key is an error rather than a silent merge.
+
+    Args:
+      argv: the command line.
+
+    Returns:
+      The repeated keys (dotted, without the --config. prefix), sorted.
+    """
+    seen, repeated = set(), set()
+    for token in argv:
+        if token.startswith("--config."):
+            key = token[len("--config."):].split("=", 1)[0]
+            (repeated if key in seen else seen).add(key)
+    return sorted(repeated)
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    return " ".join(text.replace("\\n", " ").split())
 
 
 def run_config_command(
@@ -19,8 +52,10 @@ def run_config_command(
 ) -> None:
     """Parses --config and --workdir and calls command(config, workdir).
 
-    An override of a key the config does not have (a typo) is rejected by
-    ml_collections before the command runs.
+    An override of a key the config does not have (a typo), a value of the
+    wrong type or a key given twice is rejected in one line before the command
+    runs; a `ConfigError` raised by the command is printed as one message,
+    without a traceback. Both exit with status 2.
 
     Args:
       command: the work to do.
@@ -33,13 +68,28 @@ def run_config_command(
     flags.DEFINE_string("workdir", None, workdir_help)
     flags.mark_flags_as_required(["config", "workdir"])
 
+    def parse(argv: list[str]) -> list[str]:
+        repeated = repeated_overrides(argv)
+        if repeated:
+            _fail(f"--config.{repeated[0]} is given more than once; give each key once")
+        try:
+            return flags.FLAGS(argv)
+        except flags.Error as e:
+            _fail(_one_line(e))
+        except (KeyError, AttributeError, TypeError, ValueError) as e:
+            # A config key that does not exist, or a value of the wrong type.
+            _fail(f"bad --config override: {_one_line(e)}")
+
     def run(argv: list[str]) -> None:
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
         logging.set_verbosity(logging.WARNING)  # orbax and TFDS log every file at INFO
-        command(flags.FLAGS.config, flags.FLAGS.workdir)
+        try:
+            command(flags.FLAGS.config, flags.FLAGS.workdir)
+        except ConfigError as e:  # a user's mistake: the message says the fix
+            _fail(str(e))
 
-    app.run(run)
+    app.run(run, flags_parser=parse)
 
 
 def load_config_file(path: str, arg: str | None = None) -> ml_collections.ConfigDict:

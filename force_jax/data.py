@@ -18,6 +18,7 @@ out; process_index in [0, process_count); download whether a missing dataset may
 from __future__ import annotations
 
 import contextlib
+import difflib
 import itertools
 import os
 import socket
@@ -28,6 +29,8 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+
+from force_jax.errors import ConfigError
 
 # TF must never take accelerator memory from JAX. RuntimeError: TF already set its devices up.
 with contextlib.suppress(RuntimeError):
@@ -47,7 +50,7 @@ MAX_SHUFFLE_BUFFER = 50_000
 Batch = dict[str, np.ndarray]
 
 
-class DatasetNotFoundError(ValueError):
+class DatasetNotFoundError(ConfigError):
     """The dataset is not prepared in data_dir and cannot be downloaded now."""
 
 
@@ -82,7 +85,15 @@ def check_prepared(name: str, data_dir: str | None = None, *,
     Returns:
       The prepared ``tfds.core.DatasetBuilder``.
     """
-    builder = tfds.builder(name, data_dir=data_dir)
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        # TFDS's own message lists every dataset it knows: name a few close ones instead.
+        base = name.split(":")[0].split("/")[0]
+        close = difflib.get_close_matches(base, tfds.list_builders(), n=3)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise DatasetNotFoundError(
+            f"config.data.name={name!r} is not a TFDS dataset{hint}") from None
     if builder.is_prepared():
         return builder
     message = (f"Dataset {name!r} is not prepared in data_dir={data_dir!r} (no "

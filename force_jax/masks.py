@@ -147,13 +147,21 @@ def check_mask(params: PyTree, mask: PyTree) -> None:
 def apply_mask(params: PyTree, mask: PyTree) -> PyTree:
     """Zeroes the pruned weights: where(mask, params, 0), leaf by leaf.
 
+    The mask is checked first (`check_mask`): a leaf of another shape would
+    otherwise broadcast and zero the wrong weights. Shapes are static, so
+    under jit the check runs once at trace time and costs nothing per step.
+
     Args:
       params: parameter pytree.
       mask: mask pytree of the same structure.
 
     Returns:
       The masked params (same dtypes).
+
+    Raises:
+      ValueError: if the mask's structure or a prunable leaf's shape differs.
     """
+    check_mask(params, mask)
     return jax.tree.map(lambda p, m: jnp.where(m, p, jnp.zeros((), p.dtype)), params, mask)
 
 

@@ -122,7 +122,8 @@ def sgd_with_mask(
 
 
 def piecewise_constant_schedule(
-    *, base_lr: float, boundaries_epochs: tuple[float, ...], factor: float, steps_per_epoch: int
+    *, base_lr: float, boundaries_epochs: tuple[float, ...], factor: float,
+    steps_per_epoch: float,
 ) -> optax.Schedule:
     """Step decay by epochs, like torch MultiStepLR: lr = base_lr * factor ** n.
 
@@ -173,14 +174,19 @@ def cosine_schedule(*, base_lr: float, total_steps: int, warmup_steps: int = 0) 
     )
 
 
-def make_schedule(config: Mapping[str, Any], steps_per_epoch: int) -> optax.Schedule:
-    """Builds a schedule from a dict or ConfigDict, with epochs turned into steps.
+def make_schedule(
+    config: Mapping[str, Any], *, total_steps: int, steps_per_epoch: float
+) -> optax.Schedule:
+    """Builds a schedule that spans a run of `total_steps`, epochs turned into steps once.
 
     Args:
       config: dict-like with keys name ("step" or "cosine") and base_lr; for
         "step", boundaries (epochs) and factor (default 0.1); for "cosine",
-        num_epochs and warmup_epochs (default 0).
-      steps_per_epoch: optimizer steps per epoch.
+        warmup_epochs (default 0). The cosine decays to 0 at total_steps.
+      total_steps: optimizer steps of the whole run.
+      steps_per_epoch: optimizer steps per epoch of the schedule. A run cut to
+        `num_steps` passes total_steps / num_epochs here, so that epoch
+        boundaries and warmup stretch with the run and every schedule spans it.
 
     Returns:
       An optax schedule of the step count.
@@ -188,6 +194,9 @@ def make_schedule(config: Mapping[str, Any], steps_per_epoch: int) -> optax.Sche
     Raises:
       ValueError: for an unknown name, or warmup asked of the "step" schedule.
     """
+    if total_steps < 1 or steps_per_epoch <= 0:
+        raise ValueError(f"need total_steps >= 1 and steps_per_epoch > 0, got {total_steps}, "
+                         f"{steps_per_epoch}")
     name = config["name"]
     warmup_epochs = config.get("warmup_epochs", 0) or 0
     if name == "step":
@@ -202,7 +211,7 @@ def make_schedule(config: Mapping[str, Any], steps_per_epoch: int) -> optax.Sche
     if name == "cosine":
         return cosine_schedule(
             base_lr=config["base_lr"],
-            total_steps=round(config["num_epochs"] * steps_per_epoch),
+            total_steps=int(total_steps),
             warmup_steps=round(warmup_epochs * steps_per_epoch),
         )
     raise ValueError(f"unknown learning-rate schedule {name!r}: expected 'step' or 'cosine'")

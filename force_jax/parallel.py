@@ -18,6 +18,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from force_jax.errors import ConfigError
+
 PyTree = Any
 DATA_AXIS = "data"
 
@@ -47,7 +49,8 @@ def make_mesh(num_devices: int = -1) -> Mesh:
     """
     devices = jax.devices()
     if num_devices > len(devices):
-        raise ValueError(f"mesh asks for {num_devices} devices, only {len(devices)} exist")
+        raise ConfigError(f"config.mesh.num_devices={num_devices}, but only {len(devices)} "
+                          "devices exist; use -1 for all of them")
     count = len(devices) if num_devices <= 0 else num_devices
     return Mesh(np.asarray(devices[:count]), (DATA_AXIS,))
 
@@ -71,11 +74,11 @@ def check_batch_size(batch_size: int, mesh: Mesh, what: str = "batch size") -> N
       what: the name of the setting, for the message.
 
     Raises:
-      ValueError: if batch_size is not a multiple of the number of devices.
+      ConfigError: if batch_size is not a multiple of the number of devices.
     """
     devices = mesh.shape[DATA_AXIS]
     if batch_size % devices:
-        raise ValueError(
+        raise ConfigError(
             f"{what} {batch_size} is not divisible by the {devices} devices of the mesh; "
             f"use a multiple of {devices} (per-device batch = global batch / devices)"
         )
@@ -144,3 +147,22 @@ def put_replicated_copy(tree: PyTree, sharding_tree: PyTree) -> PyTree:
         return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
     return jax.tree.map(put, tree, sharding_tree)
+
+
+def check_same_on_all_processes(value: int, what: str) -> None:
+    """Checks that every process holds the same integer (e.g. a restored step).
+
+    Args:
+      value: this process's value.
+      what: what it is, for the error message.
+
+    Raises:
+      RuntimeError: when the processes disagree.
+    """
+    if jax.process_count() == 1:
+        return
+    from jax.experimental import multihost_utils
+
+    values = np.asarray(multihost_utils.process_allgather(np.int64(value)))
+    if not np.all(values == value):
+        raise RuntimeError(f"processes disagree on the {what}: {values.tolist()}")

@@ -210,6 +210,25 @@ def _check_data(data: PyTree, batch_size: int, batches_per_step: int) -> None:
         )
 
 
+def check_key(key: Any, name: str = "key") -> None:
+    """Rejects anything but a JAX PRNG key (a typed key, or a legacy uint32[2]).
+
+    Args:
+      key: the value passed as a key.
+      name: the argument's name, for the message.
+
+    Raises:
+      TypeError: saying to use jax.random.key(seed).
+    """
+    is_typed = isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype,
+                                                                     jax.dtypes.prng_key)
+    is_legacy = (isinstance(key, jax.Array | np.ndarray) and key.shape == (2,)
+                 and key.dtype == np.uint32)
+    if not (is_typed and key.shape == ()) and not is_legacy:
+        got = type(key).__name__ if not hasattr(key, "shape") else f"{key.dtype}{list(key.shape)}"
+        raise TypeError(f"{name} must be a PRNG key, e.g. jax.random.key(seed); got {got}")
+
+
 def prune(
     loss_fn: LossFn | None,
     params: PyTree,
@@ -264,9 +283,11 @@ def prune(
 
     Raises:
       ValueError: bad sparsity, steps, schedule, method, data or NaN/inf scores.
+      TypeError: if key is not a PRNG key.
     """
     if method not in scores_lib.METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {tuple(scores_lib.METHODS)}")
+    check_key(key)
     sparsity = schedules.check_sparsity(sparsity)
     if steps is None:
         steps = DEFAULT_STEPS.get(method, 1)

@@ -18,6 +18,8 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from force_jax import checkpoint, data, masks, plots, train
+from force_jax import workdir as workdir_lib
+from force_jax.lock import workdir_lock
 
 
 def prune_and_save(config: ml_collections.ConfigDict, workdir: str) -> masks.SparsityReport:
@@ -29,11 +31,24 @@ def prune_and_save(config: ml_collections.ConfigDict, workdir: str) -> masks.Spa
 
     Returns:
       The sparsity report of the mask.
+
+    Raises:
+      ConfigError: for bad config values, or a workdir of another config or
+        in use by another run.
     """
     train.validate_config(config)
+    with workdir_lock(workdir):
+        workdir_lib.check_config(workdir, config)
+        workdir_lib.record_config(workdir, config)
+        return _prune_and_save(config, workdir)
+
+
+def _prune_and_save(config: ml_collections.ConfigDict, workdir: str) -> masks.SparsityReport:
+    """The body of `prune_and_save`, on a locked workdir that answers to `config`."""
     info = data.dataset_info(config.data.name, config.data.data_dir,
                              validation_fraction=config.data.validation_fraction,
                              download=config.data.download)
+    train.check_data_sizes(config, info)
     model = train.build_model(config, info.num_classes)
     init_key, prune_key = jax.random.split(jax.random.key(config.seed))
     variables = train.init_variables(model, info.image_shape, init_key)
@@ -41,7 +56,6 @@ def prune_and_save(config: ml_collections.ConfigDict, workdir: str) -> masks.Spa
     mask, history = train.prune_at_init(config, model, variables, prune_key)
     seconds = time.perf_counter() - start
     report = masks.sparsity_report(mask)
-    os.makedirs(workdir, exist_ok=True)
     mask_dir = os.path.abspath(os.path.join(workdir, "mask"))
     with ocp.StandardCheckpointer() as ckpt:
         ckpt.save(mask_dir, mask, force=True)

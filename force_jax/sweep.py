@@ -5,7 +5,7 @@
 
 The config holds every key of configs/default.py plus `config.sweep.methods`,
 `config.sweep.sparsities` and `config.sweep.seeds` (tuples), and optionally
-`config.sweep.synflow_steps` (SynFlow's number of steps, <= 0: its default of
+`config.sweep.synflow_steps` (SynFlow's number of steps, None: its default of
 100) and `config.sweep.grasp_temperature` (softmax temperature used for GraSP
 cells only). Each cell runs `train.train_and_evaluate` in
 `DIR/cells/<method>_s<sparsity>_seed<seed>`. After every cell the sweep
@@ -17,7 +17,11 @@ highest sparsity, one series per method).
 
 Rerunning the command on the same workdir skips every finished cell (its
 metrics.json exists), resumes an interrupted one from its last checkpoint and
-retries the cells that failed. A failing cell is recorded in results.csv with
+retries the cells that failed. Before any cell runs, the grid is validated (a
+repeated method, sparsity or seed is an error, not a statistic) and every
+existing cell must record the config the sweep now gives it (see
+`force_jax.workdir`): a rerun with other settings is refused, never reported
+with the old results. A failing cell is recorded in results.csv with
 its error ("Type: message") and the sweep goes on with the next one.
 """
 
@@ -32,7 +36,10 @@ from typing import Any
 import ml_collections
 from tqdm.auto import tqdm
 
-from force_jax import checkpoint, scores, train
+from force_jax import checkpoint, schedules, scores, train
+from force_jax import workdir as workdir_lib
+from force_jax.errors import ConfigError, WorkdirError
+from force_jax.lock import workdir_lock
 from force_jax.masks import SparsityReport
 from force_jax.prune import release_compiled
 from force_jax.sweep_report import (
@@ -68,8 +75,8 @@ def cell_config(
 ) -> ml_collections.ConfigDict:
     """The experiment config of one cell.
 
-    One-shot methods get `prune.steps = -1` (their default of 1 step); SynFlow
-    gets `sweep.synflow_steps` if set (else its default of 100); GraSP gets
+    One-shot methods get `prune.steps = None` (their default of 1 step); SynFlow
+    gets `sweep.synflow_steps` if set (else None: its default of 100); GraSP gets
     `sweep.grasp_temperature` if set. Other methods keep `prune.steps`.
 
     Args:
@@ -87,9 +94,9 @@ def cell_config(
     cell.seed = int(seed)
     sweep = config.get("sweep", ml_collections.ConfigDict())
     if method in scores.ONE_SHOT:
-        cell.prune.steps = -1
+        cell.prune.steps = None
     elif method == "synflow":
-        cell.prune.steps = int(sweep.get("synflow_steps", -1))
+        cell.prune.steps = sweep.get("synflow_steps")
     if method == "grasp" and sweep.get("grasp_temperature") is not None:
         cell.prune.temperature = float(sweep.grasp_temperature)
     return cell
@@ -167,6 +174,86 @@ def run_cell(
         os.path.join(workdir, CELL_RECORD), {"train_seconds": train_seconds, "error": error})
 
 
+def validate_grid(sweep: ml_collections.ConfigDict) -> None:
+    """Rejects a grid that would count one run twice or cannot run.
+
+    Args:
+      sweep: config.sweep (methods, sparsities, seeds).
+
+    Raises:
+      ConfigError: naming the key, for an empty axis, a repeated value (a
+        repeated seed would make one run look like several), an unknown
+        method, a sparsity outside [0, 1) or a seed that is not an integer.
+    """
+    axes = {"methods": tuple(sweep.methods), "sparsities": tuple(sweep.sparsities),
+            "seeds": tuple(sweep.seeds)}
+    for name, values in axes.items():
+        if not values:
+            raise ConfigError(f"config.sweep.{name} is empty; give at least one value")
+        repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
+        if repeated:
+            raise ConfigError(
+                f"config.sweep.{name}={values} repeats {', '.join(map(repr, repeated))}; each "
+                "value must appear once (a repeated seed would count one run as several)")
+    unknown = [m for m in axes["methods"] if m not in scores.METHODS]
+    if unknown:
+        raise ConfigError(f"config.sweep.methods has unknown {unknown}; expected some of "
+                          f"{', '.join(scores.METHODS)}")
+    for sparsity in axes["sparsities"]:
+        try:
+            schedules.check_sparsity(sparsity)
+        except (TypeError, ValueError):
+            raise ConfigError(f"config.sweep.sparsities holds {sparsity!r}; each must be a "
+                              "fraction removed in [0, 1)") from None
+    bad_seeds = [s for s in axes["seeds"] if not isinstance(s, int) or isinstance(s, bool)]
+    if bad_seeds:
+        raise ConfigError(f"config.sweep.seeds holds {bad_seeds}; seeds must be integers")
+
+
+def check_cells(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Refuses a sweep whose existing cells were made by other settings.
+
+    Every cell folder that already exists must record the config the sweep
+    would now give it, so that a rerun never reports old results as new ones
+    or mixes two configs in one table. Nothing is run or written.
+
+    Args:
+      config: the sweep config.
+      workdir: the sweep folder.
+
+    Raises:
+      WorkdirError: listing the first differing cells and keys.
+    """
+    problems = []
+    for method, sparsity, seed in grid(config.sweep):
+        cell_dir = os.path.join(workdir, "cells", cell_name(method, sparsity, seed))
+        if not os.path.isdir(cell_dir):
+            continue
+        try:
+            workdir_lib.check_config(cell_dir, cell_config(config, method, sparsity, seed))
+        except WorkdirError as e:
+            problems.append(str(e))
+    if problems:
+        more = f"\n({len(problems) - 1} more cells differ)" if len(problems) > 1 else ""
+        raise WorkdirError(
+            f"{workdir} holds cells of another sweep config; nothing was run.\n{problems[0]}"
+            f"{more}")
+
+
+def grid(sweep: ml_collections.ConfigDict) -> list[tuple[str, float, int]]:
+    """The (method, sparsity, seed) cells, seed by seed.
+
+    Args:
+      sweep: config.sweep.
+
+    Returns:
+      Every cell, ordered so that an interrupted sweep covers the grid once
+      before it repeats a seed.
+    """
+    return [(m, float(s), int(seed)) for seed in sweep.seeds for s in sweep.sparsities
+            for m in sweep.methods]
+
+
 def run_sweep(
     config: ml_collections.ConfigDict, workdir: str, *, train_fn: TrainFn | None = None
 ) -> list[dict[str, Any]]:
@@ -179,20 +266,28 @@ def run_sweep(
 
     Cells run seed by seed (every method and sparsity of the first seed,
     then the next seed), so an interrupted sweep already covers the whole grid
-    once.
+    once. The sweep folder is locked for the run; the grid is validated and
+    every existing cell is checked against the config before any cell runs.
 
     Returns:
       The results rows of the finished cells, ordered by method, sparsity and
       seed (as in results.csv).
+
+    Raises:
+      ConfigError: for a bad grid, or cells left by another config.
     """
-    train_fn = train_fn or train.train_and_evaluate
     sweep = config.sweep
-    cells = [(m, float(s), int(seed)) for seed in sweep.seeds for s in sweep.sparsities
-             for m in sweep.methods]
-    if not cells:
-        raise ValueError("the sweep has no cells: config.sweep.methods, sparsities and seeds "
-                         "must each hold at least one value")
-    os.makedirs(workdir, exist_ok=True)
+    validate_grid(sweep)
+    with workdir_lock(workdir):
+        check_cells(config, workdir)
+        return _run_cells(config, workdir, train_fn or train.train_and_evaluate)
+
+
+def _run_cells(config: ml_collections.ConfigDict, workdir: str,
+               train_fn: TrainFn) -> list[dict[str, Any]]:
+    """The body of `run_sweep`, on a locked sweep folder whose cells match `config`."""
+    sweep = config.sweep
+    cells = grid(sweep)
     rows: list[dict[str, Any]] = []
     highest, first_seed = max(sweep.sparsities), sweep.seeds[0]  # the per-layer density plot
     bar = tqdm(cells, desc="sweep", unit="cell")

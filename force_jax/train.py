@@ -31,6 +31,9 @@ from tqdm.auto import tqdm
 
 from force_jax import checkpoint, compile_options, data, losses, masks, optim, parallel
 from force_jax import models as models_lib
+from force_jax import workdir as workdir_lib
+from force_jax.errors import ConfigError
+from force_jax.lock import workdir_lock
 from force_jax.prune import prune as prune_params
 
 PyTree = Any
@@ -95,7 +98,7 @@ def prune_at_init(
         synflow_fn = losses.synflow_objective(model, variables, pool["image"].shape[1:])
     return prune_params(
         loss_fn, variables["params"], pool, method=cfg.method, sparsity=cfg.sparsity,
-        steps=cfg.steps if cfg.steps > 0 else None, schedule=cfg.schedule,
+        steps=cfg.steps, schedule=cfg.schedule,
         batch_size=cfg.batch_size, batches_per_step=cfg.batches_per_step, key=key,
         synflow_fn=synflow_fn, on_collapse=cfg.on_collapse, mesh=mesh,
     )
@@ -205,21 +208,24 @@ def _prune_or_restore(
     config: ml_collections.ConfigDict, model: nn.Module, variables: PyTree, key: jax.Array,
     schedule: optax.Schedule, mngr: Any, template: TrainState, workdir: str,
     mesh: Mesh | None,
-) -> tuple[TrainState, int]:
-    """The state to train from: the last checkpoint, or a fresh prune at step 0.
+) -> tuple[TrainState, int, list[dict]]:
+    """The state to train from: the last readable checkpoint, or a fresh prune at step 0.
 
     A fresh start writes prune.json, an empty metrics.jsonl and the step-0
-    checkpoint; a resume cuts metrics.jsonl back to the checkpointed step.
+    checkpoint; a resume validates metrics.jsonl and cuts it back to the
+    checkpointed step. Also returns the metrics records so far.
     """
     is_main = jax.process_index() == 0
     metrics_path = os.path.join(workdir, "metrics.jsonl")
-    restored = checkpoint.restore_state(mngr, template)
+    restored = checkpoint.restore_state(mngr, template, set_aside=is_main)
     if restored is not None:
         state, step = restored
+        parallel.check_same_on_all_processes(step, "restored checkpoint step")
+        records = checkpoint.resume_records(metrics_path, step)
         if is_main:
-            checkpoint.truncate_jsonl(metrics_path, step)
+            checkpoint.write_jsonl(metrics_path, records)
             print(f"resuming from the checkpoint of step {step}")
-        return state, step
+        return state, step, records
     start = time.perf_counter()
     mask, history = prune_at_init(config, model, variables, key, mesh)
     prune_seconds = time.perf_counter() - start
@@ -229,9 +235,9 @@ def _prune_or_restore(
         print(report)
         checkpoint.write_json(os.path.join(workdir, "prune.json"),
                               prune_record(config, prune_seconds, report, history))
-        checkpoint.write_atomic(metrics_path, "")
+        checkpoint.write_jsonl(metrics_path, [])
     checkpoint.save_state(mngr, 0, state)
-    return state, 0
+    return state, 0, []
 
 
 def _evaluate_splits(config: ml_collections.ConfigDict, eval_fn, state: TrainState) -> dict:
@@ -250,18 +256,58 @@ def _evaluate_splits(config: ml_collections.ConfigDict, eval_fn, state: TrainSta
     return record
 
 
-def _final_metrics(metrics_path: str, last: dict) -> dict:
+def _final_metrics(records: list[dict]) -> dict:
     """The last evaluation record plus the best validation accuracy of the run."""
-    records = checkpoint.read_jsonl(metrics_path)
-    final = last or records[-1]  # resumed after the last step: the recorded metrics
+    final = records[-1]
     validation = [r["validation_accuracy"] for r in records if "validation_accuracy" in r]
     if validation:
         final = final | {"best_validation_accuracy": max(validation)}
     return final
 
 
+def run_length(config: ml_collections.ConfigDict, num_train: int) -> tuple[int, float, int]:
+    """How long a run is, in steps, and how long its schedule's epochs are.
+
+    Args:
+      config: experiment config (uses config.train).
+      num_train: training examples (all processes).
+
+    Returns:
+      (total_steps, schedule_steps_per_epoch, data_steps_per_epoch): the run's
+      optimizer steps (config.train.num_steps when set, else num_epochs
+      epochs); the steps per epoch of the learning-rate schedule, stretched
+      when num_steps is set so that the schedule spans the run; and the steps
+      in one pass over the training data.
+    """
+    data_steps_per_epoch = num_train // config.train.batch_size
+    if config.train.num_steps is None:
+        total = round(config.train.num_epochs * data_steps_per_epoch)
+        return total, data_steps_per_epoch, data_steps_per_epoch
+    total = int(config.train.num_steps)
+    return total, total / config.train.num_epochs, data_steps_per_epoch
+
+
+def make_lr_schedule(config: ml_collections.ConfigDict, num_train: int) -> optax.Schedule:
+    """The learning-rate schedule of config.train.lr_schedule, spanning the whole run.
+
+    Args:
+      config: experiment config.
+      num_train: training examples (all processes).
+
+    Returns:
+      An optax schedule of the step count.
+    """
+    total_steps, schedule_steps_per_epoch, _ = run_length(config, num_train)
+    return optim.make_schedule(config.train.lr_schedule, total_steps=total_steps,
+                               steps_per_epoch=schedule_steps_per_epoch)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Prunes at initialisation, trains, evaluates, checkpoints and writes metrics.
+
+    The workdir is locked for the run (one run per workdir) and answers to
+    its config: a rerun with other defining settings is refused (see
+    `force_jax.workdir`).
 
     Args:
       config: experiment config (see configs/default.py for every key).
@@ -269,30 +315,39 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     Returns:
       The final metrics, also written to workdir/metrics.json.
+
+    Raises:
+      ConfigError: for bad config values, a workdir of another config or one
+        in use by another run, unreadable checkpoints or metrics.
     """
     validate_config(config)
     parallel.initialize_distributed(config.distributed)
     mesh = parallel.make_mesh(config.mesh.num_devices)
     parallel.check_batch_size(config.train.batch_size, mesh, "config.train.batch_size")
     parallel.check_batch_size(config.eval_batch_size, mesh, "config.eval_batch_size")
-    processes = jax.process_count()
-    os.makedirs(workdir, exist_ok=True)
-    is_main = jax.process_index() == 0
-    if is_main:
-        checkpoint.write_atomic(
-            os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2)
-        )
     info = data.dataset_info(
         config.data.name, config.data.data_dir,
         validation_fraction=config.data.validation_fraction, download=config.data.download,
     )
+    check_data_sizes(config, info)
+    is_main = jax.process_index() == 0
+    with workdir_lock(workdir, enabled=is_main):
+        workdir_lib.check_config(workdir, config)
+        if is_main:
+            workdir_lib.record_config(workdir, config)
+        return _run(config, workdir, mesh, info)
+
+
+def _run(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
+         info: data.DatasetInfo) -> dict:
+    """The body of `train_and_evaluate`, on a locked workdir that answers to `config`."""
+    processes = jax.process_count()
+    is_main = jax.process_index() == 0
     model = build_model(config, info.num_classes)
     init_key, prune_key = jax.random.split(jax.random.key(config.seed))
     variables = init_variables(model, info.image_shape, init_key)
-    steps_per_epoch = info.num_train // config.train.batch_size
-    total_steps = config.train.num_steps if config.train.num_steps > 0 else (
-        config.train.num_epochs * steps_per_epoch)
-    schedule = optim.make_schedule(config.train.lr_schedule, steps_per_epoch)
+    total_steps, _, steps_per_epoch = run_length(config, info.num_train)
+    schedule = make_lr_schedule(config, info.num_train)
 
     def shard(state):  # place a state on the mesh; its static fields vary by instance
         layout = parallel.param_shardings(state, mesh, fsdp=config.mesh.fsdp)
@@ -302,8 +357,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     template = create_train_state(config, model, variables, masks.init_mask(variables["params"]),
                                   schedule)
     try:
-        state, step = _prune_or_restore(config, model, variables, prune_key, schedule, mngr,
-                                        shard(template)[0], workdir, mesh)
+        state, step, records = _prune_or_restore(config, model, variables, prune_key, schedule,
+                                                 mngr, shard(template)[0], workdir, mesh)
         metrics_path = os.path.join(workdir, "metrics.jsonl")
 
         train_iter = data.train_iterator(
@@ -324,7 +379,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if is_main:
             writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
         eval_every = config.eval_every_steps if config.eval_every_steps > 0 else steps_per_epoch
-        last = {}
         # Redraw every 30 s when the output is a log file rather than a terminal.
         bar = tqdm(total=total_steps, initial=step, desc="train", disable=not is_main,
                    mininterval=0.1 if sys.stderr.isatty() else 30.0)
@@ -347,23 +401,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 **{f"train_{k}": float(v) / window_steps for k, v in train_sums.items()},
                 **_evaluate_splits(config, p_eval_step, state),
             }
+            records.append(record)
             if is_main:
-                checkpoint.append_jsonl(metrics_path, record)
+                # The whole record list, from memory: a file lost mid-run is rewritten whole.
+                checkpoint.write_jsonl(metrics_path, records)
                 _write_summaries(writer, step, record)
                 bar.write(" ".join(f"{k}={v:.4g}" for k, v in record.items()))
             checkpoint.save_state(mngr, step, state)
-            last = record
             window_start, window_steps, train_sums = time.perf_counter(), 0, {}
         bar.close()
         if writer is not None:
             writer.close()
-        final = _final_metrics(metrics_path, last)
+        final = _final_metrics(records)
         if is_main:
             checkpoint.write_json(os.path.join(workdir, "metrics.json"), final)
             print(f"test accuracy {final.get('test_accuracy', float('nan')):.4f}")
         return final
     finally:
         mngr.close()  # its background threads and file handles
+
+
+def _check(condition: bool, key: str, value: Any, expected: str) -> None:
+    if not condition:
+        raise ConfigError(f"config.{key}={value!r}: expected {expected}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -373,27 +437,70 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       config: experiment config.
 
     Raises:
-      ValueError: naming the offending key.
+      ConfigError: naming the offending key and what it accepts.
     """
     from force_jax import schedules, scores
+    from force_jax.prune import DEFAULT_STEPS
 
-    if config.prune.method not in scores.METHODS:
-        raise ValueError(
-            f"config.prune.method={config.prune.method!r}; expected one of {tuple(scores.METHODS)}"
-        )
-    schedules.check_sparsity(config.prune.sparsity)
-    if config.prune.schedule not in schedules.SCHEDULES:
-        raise ValueError(f"config.prune.schedule={config.prune.schedule!r}; expected exp or linear")
-    if config.prune.scoring_loss not in losses.SCORING_LOSSES:
-        raise ValueError(f"config.prune.scoring_loss={config.prune.scoring_loss!r}")
-    if config.model.name not in models_lib.model_names():
-        raise ValueError(
-            f"config.model.name={config.model.name!r}; expected one of {models_lib.model_names()}"
-        )
-    for key in ("batch_size", "eval_batch_size"):
-        value = config.train.batch_size if key == "batch_size" else config.eval_batch_size
-        if value < 1:
-            raise ValueError(f"{key} must be >= 1, got {value}")
+    cfg = config.prune
+    _check(cfg.method in scores.METHODS, "prune.method", cfg.method,
+           f"one of {', '.join(scores.METHODS)}")
+    _check(isinstance(cfg.sparsity, int | float) and 0 <= cfg.sparsity < 1, "prune.sparsity",
+           cfg.sparsity, "a fraction removed in [0, 1)")
+    _check(cfg.steps is None or (_is_int(cfg.steps) and cfg.steps >= 1), "prune.steps",
+           cfg.steps, "an integer >= 1 (in a config file, None means the method's default: "
+           f"{DEFAULT_STEPS.get(cfg.method, 1)} for {cfg.method})")
+    if cfg.method in scores.ONE_SHOT and cfg.steps not in (None, 1):
+        raise ConfigError(f"config.prune.steps={cfg.steps!r}, but {cfg.method} prunes in one "
+                          "shot: set --config.prune.steps=1")
+    _check(cfg.schedule in schedules.SCHEDULES, "prune.schedule", cfg.schedule,
+           f"one of {', '.join(schedules.SCHEDULES)}")
+    _check(cfg.scoring_loss in losses.SCORING_LOSSES, "prune.scoring_loss", cfg.scoring_loss,
+           f"one of {', '.join(losses.SCORING_LOSSES)}")
+    _check(cfg.on_collapse in ("warn", "raise", "ignore"), "prune.on_collapse", cfg.on_collapse,
+           "warn, raise or ignore")
+    for key in ("batch_size", "batches_per_step", "pool_size"):
+        _check(_is_int(cfg[key]) and cfg[key] >= 1, f"prune.{key}", cfg[key], "an integer >= 1")
+    _check(cfg.pool_size >= cfg.batch_size * cfg.batches_per_step, "prune.pool_size",
+           cfg.pool_size, f">= prune.batch_size * prune.batches_per_step = "
+           f"{cfg.batch_size * cfg.batches_per_step} (each step draws that many distinct examples)")
+    _check(config.model.name in models_lib.model_names(), "model.name", config.model.name,
+           f"one of {', '.join(models_lib.model_names())}")
+    _check(_is_int(config.seed), "seed", config.seed, "an integer")
+    train_cfg = config.train
+    _check(_is_int(train_cfg.batch_size) and train_cfg.batch_size >= 1, "train.batch_size",
+           train_cfg.batch_size, "an integer >= 1")
+    _check(_is_int(config.eval_batch_size) and config.eval_batch_size >= 1, "eval_batch_size",
+           config.eval_batch_size, "an integer >= 1")
+    _check(train_cfg.num_epochs > 0, "train.num_epochs", train_cfg.num_epochs, "> 0")
+    _check(train_cfg.num_steps is None or (_is_int(train_cfg.num_steps)
+                                           and train_cfg.num_steps >= 1),
+           "train.num_steps", train_cfg.num_steps, "an integer >= 1 (in a config file, None "
+           "trains train.num_epochs epochs)")
+    _check(0 <= config.data.validation_fraction < 1, "data.validation_fraction",
+           config.data.validation_fraction, "a fraction in [0, 1)")
+
+
+def check_data_sizes(config: ml_collections.ConfigDict, info: data.DatasetInfo) -> None:
+    """Rejects batches and pools larger than the data they are drawn from.
+
+    Args:
+      config: experiment config.
+      info: the dataset's description (sizes after the validation hold-out).
+
+    Raises:
+      ConfigError: naming the key and the split's size.
+    """
+    if config.prune.pool_size > info.num_train:
+        raise ConfigError(
+            f"config.prune.pool_size={config.prune.pool_size} is larger than the training split "
+            f"({info.num_train:,} examples of {info.name} after the validation hold-out); use at "
+            f"most {info.num_train}")
+    if config.train.batch_size > info.num_train:
+        raise ConfigError(
+            f"config.train.batch_size={config.train.batch_size} is larger than the training "
+            f"split ({info.num_train:,} examples of {info.name} after the validation hold-out); "
+            f"use at most {info.num_train}")
 
 
 def main() -> None:

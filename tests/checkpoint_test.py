@@ -1,4 +1,5 @@
-"""Atomic result files: complete or absent, never half written, with the usual mode."""
+"""Atomic result files with the usual mode; metrics.jsonl validated on resume; checkpoint
+restore that falls back from a damaged latest checkpoint to the newest intact one."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import json
 import os
 import stat
 
+import jax
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 
 from force_jax import checkpoint, plots
@@ -41,13 +44,83 @@ def test_failed_write_keeps_the_previous_file(tmp_path):
     assert os.listdir(tmp_path) == ["results.csv"]
 
 
-def test_jsonl_append_and_truncate_for_resume(tmp_path):
+def test_jsonl_append_and_cut_back_for_resume(tmp_path):
     path = str(tmp_path / "metrics.jsonl")
     for step in (10, 20, 30):
         checkpoint.append_jsonl(path, {"step": step})
-    checkpoint.truncate_jsonl(path, 20)
-    assert [r["step"] for r in checkpoint.read_jsonl(path)] == [10, 20]
+    assert [r["step"] for r in checkpoint.resume_records(path, 20)] == [10, 20]
     assert checkpoint.read_jsonl(str(tmp_path / "missing.jsonl")) == []
+
+
+def test_a_garbage_line_is_reported_with_file_and_line_number(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 10}\n{"step": 2\n')
+    with pytest.raises(checkpoint.ResultFileError, match=r"metrics.jsonl line 2 is not valid JSON"):
+        checkpoint.read_jsonl(str(path))
+
+
+def test_resume_refuses_metrics_that_lack_the_checkpointed_step(tmp_path):
+    path = str(tmp_path / "metrics.jsonl")
+    # Deleted mid-run: only the records written after the deletion remain.
+    checkpoint.write_jsonl(path, [{"step": 30}])
+    with pytest.raises(checkpoint.ResultFileError, match="no record of step 20"):
+        checkpoint.resume_records(path, 20)
+    os.remove(path)
+    with pytest.raises(checkpoint.ResultFileError, match="no record of step 20"):
+        checkpoint.resume_records(path, 20)
+    assert checkpoint.resume_records(path, 0) == []  # a fresh run's step-0 checkpoint
+    checkpoint.write_jsonl(path, [{"step": 10}, {"step": 10}])  # two runs wrote it
+    with pytest.raises(checkpoint.ResultFileError, match="increasing integer steps"):
+        checkpoint.resume_records(path, 10)
+
+
+def _manager_with_two_checkpoints(directory):
+    mngr = checkpoint.manager(str(directory))
+    early = {"w": np.arange(12.0).reshape(3, 4), "b": {"c": np.full((5,), 7, np.int32)}}
+    checkpoint.save_state(mngr, 3, early)
+    checkpoint.save_state(mngr, 6, {"w": early["w"] + 1, "b": {"c": early["b"]["c"] + 1}})
+    mngr.close()
+    return early
+
+
+def _truncate_data_files(step_dir):
+    data_files = [p for p in step_dir.rglob("*") if p.is_file() and p.parent.name == "d"]
+    assert data_files
+    for p in data_files:
+        with open(p, "r+b") as f:
+            f.truncate(p.stat().st_size // 2)
+
+
+def test_a_damaged_latest_checkpoint_is_set_aside_and_the_intact_one_restored(tmp_path, capsys):
+    early = _manager_with_two_checkpoints(tmp_path / "checkpoints")
+    _truncate_data_files(tmp_path / "checkpoints" / "6")
+    mngr = checkpoint.manager(str(tmp_path / "checkpoints"))
+    state, step = checkpoint.restore_state(mngr, jax.tree.map(np.zeros_like, early))
+    assert step == 3
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(early)):
+        np.testing.assert_array_equal(np.asarray(a), b)  # bit for bit
+        assert np.asarray(a).dtype == b.dtype
+    err = capsys.readouterr().err
+    line = next(x for x in err.splitlines() if "cannot be read" in x)
+    assert line.startswith("checkpoint of step 6 cannot be read: ") and len(line) < 320
+    # Set aside, not deleted; the manager no longer sees it, and a later save works.
+    assert (tmp_path / "checkpoints.damaged" / "6").is_dir()
+    assert mngr.all_steps() == [3]
+    checkpoint.save_state(mngr, 9, early)
+    assert mngr.all_steps() == [3, 9]
+    mngr.close()
+
+
+def test_no_readable_checkpoint_is_a_clear_error_and_moves_nothing(tmp_path):
+    early = _manager_with_two_checkpoints(tmp_path / "checkpoints")
+    for step in ("3", "6"):
+        _truncate_data_files(tmp_path / "checkpoints" / step)
+    mngr = checkpoint.manager(str(tmp_path / "checkpoints"))
+    with pytest.raises(checkpoint.ResultFileError, match=r"no checkpoint .* can be read.*step 6"):
+        checkpoint.restore_state(mngr, jax.tree.map(np.zeros_like, early))
+    mngr.close()
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["3", "6"]
+    assert not (tmp_path / "checkpoints.damaged").exists()
 
 
 def test_saved_figure_is_readable_by_others_like_any_file(tmp_path):

@@ -25,10 +25,10 @@ def test_paper_configs(arg):
     assert config.prune.steps == 60 and config.prune.schedule == "exp"
     if arg.startswith("imagenet"):
         assert (config.prune.batches_per_step, config.train.batch_size) == (40, 256)
-        assert config.train.lr_schedule.num_epochs == 90
+        assert config.train.num_epochs == 90
     else:
         assert config.train.lr_schedule.boundaries == (150, 250)
-        assert config.train.lr_schedule.num_epochs == 350
+        assert config.train.num_epochs == 350
 
 
 def test_paper_config_rejects_unknown_pairs():

@@ -281,19 +281,23 @@ def test_cosine_warmup():
 def test_make_schedule(as_config_dict):
     wrap = ml_collections.ConfigDict if as_config_dict else dict
     step = optim.make_schedule(
-        wrap({"name": "step", "base_lr": 0.1, "boundaries": (150, 250), "factor": 0.1}), 10
+        wrap({"name": "step", "base_lr": 0.1, "boundaries": (150, 250), "factor": 0.1}),
+        total_steps=3500, steps_per_epoch=10,
     )
     np.testing.assert_allclose([step(1499), step(1500)], [0.1, 0.01], rtol=1e-6)
     cosine = optim.make_schedule(
-        wrap({"name": "cosine", "base_lr": 0.1, "num_epochs": 90, "warmup_epochs": 5}), 10
+        wrap({"name": "cosine", "base_lr": 0.1, "warmup_epochs": 5}),
+        total_steps=900, steps_per_epoch=10,
     )
     np.testing.assert_allclose([cosine(0), cosine(50), cosine(900)], [0.0, 0.1, 0.0], atol=1e-7)
 
 
 def test_make_schedule_errors():
     with pytest.raises(ValueError, match="'linear_warm'"):
-        optim.make_schedule({"name": "linear_warm", "base_lr": 0.1}, 10)
+        optim.make_schedule({"name": "linear_warm", "base_lr": 0.1}, total_steps=10,
+                            steps_per_epoch=10)
     with pytest.raises(ValueError, match="warmup_epochs"):
         optim.make_schedule(
-            {"name": "step", "base_lr": 0.1, "boundaries": (1,), "warmup_epochs": 1}, 10
+            {"name": "step", "base_lr": 0.1, "boundaries": (1,), "warmup_epochs": 1},
+            total_steps=10, steps_per_epoch=10,
         )

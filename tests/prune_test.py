@@ -234,3 +234,29 @@ def test_mask_structure_mismatch_is_named(tiny):
         fj.check_mask(params, {k: v for k, v in mask.items() if k != "b2"})
     with pytest.raises(ValueError, match="mask leaf w1 has shape"):
         fj.check_mask(params, {**mask, "w1": jnp.ones((3, 3), bool)})
+
+
+def test_apply_mask_refuses_a_mask_that_would_broadcast(tiny):
+    _, params, _ = tiny
+    params = {**params, "w1": jnp.ones((64, 32))}
+    mask = {**fj.init_mask(params), "w1": jnp.zeros((1, 32), bool)}
+    # jnp.where would broadcast this (1, 32) row and zero all 2,048 weights of w1.
+    with pytest.raises(ValueError, match=r"mask leaf w1 has shape \(1, 32\), params leaf has "
+                                         r"shape \(64, 32\)"):
+        fj.apply_mask(params, mask)
+    with pytest.raises(ValueError, match="mask leaf w1"):  # at trace time, under jit too
+        jax.jit(fj.apply_mask)(params, mask)
+    traced = jax.jit(fj.apply_mask).trace(params, fj.init_mask(params))
+    assert "where" in str(traced.jaxpr) and "assert" not in str(traced.jaxpr)  # no runtime check
+
+
+@pytest.mark.parametrize("key", [0, None, np.int32(3)])
+def test_a_key_that_is_not_a_prng_key_says_how_to_make_one(tiny, key):
+    loss_fn, params, data = tiny
+    with pytest.raises(TypeError, match=r"key must be a PRNG key, e.g. jax.random.key\(seed\); "
+                                        r"got (int|NoneType|int32\[\])"):
+        fj.prune(loss_fn, params, data, method="snip", sparsity=0.9, batch_size=64, key=key)
+    legacy = jax.random.PRNGKey(0)  # the raw uint32[2] form still works
+    mask, _ = fj.prune(loss_fn, params, data, method="snip", sparsity=0.9, batch_size=64,
+                       key=legacy)
+    assert int(fj.num_kept(mask)) == int(0.1 * (64 * 32 + 32 * 10))

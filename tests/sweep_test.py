@@ -13,7 +13,8 @@ import pytest
 from conftest import SHARED_TFDS
 from train_test import tiny_config
 
-from force_jax import sweep, sweep_report, train
+from force_jax import sweep, sweep_report, train, workdir
+from force_jax.errors import ConfigError, WorkdirError
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 needs_real_data = pytest.mark.skipif(not SHARED_TFDS.is_dir(), reason="no shared TFDS folder")
@@ -41,10 +42,10 @@ def test_cell_config_sets_steps_and_grasp_temperature():
     force = sweep.cell_config(config, "force", 0.95, 2)
     assert (force.prune.method, force.prune.sparsity, force.seed) == ("force", 0.95, 2)
     assert force.prune.steps == 3 and force.prune.temperature == 1.0
-    assert sweep.cell_config(config, "snip", 0.95, 0).prune.steps == -1
+    assert sweep.cell_config(config, "snip", 0.95, 0).prune.steps is None
     assert sweep.cell_config(config, "synflow", 0.95, 0).prune.steps == 7
     grasp = sweep.cell_config(config, "grasp", 0.95, 0)
-    assert grasp.prune.steps == -1 and grasp.prune.temperature == 200.0
+    assert grasp.prune.steps is None and grasp.prune.temperature == 200.0
     assert config.prune.method == "force" and config.seed == 0  # the sweep config is untouched
     assert sweep.cell_name("force", 0.995, 1) == "force_s0.995_seed1"
 
@@ -64,6 +65,24 @@ def test_cells_run_seed_by_seed_and_rows_sort_by_method(tmp_path):
         "force_s0.9_seed1", "snip_s0.9_seed1", "force_s0.99_seed1", "snip_s0.99_seed1"]
     assert [(r["method"], r["sparsity"], r["seed"]) for r in rows] == [
         (m, s, seed) for m in ("force", "snip") for s in (0.9, 0.99) for seed in (0, 1)]
+
+
+@pytest.mark.parametrize(
+    "axis, values, message",
+    [("seeds", (0, 0), r"config.sweep.seeds=\(0, 0\) repeats 0; each value must appear once"),
+     ("sparsities", (0.9, 0.9, 1.0), r"config.sweep.sparsities=.* repeats 0.9"),
+     ("methods", ("snip", "force", "snip"), "config.sweep.methods=.* repeats 'snip'"),
+     ("methods", ("snap",), "config.sweep.methods has unknown \\['snap'\\]"),
+     ("sparsities", (0.9, 1.0), "config.sweep.sparsities holds 1.0"),
+     ("seeds", (), "config.sweep.seeds is empty")],
+)
+def test_a_grid_that_would_fake_statistics_is_refused(tmp_path, axis, values, message):
+    config = tiny_sweep_config()
+    config.sweep[axis] = values
+    ran = []
+    with pytest.raises(ConfigError, match=message):
+        sweep.run_sweep(config, str(tmp_path / "sweep"), train_fn=lambda *a: ran.append(a))
+    assert ran == [] and not (tmp_path / "sweep").exists()
 
 
 def test_summary_is_mean_and_std_over_finished_seeds():
@@ -90,7 +109,7 @@ def test_a_resumed_sweep_writes_its_reports_once(tmp_path, monkeypatch):
     monkeypatch.setattr(sweep, "_write_reports", lambda *args: writes.append(args[0]))
 
     def finishes(cell_config, cell_dir):
-        os.makedirs(cell_dir, exist_ok=True)
+        workdir.record_config(cell_dir, cell_config)
         (tmp_path / cell_dir / "metrics.json").write_text('{"test_accuracy": 0.5}')
 
     sweep.run_sweep(config, str(tmp_path), train_fn=finishes)
@@ -144,6 +163,23 @@ def test_sweep_writes_results_skips_finished_cells_and_records_failures(tmp_path
     again = read_csv(workdir / "results.csv")
     assert again[:3] == table[:3]
     assert again[3]["error"] == "ValueError: still broken"
+
+    # Rerun with other training settings: refused before any cell runs, old results untouched.
+    calls.clear()
+    config.train.num_steps = 60
+    config.prune.steps = 5
+    with pytest.raises(WorkdirError) as refused:
+        sweep.run_sweep(config, str(workdir), train_fn=records_calls)
+    assert calls == [] and read_csv(workdir / "results.csv") == again
+    message = str(refused.value)
+    assert "holds cells of another sweep config; nothing was run" in message
+    assert "prune.steps: 3 -> 5" in message and "train.num_steps: 6 -> 60" in message
+    # A larger grid with the same settings is fine: only the new seed's cells run.
+    config.train.num_steps, config.prune.steps = 6, 3
+    config.sweep.seeds = (0, 1)
+    sweep.run_sweep(config, str(workdir), train_fn=records_calls)
+    assert calls == ["snip_s0.99_seed0", "force_s0.9_seed1", "snip_s0.9_seed1",
+                     "force_s0.99_seed1", "snip_s0.99_seed1"]
 
 
 @needs_real_data

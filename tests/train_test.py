@@ -15,7 +15,8 @@ import pytest
 import tensorflow_datasets as tfds
 from conftest import SHARED_TFDS, write_metadata
 
-from force_jax import checkpoint, data, masks, optim, train
+from force_jax import checkpoint, cli, data, masks, optim, train
+from force_jax.errors import ConfigError
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from configs import default  # noqa: E402
@@ -50,7 +51,7 @@ def final_state(config, workdir):
     info = data.dataset_info(config.data.name, config.data.data_dir)
     model = train.build_model(config, info.num_classes)
     variables = train.init_variables(model, info.image_shape, jax.random.key(0))
-    schedule = optim.make_schedule(config.train.lr_schedule, 1)
+    schedule = optim.make_schedule(config.train.lr_schedule, total_steps=6, steps_per_epoch=1)
     template = train.create_train_state(
         config, model, variables, masks.init_mask(variables["params"]), schedule)
     mngr = checkpoint.manager(os.path.join(workdir, "checkpoints"))
@@ -81,12 +82,18 @@ def test_default_config_trains_on_fashion_mnist_and_resumes_identically(tmp_path
     assert step == 6
     assert_pruned_weights_are_zero(state)
 
-    # Interrupt after step 3: drop the last checkpoint (and keep its metrics line, which
-    # the resumed run must replace), then rerun the same command on the workdir.
+    # Damage the last checkpoint (as a crash while writing it would on a filesystem without
+    # atomic renames) and keep its metrics line, which the resumed run must replace; the
+    # rerun sets the damaged checkpoint aside and resumes from step 3.
     resumed = str(tmp_path / "resumed")
     shutil.copytree(full, resumed)
-    shutil.rmtree(os.path.join(resumed, "checkpoints", "6"))
+    for folder, _, files in os.walk(os.path.join(resumed, "checkpoints", "6")):
+        for name in files:
+            if os.path.basename(folder) == "d":
+                path = os.path.join(folder, name)
+                os.truncate(path, os.path.getsize(path) // 2)
     again = train.train_and_evaluate(config, resumed)
+    assert os.listdir(os.path.join(resumed, "checkpoints.damaged")) == ["6"]
     state_again, _ = final_state(config, resumed)
     for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(state_again.params)):
         np.testing.assert_array_equal(a, b)
@@ -123,19 +130,87 @@ def test_config_typo_is_rejected_on_the_command_line(tmp_path):
          f"--workdir={tmp_path}", "--config.trian.batch_size=3"],
         cwd=root, capture_output=True, text=True, timeout=300,
     )
-    assert result.returncode != 0
-    assert "trian" in result.stderr
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    ours = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert ours == ["error: bad --config override: 'trian' Did you mean \"train\" instead of "
+                    "\"trian\"?"]
     assert not os.listdir(tmp_path)  # rejected before anything was written
+
+
+def test_a_config_key_given_twice_is_an_error_not_a_merge():
+    argv = ["train", "--config=configs/claim_fashion_mnist.py",
+            "--config.sweep.sparsities=(0.9,)", "--config.seed=1",
+            "--config.sweep.sparsities=(0.9,1.0)", "--config.seed", "2"]
+    assert cli.repeated_overrides(argv) == ["seed", "sweep.sparsities"]
+    assert cli.repeated_overrides(argv[:3]) == []
+
+
+def test_a_config_mistake_on_the_command_line_is_one_line(tmp_path):
+    root = os.path.join(os.path.dirname(__file__), "..")
+    result = subprocess.run(
+        [sys.executable, "-m", "force_jax.train", "--config=configs/default.py",
+         f"--workdir={tmp_path}", "--config.prune.steps=0"],
+        cwd=root, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: config.prune.steps=0: expected an integer >= 1 (in a config file, None means "
+        "the method's default: 60 for force)")
 
 
 @pytest.mark.parametrize(
     "key, value, message",
-    [("prune.method", "snap", "config.prune.method"), ("prune.sparsity", 1.2, "sparsity"),
-     ("model.name", "vgg20", "config.model.name")],
+    [("prune.method", "snap", "config.prune.method='snap': expected one of force, "),
+     ("prune.sparsity", 1.2, r"config.prune.sparsity=1.2: expected a fraction removed in \[0, 1\)"),
+     ("model.name", "vgg20", "config.model.name='vgg20'"),
+     ("prune.steps", 0, "config.prune.steps=0: expected an integer >= 1"),
+     ("prune.steps", -3, "config.prune.steps=-3: expected an integer >= 1"),
+     ("train.num_steps", 0, "config.train.num_steps=0: expected an integer >= 1"),
+     ("prune.method", "snip", "config.prune.steps=3, but snip prunes in one shot: set "
+                              "--config.prune.steps=1"),
+     ("prune.pool_size", 32, "config.prune.pool_size=32: expected >= prune.batch_size")],
 )
 def test_bad_config_values_fail_before_any_work(tmp_path, key, value, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=message):
         train.train_and_evaluate(tiny_config(**{key: value}), str(tmp_path))
+    assert not os.listdir(tmp_path)
+
+
+@needs_real_data
+@pytest.mark.parametrize(
+    "key, value, message",
+    [("prune.pool_size", 60_000, "config.prune.pool_size=60000 is larger than the training "
+                                 "split \\(54,000 examples of fashion_mnist"),
+     ("train.batch_size", 54_016, "config.train.batch_size=54016 is larger than the training "
+                                  "split"),
+     ("data.name", "fashon_mnist", "config.data.name='fashon_mnist' is not a TFDS dataset; did "
+                                   "you mean 'fashion_mnist'")],
+)
+def test_data_size_and_name_mistakes_name_the_key(tmp_path, key, value, message):
+    with pytest.raises(ConfigError, match=message) as error:
+        train.train_and_evaluate(tiny_config(**{key: value}), str(tmp_path))
+    assert len(str(error.value)) < 200  # TFDS's list of every dataset is not repeated
+    assert not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize("name, boundaries", [("cosine", ()), ("step", (1.5, 2.25))])
+def test_the_learning_rate_schedule_spans_num_steps(name, boundaries):
+    config = tiny_config(**{"train.num_steps": 400, "train.num_epochs": 3,
+                            "train.lr_schedule.name": name,
+                            "train.lr_schedule.boundaries": boundaries})
+    schedule = train.make_lr_schedule(config, num_train=54_000)
+    base = config.train.lr_schedule.base_lr
+    if name == "cosine":
+        np.testing.assert_allclose([schedule(0), schedule(200), schedule(400)],
+                                   [base, base / 2, 0.0], atol=1e-7)
+    else:  # epoch boundaries at 1.5 and 2.25 of 3 epochs: steps 200 and 300 of 400
+        np.testing.assert_allclose(
+            [schedule(199), schedule(200), schedule(299), schedule(300)],
+            [base, base * 0.1, base * 0.1, base * 0.01], rtol=1e-6)
+    full = train.make_lr_schedule(tiny_config(**{"train.num_steps": None}), num_train=54_000)
+    assert train.run_length(tiny_config(**{"train.num_steps": None}), 54_000)[0] == 3 * 1687
+    np.testing.assert_allclose(full(3 * 1687), 0.0, atol=1e-7)
 
 
 def test_missing_dataset_fails_fast_with_a_clear_message(tmp_path):

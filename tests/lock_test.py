@@ -1,0 +1,81 @@
+"""One run per workdir: a second process is refused at once, a dead holder's lock is taken
+over with its PID and host reported, and the lock is released on exit."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from train_test import needs_real_data, tiny_config
+
+from force_jax import train
+from force_jax.errors import WorkdirError
+from force_jax.lock import LOCK_FILE, workdir_lock
+
+HOLD = textwrap.dedent("""
+    import sys, time
+    from force_jax.lock import workdir_lock
+    with workdir_lock(sys.argv[1]):
+        print("locked", flush=True)
+        time.sleep(120)
+""")
+
+
+def _holder(workdir) -> subprocess.Popen:
+    process = subprocess.Popen([sys.executable, "-c", HOLD, str(workdir)],
+                               stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "locked"
+    return process
+
+
+@needs_real_data
+def test_a_second_run_on_a_locked_workdir_fails_at_once_naming_the_holder(tmp_path):
+    holder = _holder(tmp_path)
+    try:
+        with pytest.raises(WorkdirError, match=rf"in use by process {holder.pid} on host "
+                                               rf"'{socket.gethostname()}'"):
+            with workdir_lock(str(tmp_path)):
+                pass
+        # The training entry point refuses before writing anything.
+        with pytest.raises(WorkdirError, match="one run per workdir"):
+            train.train_and_evaluate(tiny_config(), str(tmp_path))
+        assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_FILE]
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+
+
+def test_the_lock_of_a_killed_run_is_taken_over_and_reported(tmp_path, capsys):
+    holder = _holder(tmp_path)
+    holder.kill()  # like kill -9: no chance to release
+    holder.wait(timeout=30)
+    assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == holder.pid
+    with workdir_lock(str(tmp_path)):
+        held = json.loads((tmp_path / LOCK_FILE).read_text())
+    err = capsys.readouterr().err
+    assert f"stale lock of process {holder.pid} on host '{socket.gethostname()}'" in err
+    assert held["host"] == socket.gethostname() and held["pid"] != holder.pid
+    assert (tmp_path / LOCK_FILE).read_text() == ""  # released on exit
+
+
+def test_a_lock_left_on_another_host_is_not_taken_over(tmp_path):
+    (tmp_path / LOCK_FILE).write_text(json.dumps(
+        {"pid": 4242, "host": "node-17", "started": "2026-11-30 10:00:00 UTC"}))
+    with pytest.raises(WorkdirError, match=r"process 4242 on host 'node-17'.*another host.*"
+                                           rf"delete .*{LOCK_FILE}"):
+        with workdir_lock(str(tmp_path)):
+            pass
+
+
+def test_the_lock_is_released_when_the_run_fails(tmp_path):
+    with pytest.raises(RuntimeError), workdir_lock(str(tmp_path)):
+        raise RuntimeError("crash")
+    with workdir_lock(str(tmp_path)):  # free again, nothing stale reported
+        pass
+    with workdir_lock(str(tmp_path), enabled=False):  # processes other than 0 take none
+        with workdir_lock(str(tmp_path)):
+            pass

@@ -1,0 +1,80 @@
+"""A workdir answers to its config: a rerun with other defining settings is refused with the
+differing keys listed, config.json is left as it was, and settings that do not change the
+result (where the data lives, evaluation frequency) may differ."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+from train_test import needs_real_data, tiny_config
+
+from force_jax import checkpoint, train, workdir
+from force_jax.errors import WorkdirError
+
+
+def test_only_defining_settings_count_as_differences():
+    base = tiny_config()
+    moved = tiny_config(**{"data.data_dir": "/elsewhere", "eval_every_steps": 1,
+                           "eval_batch_size": 50, "mesh.num_devices": 8})
+    assert workdir.differences(workdir.config_record(base), workdir.config_record(moved)) == []
+    changed = tiny_config(**{"prune.method": "random", "prune.sparsity": 0.5, "seed": 3})
+    assert workdir.differences(workdir.config_record(base), workdir.config_record(changed)) == [
+        'prune.method: "force" -> "random"', "prune.sparsity: 0.99 -> 0.5", "seed: 0 -> 3"]
+    recorded = workdir.config_record(base)
+    del recorded["prune"]["temperature"]  # a key the recorded run did not have
+    assert workdir.differences(recorded, workdir.config_record(base)) == [
+        'prune.temperature: "(absent)" -> 1.0']
+
+
+def test_results_without_a_config_record_are_refused(tmp_path):
+    assert workdir.check_config(str(tmp_path / "new"), tiny_config()) is False
+    (tmp_path / "prune.json").write_text("{}")
+    with pytest.raises(WorkdirError, match="holds results \\(prune.json\\) but no config.json"):
+        workdir.check_config(str(tmp_path), tiny_config())
+
+
+@needs_real_data
+def test_a_changed_config_on_a_finished_run_is_refused_and_its_record_kept(tmp_path,
+                                                                           monkeypatch):
+    config = tiny_config()
+    run = tmp_path / "run"
+    # metrics.jsonl deleted by hand during the run, after the step-3 checkpoint: the run
+    # rewrites it whole from memory, so the best validation accuracy covers both records.
+    save_state = checkpoint.save_state
+
+    def save_then_lose_metrics(mngr, step, state):
+        save_state(mngr, step, state)
+        if step == 3:
+            os.remove(run / "metrics.jsonl")
+
+    monkeypatch.setattr(checkpoint, "save_state", save_then_lose_metrics)
+    final = train.train_and_evaluate(config, str(run))
+    monkeypatch.undo()
+    records = checkpoint.read_jsonl(str(run / "metrics.jsonl"))
+    assert [r["step"] for r in records] == [3, 6]
+    assert final["best_validation_accuracy"] == max(r["validation_accuracy"] for r in records)
+
+    recorded = (run / "config.json").read_text()
+    assert json.loads(recorded)["prune"]["method"] == "force"
+    results = {name: (run / name).read_text() for name in ("metrics.json", "prune.json")}
+    changed = tiny_config(**{"prune.method": "random", "prune.sparsity": 0.5, "prune.steps": 1})
+    with pytest.raises(WorkdirError) as refused:
+        train.train_and_evaluate(changed, str(run))
+    message = str(refused.value)
+    assert 'prune.method: "force" -> "random"' in message
+    assert "prune.sparsity: 0.99 -> 0.5" in message and "new --workdir" in message
+    with pytest.raises(WorkdirError, match='model.name: "lenet5" -> "mlp"'):
+        train.train_and_evaluate(tiny_config(**{"model.name": "mlp"}), str(run))
+    assert (run / "config.json").read_text() == recorded
+    assert {name: (run / name).read_text() for name in results} == results
+
+    # Where the data lives and how often to evaluate do not define the result: accepted.
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    moved = tiny_config(**{"data.data_dir": config.data.data_dir + "/", "eval_batch_size": 50})
+    again = train.train_and_evaluate(moved, str(copy))
+    assert again["test_accuracy"] == final["test_accuracy"]
+    assert json.loads((copy / "config.json").read_text())["eval_batch_size"] == 50
