@@ -11,6 +11,7 @@ import pytest
 from train_test import SHARED_TFDS, tiny_config
 
 from force_jax import masks, prune_cli, train
+from force_jax.errors import WorkdirError
 
 
 @pytest.mark.skipif(not SHARED_TFDS.is_dir(), reason="no shared TFDS folder")
@@ -27,3 +28,8 @@ def test_prune_and_save_writes_mask_report_and_plot(tmp_path):
     assert masks.sparsity_report(mask) == report
     assert all(np.asarray(m).dtype == bool for m in jax.tree.leaves(mask))
     assert os.path.isdir(tmp_path / "mask")
+    # The workdir answers to its config: another sparsity is refused, the record is kept.
+    recorded = (tmp_path / "config.json").read_text()
+    with pytest.raises(WorkdirError, match="prune.sparsity: 0.99 -> 0.9"):
+        prune_cli.prune_and_save(tiny_config(**{"prune.sparsity": 0.9}), str(tmp_path))
+    assert (tmp_path / "config.json").read_text() == recorded
