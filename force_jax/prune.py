@@ -123,8 +123,7 @@ def _program(
     score_fn = scores_lib.METHODS[method]
     extra_gradient = method in ("synflow",) and track_objective
 
-    def program(params, data, counts, key):
-        dense = masks_lib.dense_mask(params, flags)
+    def program(params, data, counts, key, start_mask):
         has_data = data is not None
 
         def step_inputs(mask, step_key):
@@ -189,7 +188,7 @@ def _program(
             return (new_mask, step_key), (objective, finite, revived)
 
         is_last = jnp.arange(counts.shape[0]) == counts.shape[0] - 1
-        (mask, _), outputs = jax.lax.scan(body, (dense, key), (counts, is_last))
+        (mask, _), outputs = jax.lax.scan(body, (start_mask, key), (counts, is_last))
         return mask, outputs
 
     return compile_options.jit(program)
@@ -246,6 +245,7 @@ def prune(
     track_objective: bool = True,
     on_collapse: str = "warn",
     mesh: Mesh | None = None,
+    initial_mask: PyTree | None = None,
 ) -> tuple[PyTree, History]:
     """Prunes `params` at initialisation with one of the methods of `scores`.
 
@@ -275,6 +275,10 @@ def prune(
         every micro-batch is split over it, params and scores are replicated,
         and the selection runs on every device without gathering anything.
         batch_size must be a multiple of the number of devices.
+      initial_mask: the mask the schedule starts from (default: dense). The
+        schedule's keep fractions still run from 1 to 1 - sparsity, so with
+        steps=1 this is one step of the method from a given mask: how single
+        steps are compared with a reference implementation.
 
     Returns:
       (mask, history): the mask pytree (bool arrays on prunable leaves, scalar
@@ -324,12 +328,21 @@ def prune(
     total = sum(int(np.size(x)) for x, f in zip(jax.tree.leaves(params), flags) if f)
     fractions = schedules.keep_fractions(schedule, 1.0 - sparsity, int(steps))
     counts = schedules.keep_counts(fractions, total)
+    dense = masks_lib.dense_mask(params, flags)
+    if initial_mask is None:
+        start_mask = dense
+    else:
+        masks_lib.check_mask(params, initial_mask)
+        # Prunable leaves take the given mask; the others stay scalar True.
+        start_mask = jax.tree.map(
+            lambda d, m: jnp.broadcast_to(jnp.asarray(m, bool), d.shape) if d.ndim else d,
+            dense, initial_mask)
     program = _program(
         method, loss_fn, synflow_fn, flags, int(batch_size), int(batches_per_step),
         bool(track_objective), mesh,
     )
     padded = jnp.asarray(np.append(counts, counts[-1]), jnp.int32)
-    mask, (objective, finite, revived) = program(params, data, padded, key)
+    mask, (objective, finite, revived) = program(params, data, padded, key, start_mask)
 
     finite = np.asarray(finite)[:-1]
     if not finite.all():

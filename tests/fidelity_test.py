@@ -1,0 +1,161 @@
+"""One FORCE or Iterative SNIP step of `prune`, from a given mask, selects what the paper's
+equations select, computed independently: on a VGG with BatchNorm (batch statistics), with
+the paper code's loss (nll_loss on raw logits) and with cross-entropy, against a reference
+written here with plain JAX (lax convolutions, numpy selection) and, when torch is
+installed, against a PyTorch twin of the network with the weights copied.
+
+Progressive schedules amplify float rounding (see README), so whole schedules cannot be
+compared across implementations; single steps from the same mask can.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import force_jax as fj
+from force_jax.models.common import scaled_width
+
+SPARSITY_AFTER_STEP = 0.98  # one step from a 10 %-dense mask down to 2 %
+
+
+@pytest.fixture(scope="module")
+def problem():
+    """VGG-11 (BatchNorm) at width 1/8, 64 random CIFAR-shaped examples, a 10 % mask."""
+    model = fj.models.VGG(depth=11, num_classes=10, width_multiplier=0.125)
+    kx, ky, kp, km = jax.random.split(jax.random.key(7), 4)
+    batch = {"image": jax.random.normal(kx, (64, 32, 32, 3)),
+             "label": jax.random.randint(ky, (64,), 0, 10)}
+    variables = model.init(kp, batch["image"][:2], train=False)
+    keys = jax.random.split(km, len(jax.tree.leaves(variables["params"])))
+    leaves, treedef = jax.tree.flatten(variables["params"])
+    start = treedef.unflatten([
+        jax.random.uniform(k, p.shape) < 0.1 if p.ndim >= 2 else jnp.ones((), bool)
+        for k, p in zip(keys, leaves)])
+    return model, variables, batch, start
+
+
+def prunable(tree):
+    """The prunable leaves (kernels) of a params-shaped tree, flattened and concatenated."""
+    return np.concatenate([np.asarray(x).ravel() for x in jax.tree.leaves(tree)
+                           if np.ndim(x) >= 2])
+
+
+def paper_selection(scores: np.ndarray, mask: np.ndarray, method: str, k: int) -> np.ndarray:
+    """The official code's selection: the k-th largest score by sort, keep every score >= it.
+
+    Iterative SNIP first sets the scores of pruned weights to the global minimum.
+    """
+    scores = scores.copy()
+    if method == "iter_snip":
+        scores[~mask] = scores.min()
+    threshold = np.sort(scores)[-k]
+    return scores >= threshold
+
+
+def step_of_prune(problem, method, loss):
+    model, variables, batch, start = problem
+    loss_fn = fj.classification_loss(model, variables, loss=loss)
+    mask, history = fj.prune(loss_fn, variables["params"], batch, method=method,
+                             sparsity=SPARSITY_AFTER_STEP, steps=1, batch_size=64,
+                             key=jax.random.key(0), initial_mask=start)
+    return prunable(mask), int(history.kept[0])
+
+
+def jax_reference_scores(problem, loss):
+    """|theta0 * dL/dw| at w = theta0 * m, with plain lax convs and the loss written out."""
+    model, variables, batch, start = problem
+    plain = fj.models.VGG(depth=11, num_classes=10, width_multiplier=0.125,
+                          fast_loop_grad=False)
+    labels = batch["label"]
+
+    def objective(params):
+        logits, _ = plain.apply({"params": params, "batch_stats": variables["batch_stats"]},
+                                batch["image"], train=True, mutable=["batch_stats"])
+        true_logit = logits[jnp.arange(labels.shape[0]), labels]
+        if loss == "nll_on_logits":
+            return -jnp.mean(true_logit)
+        return jnp.mean(jax.nn.logsumexp(logits, axis=-1) - true_logit)
+
+    params = variables["params"]
+    masked = jax.tree.map(lambda p, m: p * m, params, start)
+    grads = jax.grad(objective)(masked)
+    return np.abs(prunable(params) * prunable(grads)), prunable(start)
+
+
+def assert_same_selection(ours, reference, scores, k):
+    """Equal, except where a score is within float rounding of the k-th largest."""
+    assert ours.sum() == k
+    threshold = np.sort(scores)[-k]
+    differ = ours != reference
+    assert np.all(np.abs(scores[differ] - threshold) <= 1e-4 * threshold), differ.sum()
+    iou = (ours & reference).sum() / (ours | reference).sum()
+    assert iou >= 0.99, iou
+
+
+@pytest.mark.parametrize("loss", ["nll_on_logits", "cross_entropy"])
+@pytest.mark.parametrize("method", ["force", "iter_snip"])
+def test_one_step_selects_what_the_papers_equations_select(problem, method, loss):
+    ours, k = step_of_prune(problem, method, loss)
+    scores, start = jax_reference_scores(problem, loss)
+    reference = paper_selection(scores, start, method, k)
+    if method == "iter_snip":
+        assert not np.any(ours & ~start)  # pruned weights never come back
+        scores = np.where(start, scores, -np.inf)
+    else:
+        assert np.any(ours & ~start)  # FORCE revives weights pruned at the previous step
+    assert_same_selection(ours, reference, scores, k)
+
+
+def torch_vgg11(width: float):
+    """VGG-11 (CIFAR form, BatchNorm) in PyTorch, written from the architecture's description."""
+    from torch import nn
+
+    layers, in_channels = [], 3
+    stages = fj.models.VGG(depth=11, num_classes=10).stage_channels()
+    for index, stage in enumerate(stages):
+        if index > 0:
+            layers.append(nn.MaxPool2d(2))
+        for channels in stage:
+            out = scaled_width(channels, width)
+            layers += [nn.Conv2d(in_channels, out, 3, padding=1, bias=False),
+                       nn.BatchNorm2d(out), nn.ReLU()]
+            in_channels = out
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(in_channels, 10)]
+    return nn.Sequential(*layers)
+
+
+@pytest.mark.parametrize("method", ["force", "iter_snip"])
+def test_one_step_matches_a_pytorch_twin_with_copied_weights(problem, method):
+    torch = pytest.importorskip("torch")
+    model, variables, batch, start = problem
+    params = variables["params"]
+    net = torch_vgg11(0.125).train()
+    convs = [m for m in net if isinstance(m, torch.nn.Conv2d)]
+    kernels = [params[f"conv_{i}"]["kernel"] for i in range(len(convs))]
+    conv_masks = [start[f"conv_{i}"]["kernel"] for i in range(len(convs))]
+    linear = net[-1]
+    with torch.no_grad():
+        # Weights theta0 * m: Flax HWIO -> torch OIHW, Flax (in, out) -> torch (out, in).
+        for conv, kernel, m in zip(convs, kernels, conv_masks):
+            conv.weight.copy_(torch.from_numpy(np.asarray(kernel * m).transpose(3, 2, 0, 1)))
+        dense = params["classifier"]
+        linear.weight.copy_(torch.from_numpy(
+            np.asarray(dense["kernel"] * start["classifier"]["kernel"]).T.copy()))
+        linear.bias.copy_(torch.from_numpy(np.asarray(dense["bias"])))
+    x = torch.from_numpy(np.asarray(batch["image"]).transpose(0, 3, 1, 2).copy())
+    y = torch.from_numpy(np.asarray(batch["label"]).astype(np.int64))
+    torch.nn.functional.nll_loss(net(x), y).backward()  # the official code's loss
+    grads = [c.weight.grad.numpy().transpose(2, 3, 1, 0) for c in convs]
+    grads.append(linear.weight.grad.numpy().T)
+    thetas = [np.asarray(k) for k in kernels] + [np.asarray(params["classifier"]["kernel"])]
+    # Flatten in force_jax's leaf order (alphabetical: classifier, conv_0, conv_1, ...).
+    order = [len(convs)] + list(range(len(convs)))
+    scores = np.concatenate([np.abs(thetas[i] * grads[i]).ravel() for i in order])
+    ours, k = step_of_prune(problem, method, "nll_on_logits")
+    reference = paper_selection(scores, prunable(start), method, k)
+    if method == "iter_snip":
+        scores = np.where(prunable(start), scores, -np.inf)
+    assert_same_selection(ours, reference, scores, k)
