@@ -78,3 +78,12 @@ def test_layer_bench_quick(tmp_path):
     ]
     for row in rows:
         assert row["before_s"] > 0 and row["after_s"] > 0
+
+
+def test_chaos_bench_quick(tmp_path):
+    payload = _run("chaos_bench.py", tmp_path, "--methods", "force,snip")
+    rows = {row["method"]: row for row in payload["rows"]}
+    assert set(rows) == {"force", "snip"}
+    for row in rows.values():
+        assert 0.0 <= row["iou"] <= 1.0 and row["kept"] == int(0.01 * 430_500)
+        assert row["differing_kept"] == round(row["kept"] * (1 - row["iou"]) / (1 + row["iou"]))
