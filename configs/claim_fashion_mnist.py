@@ -52,6 +52,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.width_multiplier = 0.25
 
     config.prune.steps = 30  # FORCE and Iterative SNIP; one-shot methods use 1
+    config.prune.scoring_loss = "nll_on_logits"  # the paper code's loss
     config.prune.batch_size = 128
     config.prune.pool_size = 2048
     config.prune.on_collapse = "ignore"  # collapse is a result here, counted in results.csv

@@ -50,6 +50,7 @@ def get_config(arg: str = "cifar10,vgg19") -> ml_collections.ConfigDict:
     config.prune.sparsity = 0.99
     config.prune.steps = 60
     config.prune.schedule = "exp"
+    config.prune.scoring_loss = "nll_on_logits"  # the official code: nll_loss on raw logits
     config.prune.batch_size = 128
     config.prune.batches_per_step = 1
     config.prune.pool_size = 45_000

@@ -23,6 +23,7 @@ def test_paper_configs(arg):
     config = load("paper", arg)
     train.validate_config(config)
     assert config.prune.steps == 60 and config.prune.schedule == "exp"
+    assert config.prune.scoring_loss == "nll_on_logits"  # the paper code's loss
     if arg.startswith("imagenet"):
         assert (config.prune.batches_per_step, config.train.batch_size) == (40, 256)
         assert config.train.num_epochs == 90
@@ -40,3 +41,19 @@ def test_default_config():
     config = load("default")
     train.validate_config(config)
     assert config.prune.method == "force" and config.prune.sparsity == 0.99
+
+
+@pytest.mark.parametrize("name", ["claim_fashion_mnist", "ablation_fashion_mnist"])
+def test_configs_that_reproduce_the_paper_use_its_scoring_loss(name):
+    config = load(name)
+    train.validate_config(config)
+    assert config.prune.scoring_loss == "nll_on_logits"
+
+
+def test_seed_sweep_of_the_default_run():
+    config = load("default_seeds")
+    train.validate_config(config)
+    default = load("default")
+    assert config.sweep.methods == (default.prune.method,)
+    assert config.sweep.sparsities == (default.prune.sparsity,)
+    assert len(set(config.sweep.seeds)) == len(config.sweep.seeds) == 5
