@@ -1,0 +1,182 @@
+"""Several finished sweeps side by side: one table and one figure per ablation.
+
+    python -m force_jax.sweep_compare --out=docs/ablation_fashion_mnist \
+        --runs=base=runs/ablation/base,cross_entropy=runs/ablation/ce
+
+Each run is a sweep folder (its results.csv) and a label. Writes, atomically,
+OUT/results.csv (every row, with a `variant` column), OUT/summary.md (test
+accuracy mean ± sample std and seed count, one row per variant and method,
+one column per sparsity) and OUT/accuracy_vs_sparsity.png (one panel per
+method, one line per variant, error bars of one std). Failed cells are
+counted, never averaged.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+from force_jax import checkpoint, plots
+
+VARIANT_COLUMNS = ("variant", "method", "sparsity", "seed", "test_accuracy", "error")
+
+
+def read_rows(label: str, sweep_dir: str) -> list[dict[str, Any]]:
+    """The rows of one sweep's results.csv, labelled with its variant.
+
+    Args:
+      label: the variant's name.
+      sweep_dir: the sweep folder.
+
+    Returns:
+      Dicts with VARIANT_COLUMNS; test_accuracy is a float or None.
+
+    Raises:
+      FileNotFoundError: naming the missing results.csv.
+    """
+    path = os.path.join(sweep_dir, "results.csv")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} does not exist: is {sweep_dir} a sweep folder?")
+    with open(path) as f:
+        return [{"variant": label, "method": r["method"], "sparsity": float(r["sparsity"]),
+                 "seed": int(r["seed"]),
+                 "test_accuracy": float(r["test_accuracy"]) if r["test_accuracy"] else None,
+                 "error": r.get("error") or None} for r in csv.DictReader(f)]
+
+
+def _cell(values: Sequence[float]) -> str:
+    if not values:
+        return "n/a"
+    if len(values) == 1:
+        return f"{values[0]:.3f} (n=1)"
+    return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f} (n={len(values)})"
+
+
+def _accuracies(rows, variant, method, sparsity) -> list[float]:
+    return [r["test_accuracy"] for r in rows if (r["variant"], r["method"], r["sparsity"]) == (
+        variant, method, sparsity) and r["test_accuracy"] is not None]
+
+
+def summary_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """Test accuracy, variant x method by sparsity, as mean ± std (n seeds).
+
+    Args:
+      rows: labelled rows from `read_rows`.
+
+    Returns:
+      The markdown text.
+    """
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    sparsities = sorted({r["sparsity"] for r in rows})
+    lines = ["| variant | method | " + " | ".join(f"{100 * s:g} %" for s in sparsities) + " |",
+             "|---|---|" + "---|" * len(sparsities)]
+    for variant in variants:
+        for method in methods:
+            cells = [_cell(_accuracies(rows, variant, method, s)) for s in sparsities]
+            lines.append(f"| {variant} | {method} | " + " | ".join(cells) + " |")
+    failed = sum(1 for r in rows if r["error"])
+    return "\n".join(lines) + f"\n\n{len(rows)} cells, {failed} failed.\n"
+
+
+def plot_comparison(rows: Sequence[dict[str, Any]], path: str) -> None:
+    """Accuracy vs remaining weights, one panel per method, one line per variant.
+
+    Args:
+      rows: labelled rows from `read_rows`.
+      path: output PNG.
+    """
+    import matplotlib.pyplot as plt
+
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    sparsities = sorted({r["sparsity"] for r in rows})
+    fig, axes = plt.subplots(1, len(methods), figsize=(5 * len(methods), 4), sharey=True,
+                             squeeze=False)
+    for ax, method in zip(axes[0], methods):
+        for variant in variants:
+            points = [(100 * (1 - s), _accuracies(rows, variant, method, s)) for s in sparsities]
+            points = [(x, v) for x, v in points if v]
+            if not points:
+                continue
+            means = [statistics.fmean(v) for _, v in points]
+            stds = [statistics.stdev(v) if len(v) > 1 else 0.0 for _, v in points]
+            ax.errorbar([x for x, _ in points], means, yerr=stds, marker="o", capsize=3,
+                        label=variant)
+        ax.set(xscale="log", xlabel="remaining weights (%)", title=method)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test accuracy")
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    plots.save_figure(fig, path)
+
+
+def write_comparison(runs: Sequence[tuple[str, str]], out_dir: str) -> list[dict[str, Any]]:
+    """Reads every run and writes results.csv, summary.md and the figure into out_dir.
+
+    Args:
+      runs: (label, sweep folder) pairs, in the order of the table.
+      out_dir: output folder (created if missing).
+
+    Returns:
+      The labelled rows.
+    """
+    rows = [row for label, folder in runs for row in read_rows(label, folder)]
+    os.makedirs(out_dir, exist_ok=True)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(VARIANT_COLUMNS)
+    for row in rows:
+        writer.writerow(["" if row[c] is None else row[c] for c in VARIANT_COLUMNS])
+    checkpoint.write_atomic(os.path.join(out_dir, "results.csv"), buffer.getvalue())
+    checkpoint.write_atomic(os.path.join(out_dir, "summary.md"), summary_markdown(rows))
+    plot_comparison(rows, os.path.join(out_dir, "accuracy_vs_sparsity.png"))
+    return rows
+
+
+def parse_runs(text: str) -> list[tuple[str, str]]:
+    """Parses "label=folder,label=folder" into pairs; labels must be distinct.
+
+    Args:
+      text: the --runs flag.
+
+    Returns:
+      (label, folder) pairs.
+
+    Raises:
+      ValueError: for an entry without "=" or a repeated label.
+    """
+    pairs = []
+    for entry in filter(None, text.split(",")):
+        if "=" not in entry:
+            raise ValueError(f"--runs entry {entry!r} must be label=folder")
+        label, folder = entry.split("=", 1)
+        pairs.append((label.strip(), folder.strip()))
+    labels = [label for label, _ in pairs]
+    if len(set(labels)) != len(labels) or not pairs:
+        raise ValueError(f"--runs needs at least one run and distinct labels, got {labels}")
+    return pairs
+
+
+def main() -> None:
+    """Command line: --runs=label=folder,... --out=DIR."""
+    from absl import app, flags
+
+    flags.DEFINE_string("runs", None, "label=sweep_folder pairs, comma-separated.")
+    flags.DEFINE_string("out", None, "Output folder.")
+    flags.mark_flags_as_required(["runs", "out"])
+
+    def run(argv: list[str]) -> None:
+        del argv
+        rows = write_comparison(parse_runs(flags.FLAGS.runs), flags.FLAGS.out)
+        print(summary_markdown(rows))
+
+    app.run(run)
+
+
+if __name__ == "__main__":
+    main()
