@@ -6,8 +6,8 @@
 The config holds every key of configs/default.py plus `config.sweep.methods`,
 `config.sweep.sparsities` and `config.sweep.seeds` (tuples), and optionally
 `config.sweep.synflow_steps` (SynFlow's number of steps, None: its default of
-100) and `config.sweep.grasp_temperature` (softmax temperature used for GraSP
-cells only). Each cell runs `train.train_and_evaluate` in
+100), `config.sweep.grasp_temperature` (softmax temperature used for GraSP
+cells only) and `config.sweep.grasp_scoring_loss` (GraSP's own scoring loss). Each cell runs `train.train_and_evaluate` in
 `DIR/cells/<method>_s<sparsity>_seed<seed>`. After every cell the sweep
 rewrites, atomically, `DIR/results.csv`, `DIR/summary.md` (mean and std over
 seeds of the test accuracy, and masks with S(m) = 0, per method and sparsity),
@@ -77,7 +77,8 @@ def cell_config(
 
     One-shot methods get `prune.steps = None` (their default of 1 step); SynFlow
     gets `sweep.synflow_steps` if set (else None: its default of 100); GraSP gets
-    `sweep.grasp_temperature` if set. Other methods keep `prune.steps`.
+    `sweep.grasp_temperature` and `sweep.grasp_scoring_loss` if set. Other
+    methods keep `prune.steps`.
 
     Args:
       config: the sweep config.
@@ -99,6 +100,8 @@ def cell_config(
         cell.prune.steps = sweep.get("synflow_steps")
     if method == "grasp" and sweep.get("grasp_temperature") is not None:
         cell.prune.temperature = float(sweep.grasp_temperature)
+    if method == "grasp" and sweep.get("grasp_scoring_loss") is not None:
+        cell.prune.scoring_loss = sweep.grasp_scoring_loss
     return cell
 
 

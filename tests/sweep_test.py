@@ -39,6 +39,7 @@ def test_cell_config_sets_steps_and_grasp_temperature():
     config = tiny_sweep_config()
     config.sweep.synflow_steps = 7
     config.sweep.grasp_temperature = 200.0
+    config.sweep.grasp_scoring_loss = "cross_entropy"
     force = sweep.cell_config(config, "force", 0.95, 2)
     assert (force.prune.method, force.prune.sparsity, force.seed) == ("force", 0.95, 2)
     assert force.prune.steps == 3 and force.prune.temperature == 1.0
@@ -46,6 +47,8 @@ def test_cell_config_sets_steps_and_grasp_temperature():
     assert sweep.cell_config(config, "synflow", 0.95, 0).prune.steps == 7
     grasp = sweep.cell_config(config, "grasp", 0.95, 0)
     assert grasp.prune.steps is None and grasp.prune.temperature == 200.0
+    assert grasp.prune.scoring_loss == "cross_entropy" and force.prune.scoring_loss == (
+        config.prune.scoring_loss)
     assert config.prune.method == "force" and config.seed == 0  # the sweep config is untouched
     assert sweep.cell_name("force", 0.995, 1) == "force_s0.995_seed1"
 
