@@ -8,12 +8,13 @@ The config holds every key of configs/default.py plus `config.sweep.methods`,
 `config.sweep.synflow_steps` (SynFlow's number of steps, None: its default of
 100), `config.sweep.grasp_temperature` (softmax temperature used for GraSP
 cells only) and `config.sweep.grasp_scoring_loss` (GraSP's own scoring loss).
-Each cell runs `train.train_and_evaluate` in `DIR/cells/<method>_s<sparsity>_seed<seed>`. After every cell the sweep
+Each cell runs `train.train_and_evaluate` in
+`DIR/cells/<method>_s<sparsity>_seed<seed>`. After every cell the sweep
 rewrites, atomically, `DIR/results.csv`, `DIR/summary.md` (mean and std over
 seeds of the test accuracy, and masks with S(m) = 0, per method and sparsity),
-`DIR/accuracy_vs_sparsity.png`,
-`DIR/objective_vs_sparsity.png` and `DIR/layer_density_<sparsity>.png` (the
-highest sparsity, one series per method).
+`DIR/accuracy_vs_sparsity.png`, `DIR/objective_vs_sparsity.png` and
+`DIR/layer_density_<sparsity>.png` (the highest sparsity, one series per
+method).
 
 Rerunning the command on the same workdir skips every finished cell (its
 metrics.json exists), resumes an interrupted one from its last checkpoint and
