@@ -8,6 +8,7 @@ Flags are defined only when a command runs, so importing a module defines none.
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -84,6 +85,9 @@ def run_config_command(
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
         logging.set_verbosity(logging.WARNING)  # orbax and TFDS log every file at INFO
+        # A preempted job gets SIGTERM: exit through `finally` blocks, so the workdir's
+        # lock is released and the checkpoint manager closed.
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
         try:
             command(flags.FLAGS.config, flags.FLAGS.workdir)
         except ConfigError as e:  # a user's mistake: the message says the fix

@@ -9,11 +9,12 @@ believe they hold the lock.
 
 A lock file that still names a holder but whose ``flock`` is free was left by
 a run that died without releasing it (``kill -9``, a crash, a lost node). On
-the same host that is checked (the PID must no longer be alive) and the stale
-lock is taken over with a one-line report. A holder on another host cannot be
-checked from here: the run refuses and says which file to delete once that
-run is known to be gone. ``flock`` is reliable on local filesystems; shared
-filesystems without lock support fall back to the PID check on one host.
+the same host the stale lock is taken over with a one-line report naming the
+dead run's PID and host. A holder on another host cannot be checked from
+here: the run refuses and says which file to delete once that run is known
+to be gone. ``flock`` is reliable on local filesystems; on a filesystem that
+cannot lock at all, the record decides: a live process with the recorded PID
+and start time on this host keeps the workdir.
 """
 
 from __future__ import annotations
@@ -33,14 +34,32 @@ from force_jax.errors import WorkdirError
 LOCK_FILE = "lock"
 
 
-def _pid_alive(pid: int) -> bool:
+# flock errors that mean "this filesystem cannot lock", not "someone holds the lock".
+_NO_LOCKING = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
+
+
+def _process_start(pid: int) -> str | None:
+    """The kernel's start time of a process (Linux /proc), to tell a reused PID apart."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _holder_alive(holder: dict) -> bool:
+    """Whether the process a lock record names still runs (on this host)."""
+    pid = holder.get("pid")
+    if not isinstance(pid, int) or pid == os.getpid():
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # alive, owned by another user
-        return True
-    return True
+        pass
+    recorded, now = holder.get("process_start"), _process_start(pid)
+    return recorded is None or now is None or recorded == now  # else the PID was reused
 
 
 def _read_holder(fd: int) -> dict:
@@ -56,19 +75,27 @@ def _read_holder(fd: int) -> dict:
 
 
 def _describe(holder: dict) -> str:
+    if not holder:
+        return "another run (starting or ending)"
     if "unreadable" in holder:
         return f"an unknown run (lock file holds {holder['unreadable']!r})"
     return (f"process {holder.get('pid')} on host {holder.get('host')!r}, "
             f"started {holder.get('started')}")
 
 
-def _open_locked(path: str) -> tuple[int, dict]:
-    """Opens and flocks the lock file; returns (fd, the previous holder's record)."""
+def _open_locked(path: str) -> tuple[int, dict, bool]:
+    """Opens and flocks the lock file.
+
+    Returns:
+      (fd, the previous holder's record, whether flock works on this filesystem).
+    """
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
+            if e.errno in _NO_LOCKING:
+                return fd, _read_holder(fd), False
             holder = _read_holder(fd)
             os.close(fd)
             if e.errno not in (errno.EAGAIN, errno.EACCES):
@@ -82,7 +109,7 @@ def _open_locked(path: str) -> tuple[int, dict]:
         except FileNotFoundError:
             same = False
         if same:
-            return fd, _read_holder(fd)
+            return fd, _read_holder(fd), True
         os.close(fd)
 
 
@@ -107,21 +134,21 @@ def workdir_lock(workdir: str, *, enabled: bool = True) -> Iterator[None]:
         return
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, LOCK_FILE)
-    fd, previous = _open_locked(path)
+    fd, previous, flock_works = _open_locked(path)
     host = socket.gethostname()
     try:
         if previous:
-            pid = previous.get("pid")
             same_host = previous.get("host") == host
-            if not same_host or not isinstance(pid, int) or (pid != os.getpid()
-                                                             and _pid_alive(pid)):
+            # With a working flock, holding it proves the recorded run is gone (a PID
+            # check could be fooled by a reused PID); without one, the PID check decides.
+            if not same_host or (not flock_works and _holder_alive(previous)):
                 where = "is alive" if same_host else "may still run on another host"
                 raise WorkdirError(
                     f"{workdir} is locked by {_describe(previous)}, which {where}. If that run "
                     f"is gone, delete {path} and rerun.")
             print(f"taking over the stale lock of {_describe(previous)}, which ended "
                   "without releasing it", file=sys.stderr)
-        record = {"pid": os.getpid(), "host": host,
+        record = {"pid": os.getpid(), "host": host, "process_start": _process_start(os.getpid()),
                   "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
@@ -132,5 +159,7 @@ def workdir_lock(workdir: str, *, enabled: bool = True) -> Iterator[None]:
     try:
         yield
     finally:
-        os.ftruncate(fd, 0)
-        os.close(fd)  # releases the flock
+        try:
+            os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)  # releases the flock

@@ -166,3 +166,43 @@ def check_same_on_all_processes(value: int, what: str) -> None:
     values = np.asarray(multihost_utils.process_allgather(np.int64(value)))
     if not np.all(values == value):
         raise RuntimeError(f"processes disagree on the {what}: {values.tolist()}")
+
+
+def barrier(name: str) -> None:
+    """Waits until every process reaches this point (a no-op with one process).
+
+    Args:
+      name: a label shared by all processes for this barrier.
+    """
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def raise_on_every_process(error: Exception | None) -> None:
+    """Raises on every process when any process failed a check.
+
+    A check that only one process makes (e.g. process 0 taking the workdir's
+    lock) must not leave the other processes waiting in the run's first
+    collective: every process calls this with its own outcome.
+
+    Args:
+      error: this process's error, or None.
+
+    Raises:
+      The process's own error, or a ConfigError naming the processes that
+      failed when this one did not.
+    """
+    if jax.process_count() == 1:
+        if error is not None:
+            raise error
+        return
+    from jax.experimental import multihost_utils
+
+    failed = np.asarray(multihost_utils.process_allgather(np.int32(error is not None)))
+    if error is not None:
+        raise error
+    if failed.any():
+        raise ConfigError(f"process(es) {np.flatnonzero(failed).tolist()} refused the run; "
+                          "their error says why")

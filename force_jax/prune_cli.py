@@ -19,7 +19,6 @@ import orbax.checkpoint as ocp
 
 from force_jax import checkpoint, data, masks, plots, train
 from force_jax import workdir as workdir_lib
-from force_jax.lock import workdir_lock
 
 
 def prune_and_save(config: ml_collections.ConfigDict, workdir: str) -> masks.SparsityReport:
@@ -37,9 +36,7 @@ def prune_and_save(config: ml_collections.ConfigDict, workdir: str) -> masks.Spa
         in use by another run.
     """
     train.validate_config(config)
-    with workdir_lock(workdir):
-        workdir_lib.check_config(workdir, config)
-        workdir_lib.record_config(workdir, config)
+    with workdir_lib.claim(workdir, config):
         return _prune_and_save(config, workdir)
 
 

@@ -37,10 +37,9 @@ from typing import Any
 import ml_collections
 from tqdm.auto import tqdm
 
-from force_jax import checkpoint, schedules, scores, train
+from force_jax import checkpoint, parallel, schedules, scores, train
 from force_jax import workdir as workdir_lib
 from force_jax.errors import ConfigError, WorkdirError
-from force_jax.lock import workdir_lock
 from force_jax.masks import SparsityReport
 from force_jax.prune import release_compiled
 from force_jax.sweep_report import (
@@ -270,8 +269,9 @@ def run_sweep(
 
     Cells run seed by seed (every method and sparsity of the first seed,
     then the next seed), so an interrupted sweep already covers the whole grid
-    once. The sweep folder is locked for the run; the grid is validated and
-    every existing cell is checked against the config before any cell runs.
+    once. The grid and every cell's config are validated, the sweep folder is
+    locked for the run (by process 0), and every existing cell is checked
+    against the config before any cell runs.
 
     Returns:
       The results rows of the finished cells, ordered by method, sparsity and
@@ -282,8 +282,10 @@ def run_sweep(
     """
     sweep = config.sweep
     validate_grid(sweep)
-    with workdir_lock(workdir):
-        check_cells(config, workdir)
+    for method, sparsity, seed in grid(sweep):  # one error now, not one failed cell each
+        train.validate_config(cell_config(config, method, sparsity, seed))
+    parallel.initialize_distributed(config.distributed)
+    with workdir_lib.claim(workdir, check=lambda: check_cells(config, workdir)):
         return _run_cells(config, workdir, train_fn or train.train_and_evaluate)
 
 

@@ -33,7 +33,6 @@ from force_jax import checkpoint, compile_options, data, losses, masks, optim, p
 from force_jax import models as models_lib
 from force_jax import workdir as workdir_lib
 from force_jax.errors import ConfigError
-from force_jax.lock import workdir_lock
 from force_jax.prune import prune as prune_params
 
 PyTree = Any
@@ -218,6 +217,9 @@ def _prune_or_restore(
     is_main = jax.process_index() == 0
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     restored = checkpoint.restore_state(mngr, template, set_aside=is_main)
+    # Process 0 set damaged checkpoints aside: every process forgets them before saving.
+    parallel.barrier("checkpoints restored")
+    mngr.reload()
     if restored is not None:
         state, step = restored
         parallel.check_same_on_all_processes(step, "restored checkpoint step")
@@ -330,11 +332,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         validation_fraction=config.data.validation_fraction, download=config.data.download,
     )
     check_data_sizes(config, info)
-    is_main = jax.process_index() == 0
-    with workdir_lock(workdir, enabled=is_main):
-        workdir_lib.check_config(workdir, config)
-        if is_main:
-            workdir_lib.record_config(workdir, config)
+    with workdir_lib.claim(workdir, config):
         return _run(config, workdir, mesh, info)
 
 
@@ -477,6 +475,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                                            and train_cfg.num_steps >= 1),
            "train.num_steps", train_cfg.num_steps, "an integer >= 1 (in a config file, None "
            "trains train.num_epochs epochs)")
+    schedule = train_cfg.lr_schedule
+    _check(schedule.name in ("cosine", "step"), "train.lr_schedule.name", schedule.name,
+           "cosine or step")
+    _check(schedule.get("warmup_epochs", 0) >= 0 and not (
+        schedule.name == "step" and schedule.get("warmup_epochs", 0)),
+        "train.lr_schedule.warmup_epochs", schedule.get("warmup_epochs", 0),
+        ">= 0, and 0 with the step schedule")
     _check(0 <= config.data.validation_fraction < 1, "data.validation_fraction",
            config.data.validation_fraction, "a fraction in [0, 1)")
 

@@ -6,21 +6,27 @@ must have the same *defining* settings, the ones that decide the result:
 data, model, prune, train and seed. Settings that only say where or how often
 (``data.data_dir``, ``data.download``, the device mesh, ``distributed``, the
 evaluation batch size and frequency, a sweep's grid) may differ. A rerun whose
-defining settings differ is refused before anything is read or written, with
-the differing keys listed; config.json is written only once the run is known
-to be the one it describes.
+defining settings differ is refused before any data is read or any result
+written, with the differing keys listed; config.json is written only once the
+run is known to be the one it describes. A workdir that holds no result yet
+(a run that failed before its first result file) takes the new config.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import jax
 import ml_collections
 
+from force_jax import parallel
 from force_jax.checkpoint import write_atomic
 from force_jax.errors import WorkdirError
+from force_jax.lock import workdir_lock
 
 CONFIG_FILE = "config.json"
 # Keys (dotted prefixes) that do not change a run's result.
@@ -28,8 +34,26 @@ NON_DEFINING = (
     "data.data_dir", "data.download", "mesh", "distributed", "eval_batch_size",
     "eval_every_steps", "sweep",
 )
-# Files whose presence means the workdir already holds results of some run.
+# Files whose presence means the workdir already holds results of some run (a
+# checkpoints folder counts once it holds anything).
 RESULT_FILES = ("prune.json", "metrics.jsonl", "metrics.json", "checkpoints", "mask")
+
+
+def results_in(workdir: str) -> list[str]:
+    """The result files and folders a workdir holds (empty folders do not count).
+
+    Args:
+      workdir: the run's folder.
+
+    Returns:
+      Names from RESULT_FILES that exist there, in that order.
+    """
+    found = []
+    for name in RESULT_FILES:
+        path = os.path.join(workdir, name)
+        if os.path.isfile(path) or (os.path.isdir(path) and os.listdir(path)):
+            found.append(name)
+    return found
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -94,21 +118,23 @@ def check_config(workdir: str, config: ml_collections.ConfigDict) -> bool:
       config: the config of the new run.
 
     Returns:
-      True when the workdir already records this run's config, False when it
-      holds no run yet.
+      True when the workdir already holds results of this run's config,
+      False when it holds no results yet (a config.json left by a run that
+      failed before writing any result is then replaced, so a corrected
+      rerun is not refused).
 
     Raises:
       WorkdirError: listing the differing keys, or when the workdir holds
         results but no config.json to check them against.
     """
     path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.exists(path):
-        found = [f for f in RESULT_FILES if os.path.exists(os.path.join(workdir, f))]
-        if found:
-            raise WorkdirError(
-                f"{workdir} holds results ({', '.join(found)}) but no {CONFIG_FILE} saying which "
-                "config made them; use a new --workdir.")
+    found = results_in(workdir)
+    if not found:
         return False
+    if not os.path.exists(path):
+        raise WorkdirError(
+            f"{workdir} holds results ({', '.join(found)}) but no {CONFIG_FILE} saying which "
+            "config made them; use a new --workdir.")
     try:
         with open(path) as f:
             recorded = json.load(f)
@@ -134,3 +160,42 @@ def record_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     """
     write_atomic(os.path.join(workdir, CONFIG_FILE),
                  json.dumps(config_record(config), indent=2, sort_keys=True) + "\n")
+
+
+@contextlib.contextmanager
+def claim(workdir: str, config: ml_collections.ConfigDict | None = None, *,
+          check: Callable[[], Any] | None = None) -> Iterator[None]:
+    """Makes the workdir this run's for a ``with`` block: locked, checked, recorded.
+
+    Process 0 takes the lock; every process runs the check; every process
+    learns whether any refused (so none waits alone in a collective); process
+    0 then records the config.
+
+    Args:
+      workdir: the run's folder.
+      config: the run's config, checked with `check_config` and recorded
+        with `record_config`; None for a folder without a config record (a
+        sweep's), which `check` then vouches for.
+      check: a further check run on every process; raises WorkdirError.
+
+    Yields:
+      Nothing; the workdir is the run's inside the block.
+
+    Raises:
+      WorkdirError: when the workdir is in use or holds results of another config.
+    """
+    is_main = jax.process_index() == 0
+    with contextlib.ExitStack() as stack:
+        error = None
+        try:
+            stack.enter_context(workdir_lock(workdir, enabled=is_main))
+            if config is not None:
+                check_config(workdir, config)
+            if check is not None:
+                check()
+        except WorkdirError as e:
+            error = e
+        parallel.raise_on_every_process(error)
+        if is_main and config is not None:
+            record_config(workdir, config)
+        yield

@@ -3,6 +3,8 @@ over with its PID and host reported, and the lock is released on exit."""
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import socket
 import subprocess
@@ -32,7 +34,6 @@ def _holder(workdir) -> subprocess.Popen:
     return process
 
 
-@needs_real_data
 def test_a_second_run_on_a_locked_workdir_fails_at_once_naming_the_holder(tmp_path):
     holder = _holder(tmp_path)
     try:
@@ -40,13 +41,40 @@ def test_a_second_run_on_a_locked_workdir_fails_at_once_naming_the_holder(tmp_pa
                                                rf"'{socket.gethostname()}'"):
             with workdir_lock(str(tmp_path)):
                 pass
-        # The training entry point refuses before writing anything.
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+
+
+@needs_real_data
+def test_train_refuses_a_locked_workdir_before_writing_anything(tmp_path):
+    holder = _holder(tmp_path)
+    try:
         with pytest.raises(WorkdirError, match="one run per workdir"):
             train.train_and_evaluate(tiny_config(), str(tmp_path))
         assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_FILE]
     finally:
         holder.kill()
         holder.wait(timeout=30)
+
+
+def test_without_flock_support_the_pid_record_decides(tmp_path, monkeypatch, capsys):
+    holder = _holder(tmp_path)
+
+    def cannot_lock(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", cannot_lock)
+    try:
+        with pytest.raises(WorkdirError, match=rf"locked by process {holder.pid} .* is alive"):
+            with workdir_lock(str(tmp_path)):
+                pass
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    with workdir_lock(str(tmp_path)):  # the recorded process is dead: taken over
+        pass
+    assert f"stale lock of process {holder.pid}" in capsys.readouterr().err
 
 
 def test_the_lock_of_a_killed_run_is_taken_over_and_reported(tmp_path, capsys):

@@ -169,7 +169,9 @@ def test_a_config_mistake_on_the_command_line_is_one_line(tmp_path):
      ("train.num_steps", 0, "config.train.num_steps=0: expected an integer >= 1"),
      ("prune.method", "snip", "config.prune.steps=3, but snip prunes in one shot: set "
                               "--config.prune.steps=1"),
-     ("prune.pool_size", 32, "config.prune.pool_size=32: expected >= prune.batch_size")],
+     ("prune.pool_size", 32, "config.prune.pool_size=32: expected >= prune.batch_size"),
+     ("train.lr_schedule.name", "linear", "config.train.lr_schedule.name='linear': expected "
+                                          "cosine or step")],
 )
 def test_bad_config_values_fail_before_any_work(tmp_path, key, value, message):
     with pytest.raises(ConfigError, match=message):

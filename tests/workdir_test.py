@@ -78,3 +78,12 @@ def test_a_changed_config_on_a_finished_run_is_refused_and_its_record_kept(tmp_p
     again = train.train_and_evaluate(moved, str(copy))
     assert again["test_accuracy"] == final["test_accuracy"]
     assert json.loads((copy / "config.json").read_text())["eval_batch_size"] == 50
+
+
+def test_a_run_that_failed_before_any_result_does_not_block_its_fix(tmp_path):
+    workdir.record_config(str(tmp_path), tiny_config(**{"train.lr_schedule.name": "linear"}))
+    (tmp_path / "checkpoints").mkdir()  # created empty before the failure
+    assert workdir.check_config(str(tmp_path), tiny_config()) is False
+    (tmp_path / "checkpoints" / "0").mkdir()
+    with pytest.raises(WorkdirError, match='train.lr_schedule.name: "linear" -> "cosine"'):
+        workdir.check_config(str(tmp_path), tiny_config())
