@@ -134,7 +134,7 @@ def bench_one(name: str, batch_size: int, methods: list[str], *, quick: bool,
         if method == "force" and not quick:
             counts = jnp.zeros((LONG_STEPS + 1,), jnp.int32)
             start = time.perf_counter()
-            compiled = program.lower(params, data, counts, jax.random.key(1)).compile()
+            compiled = program.lower(params, data, counts, jax.random.key(1), dense).compile()
             row["compile_60_steps_s"] = time.perf_counter() - start
             row["program_memory"] = bu.compiled_memory(compiled)
             row["train_step_memory"] = train_memory

@@ -91,6 +91,7 @@ def test_pruning_program_compiles_with_the_options(monkeypatch):
     program = _program("force", _conv_loss, None, fj.masks.prunable_flags(params), 32, 1, True,
                        None)
     counts = jnp.asarray([20000, 10000, 10000], jnp.int32)
-    hlo = program.lower(params, data, counts, jax.random.key(2)).compile().as_text()
+    start = fj.masks.init_mask(params)
+    hlo = program.lower(params, data, counts, jax.random.key(2), start).compile().as_text()
     assert "convolution(" in hlo
     assert _library_convs(hlo) == 0
