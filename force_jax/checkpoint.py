@@ -109,11 +109,6 @@ def write_jsonl(path: str, records: list[dict]) -> None:
     write_atomic(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
 
 
-def append_jsonl(path: str, record: dict) -> None:
-    """Appends one record to a JSON-lines file (rewritten atomically)."""
-    write_jsonl(path, read_jsonl(path) + [record])
-
-
 def resume_records(path: str, step: int) -> list[dict]:
     """The metrics records a run resumed at `step` continues from.
 

@@ -46,8 +46,7 @@ def test_failed_write_keeps_the_previous_file(tmp_path):
 
 def test_jsonl_append_and_cut_back_for_resume(tmp_path):
     path = str(tmp_path / "metrics.jsonl")
-    for step in (10, 20, 30):
-        checkpoint.append_jsonl(path, {"step": step})
+    checkpoint.write_jsonl(path, [{"step": step} for step in (10, 20, 30)])
     assert [r["step"] for r in checkpoint.resume_records(path, 20)] == [10, 20]
     assert checkpoint.read_jsonl(str(tmp_path / "missing.jsonl")) == []
 
