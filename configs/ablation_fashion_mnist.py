@@ -33,6 +33,8 @@ def get_config() -> ml_collections.ConfigDict:
     path = os.path.join(os.path.dirname(__file__), "claim_fashion_mnist.py")
     config = cli.load_config_file(path)
     config.prune.scoring_loss = "nll_on_logits"
+    config.train.num_steps = 150  # 0.36 epoch: the budget the other variants start from
+    config.eval_every_steps = -1  # a single evaluation, at the end
     config.sweep.methods = ("force", "iter_snip")
     config.sweep.sparsities = (0.99, 0.995, 0.998)
     config.sweep.seeds = (0, 1, 2)
