@@ -11,7 +11,9 @@ cells only) and `config.sweep.grasp_scoring_loss` (GraSP's own scoring loss).
 Each cell runs `train.train_and_evaluate` in
 `DIR/cells/<method>_s<sparsity>_seed<seed>`. After every cell the sweep
 rewrites, atomically, `DIR/results.csv`, `DIR/summary.md` (mean and std over
-seeds of the test accuracy, and masks with S(m) = 0, per method and sparsity),
+seeds of the test accuracy, and masks with S(m) = 0, per method and sparsity;
+when cells are evaluated more than once, the ranking of methods after each
+evaluation), `DIR/accuracy_by_step.csv` (every evaluation of every cell),
 `DIR/accuracy_vs_sparsity.png`, `DIR/objective_vs_sparsity.png` and
 `DIR/layer_density_<sparsity>.png` (the highest sparsity, one series per
 method).
@@ -46,6 +48,7 @@ from force_jax.sweep_report import (
     report_from_dict,
     write_plots,
     write_results,
+    write_step_results,
     write_summary,
 )
 
@@ -149,6 +152,24 @@ def cell_row(workdir: str, method: str, sparsity: float, seed: int) -> dict[str,
         "train_seconds": record.get("train_seconds"),
         "error": record.get("error"),
     }
+
+
+def cell_step_rows(workdir: str, method: str, sparsity: float,
+                   seed: int) -> list[dict[str, Any]]:
+    """The test accuracy of every evaluation a cell recorded in its metrics.jsonl.
+
+    Args:
+      workdir: the cell's folder.
+      method, sparsity, seed: the cell's coordinates.
+
+    Returns:
+      Dicts keyed by sweep_report.STEP_COLUMNS, in step order (empty for a
+      cell that never evaluated).
+    """
+    records = checkpoint.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+    return [{"method": method, "sparsity": float(sparsity), "seed": int(seed),
+             "step": int(r["step"]), "test_accuracy": r.get("test_accuracy")}
+            for r in records if "step" in r]
 
 
 def run_cell(
@@ -295,6 +316,7 @@ def _run_cells(config: ml_collections.ConfigDict, workdir: str,
     sweep = config.sweep
     cells = grid(sweep)
     rows: list[dict[str, Any]] = []
+    step_rows: list[dict[str, Any]] = []
     highest, first_seed = max(sweep.sparsities), sweep.seeds[0]  # the per-layer density plot
     bar = tqdm(cells, desc="sweep", unit="cell")
     for method, sparsity, seed in bar:
@@ -306,19 +328,28 @@ def _run_cells(config: ml_collections.ConfigDict, workdir: str,
             run_cell(cell_config(config, method, sparsity, seed), cell_dir, train_fn)
             release_compiled()  # every cell compiles its own programs; free the last ones
         rows.append(cell_row(cell_dir, method, sparsity, seed))
-        rows.sort(key=lambda r: (sweep.methods.index(r["method"]), r["sparsity"], r["seed"]))
+        step_rows += cell_step_rows(cell_dir, method, sparsity, seed)
+        rows.sort(key=lambda r: _grid_order(sweep, r))
+        step_rows.sort(key=lambda r: (*_grid_order(sweep, r), r["step"]))
         if ran:  # a resumed sweep does not redraw for every cell it skips
-            _write_reports(workdir, rows, sweep, highest, first_seed)
+            _write_reports(workdir, rows, step_rows, sweep, highest, first_seed)
     bar.close()
-    _write_reports(workdir, rows, sweep, highest, first_seed)
+    _write_reports(workdir, rows, step_rows, sweep, highest, first_seed)
     return rows
 
 
-def _write_reports(workdir: str, rows: list[dict[str, Any]], sweep: ml_collections.ConfigDict,
-                   highest: float, first_seed: int) -> None:
-    """results.csv, summary.md and the figures for the rows so far."""
+def _grid_order(sweep: ml_collections.ConfigDict, row: dict[str, Any]) -> tuple:
+    """Sort key of a results row: method (in the grid's order), sparsity, seed."""
+    return sweep.methods.index(row["method"]), row["sparsity"], row["seed"]
+
+
+def _write_reports(workdir: str, rows: list[dict[str, Any]], step_rows: list[dict[str, Any]],
+                   sweep: ml_collections.ConfigDict, highest: float, first_seed: int) -> None:
+    """results.csv, accuracy_by_step.csv, summary.md and the figures for the rows so far."""
     write_results(os.path.join(workdir, "results.csv"), rows)
-    write_summary(os.path.join(workdir, "summary.md"), rows, sweep.methods, sweep.sparsities)
+    write_step_results(os.path.join(workdir, "accuracy_by_step.csv"), step_rows)
+    write_summary(os.path.join(workdir, "summary.md"), rows, sweep.methods, sweep.sparsities,
+                  step_rows)
     write_plots(workdir, rows, _density_reports(workdir, sweep.methods, highest, first_seed),
                 highest, first_seed)
 

@@ -3,7 +3,10 @@
     python -m force_jax.sweep_compare --out=docs/ablation_fashion_mnist \
         --runs=base=runs/ablation/base,cross_entropy=runs/ablation/ce
 
-Each run is a sweep folder (its results.csv) and a label. Writes, atomically,
+Each run is a sweep folder (its results.csv) and a label; a label given to
+several folders joins their cells into one variant (e.g. seeds 3 and 4 run
+later, in a folder of their own), and a cell found twice is an error. Writes,
+atomically,
 OUT/results.csv (every row, with a `variant` column), OUT/summary.md (test
 accuracy mean ± sample std and seed count, one row per variant and method,
 one column per sparsity) and OUT/accuracy_vs_sparsity.png (one panel per
@@ -115,6 +118,24 @@ def plot_comparison(rows: Sequence[dict[str, Any]], path: str) -> None:
     plots.save_figure(fig, path)
 
 
+def check_no_repeated_cells(rows: Sequence[dict[str, Any]]) -> None:
+    """Refuses rows in which one (variant, method, sparsity, seed) appears twice.
+
+    Args:
+      rows: labelled rows from `read_rows`.
+
+    Raises:
+      ValueError: naming the first repeated cell.
+    """
+    seen = set()
+    for row in rows:
+        cell = (row["variant"], row["method"], row["sparsity"], row["seed"])
+        if cell in seen:
+            raise ValueError(f"variant {cell[0]!r} has the cell {cell[1]} at sparsity {cell[2]} "
+                             f"seed {cell[3]} twice: its folders overlap")
+        seen.add(cell)
+
+
 def write_comparison(runs: Sequence[tuple[str, str]], out_dir: str) -> list[dict[str, Any]]:
     """Reads every run and writes results.csv, summary.md and the figure into out_dir.
 
@@ -126,6 +147,7 @@ def write_comparison(runs: Sequence[tuple[str, str]], out_dir: str) -> list[dict
       The labelled rows.
     """
     rows = [row for label, folder in runs for row in read_rows(label, folder)]
+    check_no_repeated_cells(rows)
     os.makedirs(out_dir, exist_ok=True)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -139,7 +161,7 @@ def write_comparison(runs: Sequence[tuple[str, str]], out_dir: str) -> list[dict
 
 
 def parse_runs(text: str) -> list[tuple[str, str]]:
-    """Parses "label=folder,label=folder" into pairs; labels must be distinct.
+    """Parses "label=folder,label=folder" into pairs (a label may repeat).
 
     Args:
       text: the --runs flag.
@@ -148,7 +170,7 @@ def parse_runs(text: str) -> list[tuple[str, str]]:
       (label, folder) pairs.
 
     Raises:
-      ValueError: for an entry without "=" or a repeated label.
+      ValueError: for an entry without "=", an empty label, or no entry.
     """
     pairs = []
     for entry in filter(None, text.split(",")):
@@ -156,9 +178,8 @@ def parse_runs(text: str) -> list[tuple[str, str]]:
             raise ValueError(f"--runs entry {entry!r} must be label=folder")
         label, folder = entry.split("=", 1)
         pairs.append((label.strip(), folder.strip()))
-    labels = [label for label, _ in pairs]
-    if len(set(labels)) != len(labels) or not pairs:
-        raise ValueError(f"--runs needs at least one run and distinct labels, got {labels}")
+    if not pairs or not all(label for label, _ in pairs):
+        raise ValueError(f"--runs needs at least one label=folder and no empty label, got {text!r}")
     return pairs
 
 

@@ -169,11 +169,101 @@ def summary_markdown(rows: Sequence[dict[str, Any]], methods: Sequence[str],
 
 
 def write_summary(path: str, rows: Sequence[dict[str, Any]], methods: Sequence[str],
-                  sparsities: Sequence[float]) -> None:
-    """Writes `summary_markdown` to `path`, atomically.
+                  sparsities: Sequence[float],
+                  step_rows: Sequence[dict[str, Any]] = ()) -> None:
+    """Writes `summary_markdown` (and `ranking_markdown`, if any) to `path`, atomically.
 
     Args:
       path: output markdown file.
       rows, methods, sparsities: as for `summary_markdown`.
+      step_rows: the accuracy of every evaluation, as for `ranking_markdown`.
     """
-    checkpoint.write_atomic(path, summary_markdown(rows, methods, sparsities))
+    ranked = ranking_markdown(step_rows, methods, sparsities)
+    text = summary_markdown(rows, methods, sparsities)
+    checkpoint.write_atomic(path, text + ("\n" + ranked if ranked else ""))
+
+
+STEP_COLUMNS = ("method", "sparsity", "seed", "step", "test_accuracy")
+
+
+def write_step_results(path: str, step_rows: Sequence[dict[str, Any]]) -> None:
+    """Writes the test accuracy of every evaluation of every cell as CSV, atomically.
+
+    Args:
+      path: output CSV.
+      step_rows: dicts keyed by STEP_COLUMNS, one per (cell, evaluated step).
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(STEP_COLUMNS)
+    for row in step_rows:
+        writer.writerow([_format(row.get(c)) for c in STEP_COLUMNS])
+    checkpoint.write_atomic(path, buffer.getvalue())
+
+
+def _step_means(step_rows: Sequence[dict[str, Any]]) -> dict[tuple[int, float, str], float]:
+    """(step, sparsity, method) -> mean test accuracy over the seeds evaluated there."""
+    values: dict[tuple[int, float, str], list[float]] = {}
+    for row in step_rows:
+        if _finite(row.get("test_accuracy")):
+            key = (int(row["step"]), float(row["sparsity"]), row["method"])
+            values.setdefault(key, []).append(float(row["test_accuracy"]))
+    return {key: statistics.fmean(v) for key, v in values.items()}
+
+
+def ranking(step_rows: Sequence[dict[str, Any]], step: int, sparsity: float,
+            methods: Sequence[str]) -> list[str]:
+    """The methods ordered by mean test accuracy at one evaluated step, best first.
+
+    Methods with no finite accuracy there are left out; equal means keep the
+    order of `methods`.
+
+    Args:
+      step_rows: dicts keyed by STEP_COLUMNS.
+      step: the evaluated training step.
+      sparsity: the sparsity compared.
+      methods: the methods to rank.
+
+    Returns:
+      Method names.
+    """
+    means = _step_means(step_rows)
+    present = [m for m in methods if (step, float(sparsity), m) in means]
+    return sorted(present, key=lambda m: -means[(step, float(sparsity), m)])
+
+
+def ranking_markdown(step_rows: Sequence[dict[str, Any]], methods: Sequence[str],
+                     sparsities: Sequence[float]) -> str:
+    """Markdown: the ranking of methods after each evaluation, per sparsity.
+
+    Shows whether the conclusion depends on the training budget: one row
+    per evaluated step, one column per sparsity, each cell the methods by mean
+    test accuracy over seeds (best first); the last row counts the
+    sparsities whose ranking at every earlier step equals the final one.
+    Empty when no cell was evaluated more than once.
+
+    Args:
+      step_rows: dicts keyed by STEP_COLUMNS.
+      methods: the methods, in the sweep's order (ties keep it).
+      sparsities: column order.
+
+    Returns:
+      The markdown text, or "" when there is a single evaluated step.
+    """
+    steps = sorted({int(r["step"]) for r in step_rows})
+    if len(steps) < 2:
+        return ""
+    lines = ["Ranking of methods by mean test accuracy after each evaluation "
+             "(best first; accuracy_by_step.csv):", "",
+             "| step | " + " | ".join(f"{100 * s:g} %" for s in sparsities) + " |",
+             "|---|" + "---|" * len(sparsities)]
+    orders = {(step, s): ranking(step_rows, step, s, methods) for step in steps
+              for s in sparsities}
+    for step in steps:
+        lines.append(f"| {step} | " + " | ".join(
+            " > ".join(orders[(step, s)]) or "n/a" for s in sparsities) + " |")
+    stable = sum(all(orders[(step, s)] == orders[(steps[-1], s)] for step in steps)
+                 for s in sparsities)
+    lines += ["", f"The ranking is the same at every evaluated step at {stable} of "
+              f"{len(sparsities)} sparsities."]
+    return "\n".join(lines) + "\n"

@@ -42,7 +42,20 @@ def test_two_variants_side_by_side(tmp_path):
 def test_bad_runs_flag_and_missing_folder():
     with pytest.raises(ValueError, match="label=folder"):
         sweep_compare.parse_runs("runs/base")
-    with pytest.raises(ValueError, match="distinct labels"):
-        sweep_compare.parse_runs("a=x,a=y")
+    with pytest.raises(ValueError, match="no empty label"):
+        sweep_compare.parse_runs("=x")
+    assert sweep_compare.parse_runs("a=x,a=y") == [("a", "x"), ("a", "y")]
     with pytest.raises(FileNotFoundError, match="is /nonexistent a sweep folder"):
         sweep_compare.read_rows("a", "/nonexistent")
+
+
+def test_one_label_joins_folders_and_refuses_a_cell_found_twice(tmp_path):
+    write_sweep(tmp_path / "seeds01", [row("force", 0.998, 0, 0.2), row("force", 0.998, 1, 0.4)])
+    write_sweep(tmp_path / "seeds2", [row("force", 0.998, 2, 0.6)])
+    runs = [("base", str(tmp_path / "seeds01")), ("base", str(tmp_path / "seeds2"))]
+    sweep_compare.write_comparison(runs, str(tmp_path / "out"))
+    lines = (tmp_path / "out" / "summary.md").read_text().splitlines()
+    assert lines[2] == "| base | force | 0.400 ± 0.200 (n=3) |"
+    with pytest.raises(ValueError, match="variant 'base' has the cell force at sparsity 0.998 "
+                                         "seed 0 twice"):
+        sweep_compare.write_comparison(runs + runs[:1], str(tmp_path / "again"))

@@ -153,6 +153,11 @@ def test_sweep_writes_results_skips_finished_cells_and_records_failures(tmp_path
     assert (workdir / "cells" / "force_s0.99_seed0" / "prune.json").exists()
     summary = (workdir / "summary.md").read_text()
     assert "| snip | " in summary and "4 cells, 1 failed." in summary
+    by_step = read_csv(workdir / "accuracy_by_step.csv")  # one evaluation per finished cell
+    assert [(r["method"], r["sparsity"], r["step"]) for r in by_step] == [
+        ("force", "0.9", "6"), ("force", "0.99", "6"), ("snip", "0.9", "6")]
+    assert [float(r["test_accuracy"]) for r in by_step] == [
+        float(r["test_accuracy"]) for r in table[:3]]
 
     # Rerun: finished cells are skipped; only the failed one is tried again.
     calls = []
@@ -200,3 +205,33 @@ def test_command_line_records_a_cell_that_keeps_no_weight(tmp_path):
     assert row["method"] == "random" and float(row["sparsity"]) == 0.9999999
     assert row["error"].startswith("ValueError: keep count below 1")
     assert "1 cells, 1 failed" in result.stdout
+
+
+def test_ranking_after_each_evaluation_shows_whether_the_budget_changes_it():
+    def rows(step, accuracies):
+        return [{"method": m, "sparsity": s, "seed": seed, "step": step, "test_accuracy": a}
+                for (m, s), values in accuracies.items() for seed, a in enumerate(values)]
+
+    # At 90 %: snip leads at both steps. At 99 %: force overtakes snip at step 20.
+    step_rows = (rows(10, {("force", 0.9): [0.5, 0.7], ("snip", 0.9): [0.7, 0.7],
+                           ("force", 0.99): [0.3, 0.3], ("snip", 0.99): [0.4, None]})
+                 + rows(20, {("force", 0.9): [0.8, 0.8], ("snip", 0.9): [0.9, 0.85],
+                             ("force", 0.99): [0.6, 0.6], ("snip", 0.99): [0.5, 0.55]}))
+    methods = ["force", "snip"]
+    assert sweep_report.ranking(step_rows, 10, 0.99, methods) == ["snip", "force"]
+    assert sweep_report.ranking(step_rows, 20, 0.99, methods) == ["force", "snip"]
+    assert sweep_report.ranking(step_rows, 30, 0.99, methods) == []
+    text = sweep_report.ranking_markdown(step_rows, methods, [0.9, 0.99])
+    assert "| 10 | snip > force | snip > force |" in text.splitlines()
+    assert "| 20 | snip > force | force > snip |" in text.splitlines()
+    assert "same at every evaluated step at 1 of 2 sparsities" in text
+    assert sweep_report.ranking_markdown(rows(10, {("force", 0.9): [0.5]}), methods, [0.9]) == ""
+
+
+def test_cell_step_rows_read_every_evaluation(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text(
+        '{"step": 5, "test_accuracy": 0.4}\n{"step": 10, "test_accuracy": 0.6}\n')
+    assert sweep.cell_step_rows(str(tmp_path), "force", 0.9, 1) == [
+        {"method": "force", "sparsity": 0.9, "seed": 1, "step": 5, "test_accuracy": 0.4},
+        {"method": "force", "sparsity": 0.9, "seed": 1, "step": 10, "test_accuracy": 0.6}]
+    assert sweep.cell_step_rows(str(tmp_path / "none"), "force", 0.9, 1) == []
