@@ -93,7 +93,7 @@ def bench_one(name: str, batch_size: int, methods: list[str], *, quick: bool,
         # The jitted schedule prune() itself uses (the same cache entry).
         program = prune._program(
             method, loss_fn, synflow_fn if method == "synflow" else None, flags, batch_size, 1,
-            True, None,
+            True, None, False,
         )
         if method != "synflow":
             common["synflow_fn"] = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
 
 import matplotlib
 
@@ -86,4 +87,31 @@ def plot_metric_vs_remaining(
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
+    save_figure(fig, path)
+
+
+def plot_density_trajectory(trajectory: Mapping[str, Sequence[float]],
+                            keep_fraction: Sequence[float], path: str, title: str = "") -> None:
+    """Per-layer density after every pruning step, with the global target.
+
+    Args:
+      trajectory: layer name -> densities after steps 1..T (see
+        `mask_analysis.layer_density_trajectory`).
+      keep_fraction: the schedule's global keep fraction after each step.
+      path: output PNG.
+      title: figure title.
+    """
+    fig, ax = plt.subplots(figsize=(7.0, 4.4))
+    for name, densities in trajectory.items():
+        steps = range(1, len(densities) + 1)
+        ax.plot(steps, [100 * d for d in densities], marker=".", label=name.removesuffix("/kernel"))
+    fractions = list(keep_fraction)
+    ax.plot(range(1, len(fractions) + 1), [100 * f for f in fractions], "k--", linewidth=2,
+            label="global (schedule)")
+    ax.set_yscale("log")
+    ax.set_xlabel("pruning step")
+    ax.set_ylabel("weights kept (%)")
+    ax.set_title(title or "per-layer density over the pruning schedule")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
     save_figure(fig, path)

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from force_jax import compile_options, parallel, schedules
+from force_jax import compile_options, parallel, sanity, schedules
 from force_jax import masks as masks_lib
 from force_jax import scores as scores_lib
 
@@ -45,12 +45,15 @@ class History(NamedTuple):
         tracked or when there is no data).
       revived: weights kept at step t that were pruned at step t-1 (only
         FORCE lets this be non-zero).
+      layer_kept: (T, L) weights kept in each of the L prunable leaves
+        (in tree order, as in `sparsity_report`) after each step.
     """
 
     keep_fraction: np.ndarray
     kept: np.ndarray
     objective: np.ndarray
     revived: np.ndarray
+    layer_kept: np.ndarray
 
 
 def _mean_over_batches(
@@ -118,6 +121,7 @@ def _program(
     batches_per_step: int,
     track_objective: bool,
     mesh: Mesh | None,
+    invert_scores: bool,
 ) -> Callable:
     """The jitted schedule for one static configuration (cached, so reused)."""
     score_fn = scores_lib.METHODS[method]
@@ -159,6 +163,8 @@ def _program(
 
         def select(mask, inputs, count):
             scores, grads = score_fn(inputs)
+            if invert_scores:
+                scores = sanity.invert_scores(scores)
             if grads is None and extra_gradient and has_data:
                 grads = inputs.gradient(masks_lib.apply_mask(params, mask))
             objective = _objective(params, grads, mask) if grads is not None else jnp.nan
@@ -185,7 +191,9 @@ def _program(
                 lambda m: select(m, inputs, count),
                 mask,
             )
-            return (new_mask, step_key), (objective, finite, revived)
+            layer_kept = jnp.stack([jnp.sum(m, dtype=jnp.int32) for m in jax.tree.leaves(new_mask)
+                                    if masks_lib.is_prunable_leaf(m)])
+            return (new_mask, step_key), (objective, finite, revived, layer_kept)
 
         is_last = jnp.arange(counts.shape[0]) == counts.shape[0] - 1
         (mask, _), outputs = jax.lax.scan(body, (start_mask, key), (counts, is_last))
@@ -246,6 +254,7 @@ def prune(
     on_collapse: str = "warn",
     mesh: Mesh | None = None,
     initial_mask: PyTree | None = None,
+    invert_scores: bool = False,
 ) -> tuple[PyTree, History]:
     """Prunes `params` at initialisation with one of the methods of `scores`.
 
@@ -279,6 +288,8 @@ def prune(
         schedule's keep fractions still run from 1 to 1 - sparsity, so with
         steps=1 this is one step of the method from a given mask: how single
         steps are compared with a reference implementation.
+      invert_scores: keep the lowest scores instead of the highest, at every
+        step (the "invert" sanity check, see `force_jax.sanity`).
 
     Returns:
       (mask, history): the mask pytree (bool arrays on prunable leaves, scalar
@@ -339,10 +350,11 @@ def prune(
             dense, initial_mask)
     program = _program(
         method, loss_fn, synflow_fn, flags, int(batch_size), int(batches_per_step),
-        bool(track_objective), mesh,
+        bool(track_objective), mesh, bool(invert_scores),
     )
     padded = jnp.asarray(np.append(counts, counts[-1]), jnp.int32)
-    mask, (objective, finite, revived) = program(params, data, padded, key, start_mask)
+    mask, (objective, finite, revived, layer_kept) = program(
+        params, data, padded, key, start_mask)
 
     finite = np.asarray(finite)[:-1]
     if not finite.all():
@@ -353,6 +365,7 @@ def prune(
         kept=counts,
         objective=np.asarray(objective, np.float64)[1:],
         revived=np.asarray(revived, np.int64)[:-1],
+        layer_kept=np.asarray(layer_kept, np.int64)[:-1],
     )
     masks_lib.check_collapse(mask, on_collapse)
     return mask, history

@@ -89,7 +89,7 @@ def test_pruning_program_compiles_with_the_options(monkeypatch):
     default = jax.jit(jax.grad(_conv_loss)).lower(params, data).compile().as_text()
     assert _library_convs(default) >= 1  # what the options take away
     program = _program("force", _conv_loss, None, fj.masks.prunable_flags(params), 32, 1, True,
-                       None)
+                       None, False)
     counts = jnp.asarray([20000, 10000, 10000], jnp.int32)
     start = fj.masks.init_mask(params)
     hlo = program.lower(params, data, counts, jax.random.key(2), start).compile().as_text()

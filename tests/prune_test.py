@@ -25,8 +25,9 @@ def reference_topk(scores: dict, k: int) -> dict:
             "w2": keep[split:].reshape(scores["w2"].shape)}
 
 
-def reference_schedule(loss_fn, params, data, method, sparsity, steps):
-    """FORCE / Iterative SNIP as a plain host loop over the full data set."""
+def reference_schedule(loss_fn, params, data, method, sparsity, steps, invert=False):
+    """FORCE / Iterative SNIP as a plain host loop over the full data set (invert: keep the
+    lowest scores at every step)."""
     n = sum(params[k].size for k in ("w1", "w2"))
     counts = schedules.keep_counts(schedules.keep_fractions("exp", 1 - sparsity, steps), n)
     mask = {"w1": np.ones(params["w1"].shape, bool), "w2": np.ones(params["w2"].shape, bool)}
@@ -36,6 +37,8 @@ def reference_schedule(loss_fn, params, data, method, sparsity, steps):
         s = {name: np.abs(np.asarray(params[name] * grads[name])) for name in ("w1", "w2")}
         if method == "iter_snip":
             s = {name: np.where(mask[name], s[name], -np.inf) for name in s}
+        if invert:
+            s = {name: np.where(np.isneginf(v), v, -v) for name, v in s.items()}
         mask = reference_topk(s, int(k))
     return mask
 
@@ -50,6 +53,29 @@ def test_progressive_methods_match_host_loop_reference(tiny, method):
     np.testing.assert_array_equal(mask["w1"], expected["w1"])
     np.testing.assert_array_equal(mask["w2"], expected["w2"])
     assert history.kept[-1] == int(fj.num_kept(mask)) == int(np.floor(0.02 * 2368))
+
+
+@pytest.mark.parametrize("method", ["force", "iter_snip"])
+def test_inverted_scores_keep_the_lowest_at_every_step(tiny, method):
+    loss_fn, params, data = tiny
+    mask, history = fj.prune(loss_fn, params, data, method=method, sparsity=0.9, steps=4,
+                             batch_size=256, key=jax.random.key(0), invert_scores=True)
+    expected = reference_schedule(loss_fn, params, data, method, 0.9, 4, invert=True)
+    np.testing.assert_array_equal(mask["w1"], expected["w1"])
+    np.testing.assert_array_equal(mask["w2"], expected["w2"])
+    plain, _ = fj.prune(loss_fn, params, data, method=method, sparsity=0.9, steps=4,
+                        batch_size=256, key=jax.random.key(0))
+    overlap = (np.sum(plain["w1"] & mask["w1"]) + np.sum(plain["w2"] & mask["w2"]))
+    assert overlap < 0.5 * history.kept[-1]  # mostly other weights than the method's own
+
+
+def test_history_counts_every_layer_after_every_step(tiny):
+    loss_fn, params, data = tiny
+    mask, history = fj.prune(loss_fn, params, data, method="force", sparsity=0.95, steps=5,
+                             batch_size=32, key=jax.random.key(3))
+    assert history.layer_kept.shape == (5, 2)  # 5 steps, prunable w1 and w2
+    np.testing.assert_array_equal(history.layer_kept.sum(axis=1), history.kept)
+    assert list(history.layer_kept[-1]) == [int(mask["w1"].sum()), int(mask["w2"].sum())]
 
 
 def test_force_revives_weights_and_iter_snip_never_does(tiny):
@@ -132,7 +158,7 @@ def test_one_compile_serves_every_sparsity_and_step(tiny):
         fj.prune(loss_fn, params, data, method="force", sparsity=sparsity, steps=8,
                  batch_size=32, key=jax.random.key(0))
     flags = fj.masks.prunable_flags(params)
-    program = _program("force", loss_fn, None, flags, 32, 1, True, None)
+    program = _program("force", loss_fn, None, flags, 32, 1, True, None, False)
     assert program._cache_size() == 1
 
 
@@ -168,7 +194,7 @@ def test_release_compiled_drops_programs_and_their_executables(tiny):
     fj.prune(loss_fn, params, data, method="force", sparsity=0.9, steps=2, batch_size=32,
              key=jax.random.key(0))
     program = _program("force", loss_fn, None, fj.masks.prunable_flags(params), 32, 1, True,
-                       None)
+                       None, False)
     assert program._cache_size() == 1 and _program.cache_info().currsize >= 1
     release_compiled()
     assert _program.cache_info().currsize == 0 and program._cache_size() == 0

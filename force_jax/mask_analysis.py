@@ -1,0 +1,103 @@
+"""What a researcher plots about masks: density trajectories and overlaps.
+
+Pure functions of a `prune.History`, of masks, or of their reports:
+
+- `layer_density_trajectory`: per-layer density after every step of a
+  progressive schedule (the history's ``layer_kept`` over each layer's size);
+- `consecutive_iou`: the intersection over union of the masks of steps t-1
+  and t, from the history's kept and revived counts alone;
+- `layer_iou`: for two masks, the IoU of every prunable layer and of the
+  whole.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+
+from force_jax import masks as masks_lib
+
+PyTree = Any
+
+
+def layer_density_trajectory(history: Any,
+                             report: masks_lib.SparsityReport) -> dict[str, np.ndarray]:
+    """Per-layer density after every pruning step.
+
+    Args:
+      history: a `prune.History` (or anything with a (T, L) ``layer_kept``).
+      report: the sparsity report of a mask of the same model (gives the
+        names and sizes of the L prunable layers, in the same order).
+
+    Returns:
+      {layer name: float array of length T}, density after step 1..T.
+
+    Raises:
+      ValueError: when the history and the report count different layers.
+    """
+    kept = np.asarray(history.layer_kept)
+    if kept.ndim != 2 or kept.shape[1] != len(report.layers):
+        raise ValueError(f"history.layer_kept has shape {kept.shape}; the report has "
+                         f"{len(report.layers)} prunable layers")
+    return {layer.name: kept[:, i] / layer.total for i, layer in enumerate(report.layers)}
+
+
+def consecutive_iou(history: Any, start_kept: int) -> np.ndarray:
+    """IoU of the masks of consecutive steps, from kept and revived counts.
+
+    With k_t weights kept after step t, of which r_t were pruned at step t-1,
+    the masks m_{t-1} and m_t share k_t - r_t weights and cover
+    k_{t-1} + r_t, so IoU_t = (k_t - r_t) / (k_{t-1} + r_t).
+
+    Args:
+      history: a `prune.History` (uses ``kept`` and ``revived``).
+      start_kept: weights kept by the mask the schedule started from (the
+        number of prunable weights for a dense start).
+
+    Returns:
+      Float array of length T: IoU of (m_{t-1}, m_t) for t = 1..T.
+    """
+    kept = np.asarray(history.kept, np.float64)
+    revived = np.asarray(history.revived, np.float64)
+    before = np.concatenate([[float(start_kept)], kept[:-1]])
+    return (kept - revived) / (before + revived)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.count_nonzero(a | b)
+    return float(np.count_nonzero(a & b) / union) if union else 1.0
+
+
+def layer_iou(mask_a: PyTree, mask_b: PyTree) -> dict[str, float]:
+    """Intersection over union of two masks, per prunable layer and overall.
+
+    Two empty layers count as identical (IoU 1).
+
+    Args:
+      mask_a, mask_b: masks of the same params.
+
+    Returns:
+      {layer name: IoU} in tree order, then "global": the IoU over all
+      prunable weights.
+
+    Raises:
+      ValueError: when the masks differ in structure or prunable shapes.
+    """
+    flat_a, def_a = jax.tree_util.tree_flatten_with_path(mask_a)
+    flat_b, def_b = jax.tree_util.tree_flatten_with_path(mask_b)
+    if def_a != def_b:
+        raise ValueError(f"the masks have different tree structures: {def_a} vs {def_b}")
+    result, all_a, all_b = {}, [], []
+    for (path, a), (_, b) in zip(flat_a, flat_b):
+        if not masks_lib.is_prunable_leaf(a):
+            continue
+        a, b = np.asarray(a, bool), np.asarray(b, bool)
+        if a.shape != b.shape:
+            raise ValueError(f"layer {masks_lib.path_name(path)}: shapes {a.shape} and {b.shape}")
+        result[masks_lib.path_name(path)] = _iou(a, b)
+        all_a.append(a.ravel())
+        all_b.append(b.ravel())
+    result["global"] = _iou(np.concatenate(all_a), np.concatenate(all_b))
+    return result

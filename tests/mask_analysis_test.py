@@ -1,0 +1,82 @@
+"""Mask analysis: density trajectories, consecutive-step IoU and per-layer IoU by hand."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import init_mlp, mlp_loss
+
+import force_jax as fj
+from force_jax import mask_analysis, plots, schedules
+
+
+def test_layer_iou_by_hand():
+    a = {"w1": jnp.array([[True, True], [False, False]]), "w2": jnp.array([True, False, True]),
+         "b": jnp.ones((), bool)}
+    b = {"w1": jnp.array([[True, False], [True, False]]), "w2": jnp.array([True, False, True]),
+         "b": jnp.ones((), bool)}
+    iou = mask_analysis.layer_iou(a, b)
+    # w1: 1 shared of 3 covered; w2: identical; overall: 3 shared of 5 covered.
+    assert iou == {"w1": pytest.approx(1 / 3), "w2": 1.0, "global": pytest.approx(3 / 5)}
+    empty = {"w": jnp.zeros((2,), bool)}
+    assert mask_analysis.layer_iou(empty, empty) == {"w": 1.0, "global": 1.0}
+    with pytest.raises(ValueError, match="shapes"):
+        mask_analysis.layer_iou({"w": jnp.ones((2,), bool)}, {"w": jnp.ones((3,), bool)})
+
+
+def test_consecutive_iou_from_counts_by_hand():
+    # 10 -> 6 kept (none revived): IoU 6/10; 6 -> 4 kept, 1 of them revived: 3 shared of 7.
+    history = fj.History(keep_fraction=np.array([0.6, 0.4]), kept=np.array([6, 4]),
+                         objective=np.array([1.0, 1.0]), revived=np.array([0, 1]),
+                         layer_kept=np.array([[6], [4]]))
+    np.testing.assert_allclose(mask_analysis.consecutive_iou(history, 10), [0.6, 3 / 7])
+
+
+def host_force_masks(params, data, sparsity, steps):
+    """Every step's mask of FORCE on the whole data set, as a plain host loop."""
+    n = params["w1"].size + params["w2"].size
+    counts = schedules.keep_counts(schedules.keep_fractions("exp", 1 - sparsity, steps), n)
+    mask, found = {"w1": np.ones(params["w1"].shape, bool), "w2": np.ones(params["w2"].shape,
+                                                                         bool)}, []
+    for k in counts:
+        masked = {**params, "w1": params["w1"] * mask["w1"], "w2": params["w2"] * mask["w2"]}
+        grads = jax.grad(mlp_loss)(masked, data)
+        flat = np.concatenate([np.abs(np.asarray(params[w] * grads[w])).ravel()
+                               for w in ("w1", "w2")])
+        keep = np.zeros(flat.size, bool)
+        keep[np.argsort(-flat, kind="stable")[:int(k)]] = True
+        mask = {"w1": keep[:params["w1"].size].reshape(params["w1"].shape),
+                "w2": keep[params["w1"].size:].reshape(params["w2"].shape)}
+        found.append(mask)
+    return found
+
+
+def test_trajectory_and_consecutive_iou_agree_with_the_masks_of_every_step():
+    params = init_mlp(jax.random.key(0))
+    kx, ky = jax.random.split(jax.random.key(1))
+    data = {"image": jax.random.normal(kx, (64, 64)), "label": jax.random.randint(ky, (64,), 0, 10)}
+    final, history = fj.prune(mlp_loss, params, data, method="force", sparsity=0.95, steps=4,
+                              batch_size=64, key=jax.random.key(2))  # a batch = the whole data
+    steps = host_force_masks(params, data, 0.95, 4)
+    np.testing.assert_array_equal(steps[-1]["w1"], final["w1"])  # the same schedule
+    report = fj.sparsity_report(final)
+    trajectory = mask_analysis.layer_density_trajectory(history, report)
+    assert list(trajectory) == ["w1", "w2"]
+    for name, size in (("w1", 64 * 32), ("w2", 32 * 10)):
+        np.testing.assert_allclose(trajectory[name], [m[name].sum() / size for m in steps])
+    dense = {"w1": np.ones((64, 32), bool), "w2": np.ones((32, 10), bool)}
+    expected = [mask_analysis.layer_iou(a, b)["global"] for a, b in zip([dense] + steps, steps)]
+    np.testing.assert_allclose(mask_analysis.consecutive_iou(history, report.total), expected)
+    assert history.revived.sum() > 0  # FORCE revived weights: the IoU is not just k_t / k_t-1
+    with pytest.raises(ValueError, match="prunable layers"):
+        mask_analysis.layer_density_trajectory(
+            history._replace(layer_kept=history.layer_kept[:, :1]), report)
+
+
+def test_density_trajectory_plot_is_a_png(tmp_path):
+    path = tmp_path / "trajectory.png"
+    plots.plot_density_trajectory({"conv/kernel": [0.5, 0.2], "dense/kernel": [0.4, 0.1]},
+                                  [0.45, 0.15], str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
