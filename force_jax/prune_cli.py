@@ -5,7 +5,9 @@
 
 Writes workdir/mask (an orbax checkpoint of the mask pytree), prune.json
 (per-layer table, schedule history, timing) and layer_density.png, and prints
-the per-layer density table.
+the per-layer density table. `--config.prune.ablation=shuffle` or `invert`
+writes the ablated mask (see `force_jax.sanity`); `reinit` concerns training
+only and is refused here.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import orbax.checkpoint as ocp
 
 from force_jax import checkpoint, data, masks, plots, train
 from force_jax import workdir as workdir_lib
+from force_jax.errors import ConfigError
 
 
 def prune_and_save(config: ml_collections.ConfigDict, workdir: str) -> masks.SparsityReport:
@@ -36,6 +39,9 @@ def prune_and_save(config: ml_collections.ConfigDict, workdir: str) -> masks.Spa
         in use by another run.
     """
     train.validate_config(config)
+    if config.prune.get("ablation", "none") == "reinit":
+        raise ConfigError("config.prune.ablation='reinit' changes the initial weights training "
+                          "starts from, not the mask: run it with python -m force_jax.train")
     with workdir_lib.claim(workdir, config):
         return _prune_and_save(config, workdir)
 

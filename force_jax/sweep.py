@@ -5,11 +5,14 @@
 
 The config holds every key of configs/default.py plus `config.sweep.methods`,
 `config.sweep.sparsities` and `config.sweep.seeds` (tuples), and optionally
+`config.sweep.ablations` (sanity checks of every mask, see `force_jax.sanity`:
+some of none, shuffle, reinit, invert; default none only),
 `config.sweep.synflow_steps` (SynFlow's number of steps, None: its default of
 100), `config.sweep.grasp_temperature` (softmax temperature used for GraSP
 cells only) and `config.sweep.grasp_scoring_loss` (GraSP's own scoring loss).
 Each cell runs `train.train_and_evaluate` in
-`DIR/cells/<method>_s<sparsity>_seed<seed>`. After every cell the sweep
+`DIR/cells/<method>_s<sparsity>_seed<seed>` (with `_<ablation>` appended
+for an ablation other than none). After every cell the sweep
 rewrites, atomically, `DIR/results.csv`, `DIR/summary.md` (mean and std over
 seeds of the test accuracy, and masks with S(m) = 0, per method and sparsity;
 when cells are evaluated more than once, the ranking of methods after each
@@ -33,19 +36,20 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import ml_collections
 from tqdm.auto import tqdm
 
-from force_jax import checkpoint, parallel, schedules, scores, train
+from force_jax import checkpoint, parallel, sanity, schedules, scores, train
 from force_jax import workdir as workdir_lib
 from force_jax.errors import ConfigError, WorkdirError
 from force_jax.masks import SparsityReport
 from force_jax.prune import release_compiled
 from force_jax.sweep_report import (
     report_from_dict,
+    series_name,
     write_plots,
     write_results,
     write_step_results,
@@ -59,22 +63,25 @@ CELL_RECORD = "sweep_cell.json"
 TrainFn = Callable[[ml_collections.ConfigDict, str], dict]
 
 
-def cell_name(method: str, sparsity: float, seed: int) -> str:
-    """Folder name of one cell, e.g. ``force_s0.995_seed0``.
+def cell_name(method: str, sparsity: float, seed: int, ablation: str = "none") -> str:
+    """Folder name of one cell, e.g. ``force_s0.995_seed0`` or ``force_s0.995_seed0_shuffle``.
 
     Args:
       method: pruning method.
       sparsity: fraction of prunable weights removed (written in full, via repr).
       seed: the cell's seed.
+      ablation: the cell's sanity check (none adds nothing to the name).
 
     Returns:
       The folder name under DIR/cells.
     """
-    return f"{method}_s{float(sparsity)!r}_seed{int(seed)}"
+    suffix = "" if ablation == "none" else f"_{ablation}"
+    return f"{method}_s{float(sparsity)!r}_seed{int(seed)}{suffix}"
 
 
 def cell_config(
-    config: ml_collections.ConfigDict, method: str, sparsity: float, seed: int
+    config: ml_collections.ConfigDict, method: str, sparsity: float, seed: int,
+    ablation: str = "none",
 ) -> ml_collections.ConfigDict:
     """The experiment config of one cell.
 
@@ -88,11 +95,14 @@ def cell_config(
       method: pruning method.
       sparsity: fraction of prunable weights removed.
       seed: seed of initialisation, pruning batches and training.
+      ablation: the sanity check applied (prune.ablation).
 
     Returns:
-      An unlocked copy of `config` with prune.method/sparsity/steps and seed set.
+      An unlocked copy of `config` with prune.method/sparsity/steps/ablation and
+      seed set.
     """
     cell = ml_collections.ConfigDict(config.copy_and_resolve_references().to_dict())
+    cell.prune.ablation = ablation
     cell.prune.method = method
     cell.prune.sparsity = float(sparsity)
     cell.seed = int(seed)
@@ -115,24 +125,26 @@ def _read_json(path: str) -> dict | None:
         return json.load(f)
 
 
-def _density_reports(workdir: str, methods: Sequence[str], sparsity: float,
+def _density_reports(workdir: str, sweep: ml_collections.ConfigDict, sparsity: float,
                      seed: int) -> dict[str, SparsityReport]:
-    """method -> sparsity report of its finished cell at (sparsity, seed)."""
+    """series -> sparsity report of its finished cell at (sparsity, seed)."""
     reports = {}
-    for method in methods:
-        pruned = _read_json(os.path.join(workdir, "cells", cell_name(method, sparsity, seed),
-                                          "prune.json"))
-        if pruned and "report" in pruned:
-            reports[method] = report_from_dict(pruned["report"])
+    for method in sweep.methods:
+        for ablation in ablations(sweep):
+            pruned = _read_json(os.path.join(
+                workdir, "cells", cell_name(method, sparsity, seed, ablation), "prune.json"))
+            if pruned and "report" in pruned:
+                reports[series_name(method, ablation)] = report_from_dict(pruned["report"])
     return reports
 
 
-def cell_row(workdir: str, method: str, sparsity: float, seed: int) -> dict[str, Any]:
+def cell_row(workdir: str, method: str, sparsity: float, seed: int,
+             ablation: str = "none") -> dict[str, Any]:
     """One results.csv row from the files a cell left in its folder.
 
     Args:
       workdir: the cell's folder.
-      method, sparsity, seed: the cell's coordinates.
+      method, sparsity, seed, ablation: the cell's coordinates.
 
     Returns:
       A dict with every key of COLUMNS; missing values are None.
@@ -141,9 +153,11 @@ def cell_row(workdir: str, method: str, sparsity: float, seed: int) -> dict[str,
     pruned = _read_json(os.path.join(workdir, "prune.json")) or {}
     record = _read_json(os.path.join(workdir, CELL_RECORD)) or {}
     objective = pruned.get("history", {}).get("objective") or [None]
+    if ablation == "shuffle":  # S(m) was measured on the method's mask, not the one trained
+        objective = [None]
     report = pruned.get("report")
     return {
-        "method": method, "sparsity": float(sparsity), "seed": int(seed),
+        "method": method, "ablation": ablation, "sparsity": float(sparsity), "seed": int(seed),
         "test_accuracy": metrics.get("test_accuracy"),
         "best_validation_accuracy": metrics.get("best_validation_accuracy"),
         "force_objective": objective[-1],
@@ -154,21 +168,21 @@ def cell_row(workdir: str, method: str, sparsity: float, seed: int) -> dict[str,
     }
 
 
-def cell_step_rows(workdir: str, method: str, sparsity: float,
-                   seed: int) -> list[dict[str, Any]]:
+def cell_step_rows(workdir: str, method: str, sparsity: float, seed: int,
+                   ablation: str = "none") -> list[dict[str, Any]]:
     """The test accuracy of every evaluation a cell recorded in its metrics.jsonl.
 
     Args:
       workdir: the cell's folder.
-      method, sparsity, seed: the cell's coordinates.
+      method, sparsity, seed, ablation: the cell's coordinates.
 
     Returns:
       Dicts keyed by sweep_report.STEP_COLUMNS, in step order (empty for a
       cell that never evaluated).
     """
     records = checkpoint.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
-    return [{"method": method, "sparsity": float(sparsity), "seed": int(seed),
-             "step": int(r["step"]), "test_accuracy": r.get("test_accuracy")}
+    return [{"method": method, "ablation": ablation, "sparsity": float(sparsity),
+             "seed": int(seed), "step": int(r["step"]), "test_accuracy": r.get("test_accuracy")}
             for r in records if "step" in r]
 
 
@@ -202,15 +216,16 @@ def validate_grid(sweep: ml_collections.ConfigDict) -> None:
     """Rejects a grid that would count one run twice or cannot run.
 
     Args:
-      sweep: config.sweep (methods, sparsities, seeds).
+      sweep: config.sweep (methods, sparsities, seeds, optionally ablations).
 
     Raises:
       ConfigError: naming the key, for an empty axis, a repeated value (a
         repeated seed would make one run look like several), an unknown
-        method, a sparsity outside [0, 1) or a seed that is not an integer.
+        method or ablation, a sparsity outside [0, 1) or a seed that is not
+        an integer.
     """
     axes = {"methods": tuple(sweep.methods), "sparsities": tuple(sweep.sparsities),
-            "seeds": tuple(sweep.seeds)}
+            "seeds": tuple(sweep.seeds), "ablations": ablations(sweep)}
     for name, values in axes.items():
         if not values:
             raise ConfigError(f"config.sweep.{name} is empty; give at least one value")
@@ -223,6 +238,10 @@ def validate_grid(sweep: ml_collections.ConfigDict) -> None:
     if unknown:
         raise ConfigError(f"config.sweep.methods has unknown {unknown}; expected some of "
                           f"{', '.join(scores.METHODS)}")
+    unknown = [a for a in axes["ablations"] if a not in sanity.ABLATIONS]
+    if unknown:
+        raise ConfigError(f"config.sweep.ablations has unknown {unknown}; expected some of "
+                          f"{', '.join(sanity.ABLATIONS)}")
     for sparsity in axes["sparsities"]:
         try:
             schedules.check_sparsity(sparsity)
@@ -249,12 +268,12 @@ def check_cells(config: ml_collections.ConfigDict, workdir: str) -> None:
       WorkdirError: listing the first differing cells and keys.
     """
     problems = []
-    for method, sparsity, seed in grid(config.sweep):
-        cell_dir = os.path.join(workdir, "cells", cell_name(method, sparsity, seed))
+    for cell in grid(config.sweep):
+        cell_dir = os.path.join(workdir, "cells", cell_name(*cell))
         if not os.path.isdir(cell_dir):
             continue
         try:
-            workdir_lib.check_config(cell_dir, cell_config(config, method, sparsity, seed))
+            workdir_lib.check_config(cell_dir, cell_config(config, *cell))
         except WorkdirError as e:
             problems.append(str(e))
     if problems:
@@ -264,8 +283,20 @@ def check_cells(config: ml_collections.ConfigDict, workdir: str) -> None:
             f"{more}")
 
 
-def grid(sweep: ml_collections.ConfigDict) -> list[tuple[str, float, int]]:
-    """The (method, sparsity, seed) cells, seed by seed.
+def ablations(sweep: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """The sweep's sanity checks: config.sweep.ablations, or ("none",) without it.
+
+    Args:
+      sweep: config.sweep.
+
+    Returns:
+      The ablation names, in the grid's order.
+    """
+    return tuple(sweep.get("ablations") or ("none",))
+
+
+def grid(sweep: ml_collections.ConfigDict) -> list[tuple[str, float, int, str]]:
+    """The (method, sparsity, seed, ablation) cells, seed by seed.
 
     Args:
       sweep: config.sweep.
@@ -274,8 +305,8 @@ def grid(sweep: ml_collections.ConfigDict) -> list[tuple[str, float, int]]:
       Every cell, ordered so that an interrupted sweep covers the grid once
       before it repeats a seed.
     """
-    return [(m, float(s), int(seed)) for seed in sweep.seeds for s in sweep.sparsities
-            for m in sweep.methods]
+    return [(m, float(s), int(seed), a) for seed in sweep.seeds for s in sweep.sparsities
+            for m in sweep.methods for a in ablations(sweep)]
 
 
 def run_sweep(
@@ -303,8 +334,8 @@ def run_sweep(
     """
     sweep = config.sweep
     validate_grid(sweep)
-    for method, sparsity, seed in grid(sweep):  # one error now, not one failed cell each
-        train.validate_config(cell_config(config, method, sparsity, seed))
+    for cell in grid(sweep):  # one error now, not one failed cell each
+        train.validate_config(cell_config(config, *cell))
     parallel.initialize_distributed(config.distributed)
     with workdir_lib.claim(workdir, check=lambda: check_cells(config, workdir)):
         return _run_cells(config, workdir, train_fn or train.train_and_evaluate)
@@ -319,16 +350,16 @@ def _run_cells(config: ml_collections.ConfigDict, workdir: str,
     step_rows: list[dict[str, Any]] = []
     highest, first_seed = max(sweep.sparsities), sweep.seeds[0]  # the per-layer density plot
     bar = tqdm(cells, desc="sweep", unit="cell")
-    for method, sparsity, seed in bar:
-        name = cell_name(method, sparsity, seed)
+    for cell in bar:
+        name = cell_name(*cell)
         bar.set_postfix_str(name)
         cell_dir = os.path.join(workdir, "cells", name)
         ran = not os.path.exists(os.path.join(cell_dir, "metrics.json"))
         if ran:
-            run_cell(cell_config(config, method, sparsity, seed), cell_dir, train_fn)
+            run_cell(cell_config(config, *cell), cell_dir, train_fn)
             release_compiled()  # every cell compiles its own programs; free the last ones
-        rows.append(cell_row(cell_dir, method, sparsity, seed))
-        step_rows += cell_step_rows(cell_dir, method, sparsity, seed)
+        rows.append(cell_row(cell_dir, *cell))
+        step_rows += cell_step_rows(cell_dir, *cell)
         rows.sort(key=lambda r: _grid_order(sweep, r))
         step_rows.sort(key=lambda r: (*_grid_order(sweep, r), r["step"]))
         if ran:  # a resumed sweep does not redraw for every cell it skips
@@ -339,8 +370,9 @@ def _run_cells(config: ml_collections.ConfigDict, workdir: str,
 
 
 def _grid_order(sweep: ml_collections.ConfigDict, row: dict[str, Any]) -> tuple:
-    """Sort key of a results row: method (in the grid's order), sparsity, seed."""
-    return sweep.methods.index(row["method"]), row["sparsity"], row["seed"]
+    """Sort key of a results row: method and ablation (in the grid's order), sparsity, seed."""
+    return (sweep.methods.index(row["method"]), ablations(sweep).index(row["ablation"]),
+            row["sparsity"], row["seed"])
 
 
 def _write_reports(workdir: str, rows: list[dict[str, Any]], step_rows: list[dict[str, Any]],
@@ -348,9 +380,10 @@ def _write_reports(workdir: str, rows: list[dict[str, Any]], step_rows: list[dic
     """results.csv, accuracy_by_step.csv, summary.md and the figures for the rows so far."""
     write_results(os.path.join(workdir, "results.csv"), rows)
     write_step_results(os.path.join(workdir, "accuracy_by_step.csv"), step_rows)
-    write_summary(os.path.join(workdir, "summary.md"), rows, sweep.methods, sweep.sparsities,
+    series = [series_name(m, a) for m in sweep.methods for a in ablations(sweep)]
+    write_summary(os.path.join(workdir, "summary.md"), rows, series, sweep.sparsities,
                   step_rows)
-    write_plots(workdir, rows, _density_reports(workdir, sweep.methods, highest, first_seed),
+    write_plots(workdir, rows, _density_reports(workdir, sweep, highest, first_seed),
                 highest, first_seed)
 
 

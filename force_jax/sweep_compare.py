@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from force_jax import checkpoint, plots
+from force_jax.sweep_report import series_name
 
 VARIANT_COLUMNS = ("variant", "method", "sparsity", "seed", "test_accuracy", "error")
 
@@ -36,7 +37,8 @@ def read_rows(label: str, sweep_dir: str) -> list[dict[str, Any]]:
       sweep_dir: the sweep folder.
 
     Returns:
-      Dicts with VARIANT_COLUMNS; test_accuracy is a float or None.
+      Dicts with VARIANT_COLUMNS (the method of an ablated cell is
+      "method+ablation"); test_accuracy is a float or None.
 
     Raises:
       FileNotFoundError: naming the missing results.csv.
@@ -45,7 +47,8 @@ def read_rows(label: str, sweep_dir: str) -> list[dict[str, Any]]:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} does not exist: is {sweep_dir} a sweep folder?")
     with open(path) as f:
-        return [{"variant": label, "method": r["method"], "sparsity": float(r["sparsity"]),
+        return [{"variant": label, "method": series_name(r["method"], r.get("ablation")),
+                 "sparsity": float(r["sparsity"]),
                  "seed": int(r["seed"]),
                  "test_accuracy": float(r["test_accuracy"]) if r["test_accuracy"] else None,
                  "error": r.get("error") or None} for r in csv.DictReader(f)]

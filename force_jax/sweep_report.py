@@ -19,9 +19,26 @@ from force_jax import checkpoint, plots
 from force_jax.masks import LayerDensity, SparsityReport
 
 COLUMNS = (
-    "method", "sparsity", "seed", "test_accuracy", "best_validation_accuracy",
+    "method", "ablation", "sparsity", "seed", "test_accuracy", "best_validation_accuracy",
     "force_objective", "collapsed_layers", "prune_seconds", "train_seconds", "error",
 )
+
+
+def series_name(method: str, ablation: str | None = "none") -> str:
+    """The label of a (method, ablation) series in tables and plots: "force", "force+shuffle".
+
+    Args:
+      method: pruning method.
+      ablation: sanity check (none, or absent, gives the method alone).
+
+    Returns:
+      The label.
+    """
+    return method if ablation in ("none", None, "") else f"{method}+{ablation}"
+
+
+def _series(row: dict[str, Any]) -> str:
+    return series_name(row["method"], row.get("ablation"))
 
 
 def _format(value: Any) -> str:
@@ -57,7 +74,7 @@ def _curves(rows: Sequence[dict[str, Any]], key: str) -> dict[str, dict[float, l
     for row in rows:
         if _finite(row[key]):
             remaining = round(100.0 * (1.0 - row["sparsity"]), 10)
-            curves.setdefault(row["method"], {}).setdefault(remaining, []).append(row[key])
+            curves.setdefault(_series(row), {}).setdefault(remaining, []).append(row[key])
     return curves
 
 
@@ -142,7 +159,8 @@ def summary_markdown(rows: Sequence[dict[str, Any]], methods: Sequence[str],
 
     Args:
       rows: the results rows.
-      methods: row order of the tables.
+      methods: row order of the tables: series names (`series_name`: the
+        method, or method+ablation).
       sparsities: column order of the tables.
 
     Returns:
@@ -158,7 +176,7 @@ def summary_markdown(rows: Sequence[dict[str, Any]], methods: Sequence[str],
     ):
         lines = [title, "", head, rule]
         for method in methods:
-            cells = [cell([float(r[key]) for r in rows if r["method"] == method
+            cells = [cell([float(r[key]) for r in rows if _series(r) == method
                            and r["sparsity"] == s and _finite(r.get(key))])
                      for s in sparsities]
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
@@ -183,7 +201,7 @@ def write_summary(path: str, rows: Sequence[dict[str, Any]], methods: Sequence[s
     checkpoint.write_atomic(path, text + ("\n" + ranked if ranked else ""))
 
 
-STEP_COLUMNS = ("method", "sparsity", "seed", "step", "test_accuracy")
+STEP_COLUMNS = ("method", "ablation", "sparsity", "seed", "step", "test_accuracy")
 
 
 def write_step_results(path: str, step_rows: Sequence[dict[str, Any]]) -> None:
@@ -206,7 +224,7 @@ def _step_means(step_rows: Sequence[dict[str, Any]]) -> dict[tuple[int, float, s
     values: dict[tuple[int, float, str], list[float]] = {}
     for row in step_rows:
         if _finite(row.get("test_accuracy")):
-            key = (int(row["step"]), float(row["sparsity"]), row["method"])
+            key = (int(row["step"]), float(row["sparsity"]), _series(row))
             values.setdefault(key, []).append(float(row["test_accuracy"]))
     return {key: statistics.fmean(v) for key, v in values.items()}
 
@@ -222,7 +240,7 @@ def ranking(step_rows: Sequence[dict[str, Any]], step: int, sparsity: float,
       step_rows: dicts keyed by STEP_COLUMNS.
       step: the evaluated training step.
       sparsity: the sparsity compared.
-      methods: the methods to rank.
+      methods: the series to rank (`series_name`).
 
     Returns:
       Method names.
@@ -244,7 +262,7 @@ def ranking_markdown(step_rows: Sequence[dict[str, Any]], methods: Sequence[str]
 
     Args:
       step_rows: dicts keyed by STEP_COLUMNS.
-      methods: the methods, in the sweep's order (ties keep it).
+      methods: the series (`series_name`), in the sweep's order (ties keep it).
       sparsities: column order.
 
     Returns:

@@ -29,7 +29,7 @@ from flax.training import train_state
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
-from force_jax import checkpoint, compile_options, data, losses, masks, optim, parallel
+from force_jax import checkpoint, compile_options, data, losses, masks, optim, parallel, sanity
 from force_jax import models as models_lib
 from force_jax import workdir as workdir_lib
 from force_jax.errors import ConfigError
@@ -72,6 +72,9 @@ def prune_at_init(
     """Runs the configured pruning method on a pool of training examples.
 
     Every process loads the same pool, so every process computes the same mask.
+    With ``config.prune.ablation`` "invert" the method keeps its lowest scores
+    at every step; with "shuffle" the final mask's kept positions are redrawn
+    at random within each layer (key `sanity.ablation_key(config.seed)`).
 
     Args:
       config: experiment config (uses config.data, config.prune, config.seed).
@@ -81,7 +84,7 @@ def prune_at_init(
       mesh: device mesh the pruning batches are split over (None: one device).
 
     Returns:
-      (mask, history) from `force_jax.prune`.
+      (mask, history) from `force_jax.prune`, the mask after the ablation.
     """
     cfg = config.prune
     pool = data.load_examples(
@@ -95,12 +98,38 @@ def prune_at_init(
     synflow_fn = None
     if cfg.method == "synflow":
         synflow_fn = losses.synflow_objective(model, variables, pool["image"].shape[1:])
-    return prune_params(
+    ablation = cfg.get("ablation", "none")
+    mask, history = prune_params(
         loss_fn, variables["params"], pool, method=cfg.method, sparsity=cfg.sparsity,
         steps=cfg.steps, schedule=cfg.schedule,
         batch_size=cfg.batch_size, batches_per_step=cfg.batches_per_step, key=key,
         synflow_fn=synflow_fn, on_collapse=cfg.on_collapse, mesh=mesh,
+        invert_scores=ablation == "invert",
     )
+    if ablation == "shuffle":
+        mask = sanity.shuffle_within_layers(mask, sanity.ablation_key(config.seed))
+    return mask, history
+
+
+def initial_variables(config: ml_collections.ConfigDict, model: nn.Module,
+                      image_shape: tuple[int, ...], variables: PyTree, mask: PyTree) -> PyTree:
+    """The variables training starts from: those pruned, or new ones for "reinit".
+
+    Args:
+      config: experiment config (uses config.prune.ablation and config.seed).
+      model: the Flax model.
+      image_shape: shape of one input image.
+      variables: the variables the mask was found at.
+      mask: the mask.
+
+    Returns:
+      `variables`, or with ablation "reinit" the model's own initialisation at
+      `sanity.ablation_key(config.seed)`, masked.
+    """
+    if config.prune.get("ablation", "none") != "reinit":
+        return variables
+    return sanity.reinitialize(lambda k: init_variables(model, image_shape, k),
+                               sanity.ablation_key(config.seed), mask)
 
 
 def prune_record(config: ml_collections.ConfigDict, seconds: float,
@@ -114,10 +143,11 @@ def prune_record(config: ml_collections.ConfigDict, seconds: float,
       history: the `History` returned by `prune`.
 
     Returns:
-      A JSON-ready dict: method, sparsity, seconds, report, history.
+      A JSON-ready dict: method, sparsity, ablation, seconds, report, history.
     """
     return {
-        "method": config.prune.method, "sparsity": config.prune.sparsity, "seconds": seconds,
+        "method": config.prune.method, "sparsity": config.prune.sparsity,
+        "ablation": config.prune.get("ablation", "none"), "seconds": seconds,
         "report": report.as_dict(),
         "history": {k: np.asarray(v).tolist() for k, v in history._asdict().items()},
     }
@@ -206,7 +236,7 @@ def _write_summaries(writer, step: int, metrics: dict) -> None:
 def _prune_or_restore(
     config: ml_collections.ConfigDict, model: nn.Module, variables: PyTree, key: jax.Array,
     schedule: optax.Schedule, mngr: Any, template: TrainState, workdir: str,
-    mesh: Mesh | None,
+    mesh: Mesh | None, image_shape: tuple[int, ...],
 ) -> tuple[TrainState, int, list[dict]]:
     """The state to train from: the last readable checkpoint, or a fresh prune at step 0.
 
@@ -231,7 +261,8 @@ def _prune_or_restore(
     start = time.perf_counter()
     mask, history = prune_at_init(config, model, variables, key, mesh)
     prune_seconds = time.perf_counter() - start
-    state = create_train_state(config, model, variables, mask, schedule)
+    start_variables = initial_variables(config, model, image_shape, variables, mask)
+    state = create_train_state(config, model, start_variables, mask, schedule)
     if is_main:
         report = masks.sparsity_report(mask)
         print(report)
@@ -356,7 +387,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
                                   schedule)
     try:
         state, step, records = _prune_or_restore(config, model, variables, prune_key, schedule,
-                                                 mngr, shard(template)[0], workdir, mesh)
+                                                 mngr, shard(template)[0], workdir, mesh,
+                                                 info.image_shape)
         metrics_path = os.path.join(workdir, "metrics.jsonl")
 
         train_iter = data.train_iterator(
@@ -457,6 +489,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
            f"one of {', '.join(losses.SCORING_LOSSES)}")
     _check(cfg.on_collapse in ("warn", "raise", "ignore"), "prune.on_collapse", cfg.on_collapse,
            "warn, raise or ignore")
+    _check(cfg.get("ablation", "none") in sanity.ABLATIONS, "prune.ablation",
+           cfg.get("ablation"), f"one of {', '.join(sanity.ABLATIONS)}")
     for key in ("batch_size", "batches_per_step", "pool_size"):
         _check(_is_int(cfg[key]) and cfg[key] >= 1, f"prune.{key}", cfg[key], "an integer >= 1")
     _check(cfg.pool_size >= cfg.batch_size * cfg.batches_per_step, "prune.pool_size",

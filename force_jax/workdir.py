@@ -34,6 +34,9 @@ NON_DEFINING = (
     "data.data_dir", "data.download", "mesh", "distributed", "eval_batch_size",
     "eval_every_steps", "sweep",
 )
+# Keys added after runs were recorded, with the value that reproduces those runs: a
+# config.json without the key counts as having that value, so older workdirs still resume.
+ADDED_KEYS = {"prune.ablation": "none"}
 # Files whose presence means the workdir already holds results of some run (a
 # checkpoints folder counts once it holds anything).
 RESULT_FILES = ("prune.json", "metrics.jsonl", "metrics.json", "checkpoints", "mask")
@@ -96,6 +99,9 @@ def defining_settings(record: dict) -> dict[str, Any]:
 def differences(recorded: dict, current: dict) -> list[str]:
     """Lines "key: recorded -> current" for every defining setting that differs.
 
+    A key of ADDED_KEYS that the record lacks counts as recorded with its
+    value there (the library's behaviour before the key existed).
+
     Args:
       recorded: the config record of the workdir.
       current: the config record of the new run.
@@ -104,6 +110,7 @@ def differences(recorded: dict, current: dict) -> list[str]:
       One line per differing key, sorted; empty when the run matches.
     """
     old, new = defining_settings(recorded), defining_settings(current)
+    old = {**{k: v for k, v in ADDED_KEYS.items() if k in new}, **old}
     missing = "(absent)"
     return [f"{key}: {json.dumps(old.get(key, missing))} -> {json.dumps(new.get(key, missing))}"
             for key in sorted(old.keys() | new.keys()) if old.get(key, missing) != new.get(

@@ -11,7 +11,7 @@ import pytest
 from train_test import SHARED_TFDS, tiny_config
 
 from force_jax import masks, prune_cli, train
-from force_jax.errors import WorkdirError
+from force_jax.errors import ConfigError, WorkdirError
 
 
 @pytest.mark.skipif(not SHARED_TFDS.is_dir(), reason="no shared TFDS folder")
@@ -33,3 +33,9 @@ def test_prune_and_save_writes_mask_report_and_plot(tmp_path):
     with pytest.raises(WorkdirError, match="prune.sparsity: 0.99 -> 0.9"):
         prune_cli.prune_and_save(tiny_config(**{"prune.sparsity": 0.9}), str(tmp_path))
     assert (tmp_path / "config.json").read_text() == recorded
+
+
+def test_reinit_is_refused_where_there_is_no_training(tmp_path):
+    with pytest.raises(ConfigError, match="prune.ablation='reinit' changes the initial weights"):
+        prune_cli.prune_and_save(tiny_config(**{"prune.ablation": "reinit"}), str(tmp_path))
+    assert not os.listdir(tmp_path)

@@ -231,7 +231,7 @@ def test_ranking_after_each_evaluation_shows_whether_the_budget_changes_it():
 def test_cell_step_rows_read_every_evaluation(tmp_path):
     (tmp_path / "metrics.jsonl").write_text(
         '{"step": 5, "test_accuracy": 0.4}\n{"step": 10, "test_accuracy": 0.6}\n')
-    assert sweep.cell_step_rows(str(tmp_path), "force", 0.9, 1) == [
-        {"method": "force", "sparsity": 0.9, "seed": 1, "step": 5, "test_accuracy": 0.4},
-        {"method": "force", "sparsity": 0.9, "seed": 1, "step": 10, "test_accuracy": 0.6}]
+    common = {"method": "force", "ablation": "invert", "sparsity": 0.9, "seed": 1}
+    assert sweep.cell_step_rows(str(tmp_path), "force", 0.9, 1, "invert") == [
+        {**common, "step": 5, "test_accuracy": 0.4}, {**common, "step": 10, "test_accuracy": 0.6}]
     assert sweep.cell_step_rows(str(tmp_path / "none"), "force", 0.9, 1) == []

@@ -171,7 +171,9 @@ def test_a_config_mistake_on_the_command_line_is_one_line(tmp_path):
                               "--config.prune.steps=1"),
      ("prune.pool_size", 32, "config.prune.pool_size=32: expected >= prune.batch_size"),
      ("train.lr_schedule.name", "linear", "config.train.lr_schedule.name='linear': expected "
-                                          "cosine or step")],
+                                          "cosine or step"),
+     ("prune.ablation", "shufle", "config.prune.ablation='shufle': expected one of none, "
+                                  "shuffle, reinit, invert")],
 )
 def test_bad_config_values_fail_before_any_work(tmp_path, key, value, message):
     with pytest.raises(ConfigError, match=message):

@@ -29,6 +29,15 @@ def test_only_defining_settings_count_as_differences():
         'prune.temperature: "(absent)" -> 1.0']
 
 
+def test_a_key_added_later_matches_records_made_before_it_at_its_neutral_value():
+    recorded = workdir.config_record(tiny_config())
+    del recorded["prune"]["ablation"]  # a run recorded before sanity checks existed
+    assert workdir.ADDED_KEYS == {"prune.ablation": "none"}
+    assert workdir.differences(recorded, workdir.config_record(tiny_config())) == []
+    shuffled = workdir.config_record(tiny_config(**{"prune.ablation": "shuffle"}))
+    assert workdir.differences(recorded, shuffled) == ['prune.ablation: "none" -> "shuffle"']
+
+
 def test_results_without_a_config_record_are_refused(tmp_path):
     assert workdir.check_config(str(tmp_path / "new"), tiny_config()) is False
     (tmp_path / "prune.json").write_text("{}")
