@@ -66,7 +66,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.sweep = ml_collections.ConfigDict()
     config.sweep.methods = ("force", "iter_snip", "snip", "grasp", "synflow", "random")
-    config.sweep.sparsities = (0.9, 0.98, 0.995, 0.998)
+    config.sweep.sparsities = (0.9, 0.995, 0.998)
     config.sweep.seeds = (0, 1, 2)
     config.sweep.synflow_steps = ml_collections.config_dict.placeholder(int)  # None: 100
     config.sweep.grasp_temperature = 200.0  # as the official GraSP code
