@@ -43,7 +43,8 @@ def test_default_config():
     assert config.prune.method == "force" and config.prune.sparsity == 0.99
 
 
-@pytest.mark.parametrize("name", ["claim_fashion_mnist", "ablation_fashion_mnist"])
+@pytest.mark.parametrize("name", ["claim_fashion_mnist", "ablation_fashion_mnist",
+                                  "sanity_fashion_mnist"])
 def test_configs_that_reproduce_the_paper_use_its_scoring_loss(name):
     config = load(name)
     train.validate_config(config)
@@ -57,3 +58,20 @@ def test_seed_sweep_of_the_default_run():
     assert config.sweep.methods == (default.prune.method,)
     assert config.sweep.sparsities == (default.prune.sparsity,)
     assert len(set(config.sweep.seeds)) == len(config.sweep.seeds) == 5
+
+
+def test_sanity_sweep_asks_every_check_of_the_claim_setting():
+    from force_jax import sanity, sweep
+
+    config, claim = load("sanity_fashion_mnist"), load("claim_fashion_mnist")
+    sweep.validate_grid(config.sweep)
+    assert sweep.ablations(config.sweep) == sanity.ABLATIONS
+    assert config.sweep.sparsities == (0.98, 0.995, 0.998) and len(config.sweep.seeds) >= 3
+    # The setting is the claim's: only the grid differs, so its "none" cells are claim cells.
+    del config.sweep, claim.sweep
+    assert config.to_dict() == claim.to_dict()
+
+
+def test_the_ablation_base_keeps_its_own_budget():
+    config = load("ablation_fashion_mnist")
+    assert (config.train.num_steps, config.prune.steps, config.prune.pool_size) == (150, 30, 2048)
