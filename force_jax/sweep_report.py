@@ -49,6 +49,16 @@ def _format(value: Any) -> str:
     return str(value)
 
 
+def _write_csv(path: str, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
+    """Rows as CSV with the given columns (None as an empty field), written atomically."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_format(row.get(c)) for c in columns])
+    checkpoint.write_atomic(path, buffer.getvalue())
+
+
 def write_results(path: str, rows: Sequence[dict[str, Any]]) -> None:
     """Writes rows as CSV with the columns COLUMNS, atomically.
 
@@ -56,12 +66,7 @@ def write_results(path: str, rows: Sequence[dict[str, Any]]) -> None:
       path: output CSV.
       rows: dicts keyed by COLUMNS (None is written as an empty field).
     """
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    for row in rows:
-        writer.writerow([_format(row.get(c)) for c in COLUMNS])
-    checkpoint.write_atomic(path, buffer.getvalue())
+    _write_csv(path, COLUMNS, rows)
 
 
 def _finite(value: Any) -> bool:
@@ -211,12 +216,7 @@ def write_step_results(path: str, step_rows: Sequence[dict[str, Any]]) -> None:
       path: output CSV.
       step_rows: dicts keyed by STEP_COLUMNS, one per (cell, evaluated step).
     """
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(STEP_COLUMNS)
-    for row in step_rows:
-        writer.writerow([_format(row.get(c)) for c in STEP_COLUMNS])
-    checkpoint.write_atomic(path, buffer.getvalue())
+    _write_csv(path, STEP_COLUMNS, step_rows)
 
 
 def _step_means(step_rows: Sequence[dict[str, Any]]) -> dict[tuple[int, float, str], float]:
