@@ -212,19 +212,22 @@ def test_ranking_after_each_evaluation_shows_whether_the_budget_changes_it():
         return [{"method": m, "sparsity": s, "seed": seed, "step": step, "test_accuracy": a}
                 for (m, s), values in accuracies.items() for seed, a in enumerate(values)]
 
-    # At 90 %: snip leads at both steps. At 99 %: force overtakes snip at step 20.
+    # 90 %: force and snip swap, but by less than force's spread (0.1414 at step 10).
+    # 99 %: force overtakes snip at step 20 by more than both spreads: a real reversal.
     step_rows = (rows(10, {("force", 0.9): [0.5, 0.7], ("snip", 0.9): [0.7, 0.7],
                            ("force", 0.99): [0.3, 0.3], ("snip", 0.99): [0.4, None]})
-                 + rows(20, {("force", 0.9): [0.8, 0.8], ("snip", 0.9): [0.9, 0.85],
+                 + rows(20, {("force", 0.9): [0.8, 0.8], ("snip", 0.9): [0.75, 0.75],
                              ("force", 0.99): [0.6, 0.6], ("snip", 0.99): [0.5, 0.55]}))
     methods = ["force", "snip"]
     assert sweep_report.ranking(step_rows, 10, 0.99, methods) == ["snip", "force"]
     assert sweep_report.ranking(step_rows, 20, 0.99, methods) == ["force", "snip"]
     assert sweep_report.ranking(step_rows, 30, 0.99, methods) == []
+    assert sweep_report.reversed_pairs(step_rows, 0.9, methods) == []
+    assert sweep_report.reversed_pairs(step_rows, 0.99, methods) == [("force", "snip")]
     text = sweep_report.ranking_markdown(step_rows, methods, [0.9, 0.99])
     assert "| 10 | snip > force | snip > force |" in text.splitlines()
-    assert "| 20 | snip > force | force > snip |" in text.splitlines()
-    assert "same at every evaluated step at 1 of 2 sparsities" in text
+    assert "| 20 | force > snip | force > snip |" in text.splitlines()
+    assert "than both standard deviations over seeds: 90 %: none; 99 %: force / snip." in text
     assert sweep_report.ranking_markdown(rows(10, {("force", 0.9): [0.5]}), methods, [0.9]) == ""
 
 
