@@ -3,7 +3,7 @@
 Pure functions of a `prune.History`, of masks, or of their reports:
 
 - `layer_density_trajectory`: per-layer density after every step of a
-  progressive schedule (the history's ``layer_kept`` over each layer's size);
+  progressive schedule (a history's ``layer_kept`` over each layer's size);
 - `consecutive_iou`: the intersection over union of the masks of steps t-1
   and t, from the history's kept and revived counts alone;
 - `layer_iou`: for two masks, the IoU of every prunable layer and of the
@@ -22,12 +22,14 @@ from force_jax import masks as masks_lib
 PyTree = Any
 
 
-def layer_density_trajectory(history: Any,
+def layer_density_trajectory(layer_kept: Any,
                              report: masks_lib.SparsityReport) -> dict[str, np.ndarray]:
     """Per-layer density after every pruning step.
 
     Args:
-      history: a `prune.History` (or anything with a (T, L) ``layer_kept``).
+      layer_kept: (T, L) weights kept per prunable layer after each step:
+        ``history.layer_kept`` of a `prune.History` (or its list form in
+        prune.json).
       report: the sparsity report of a mask of the same model (gives the
         names and sizes of the L prunable layers, in the same order).
 
@@ -35,11 +37,11 @@ def layer_density_trajectory(history: Any,
       {layer name: float array of length T}, density after step 1..T.
 
     Raises:
-      ValueError: when the history and the report count different layers.
+      ValueError: when layer_kept and the report count different layers.
     """
-    kept = np.asarray(history.layer_kept)
+    kept = np.asarray(layer_kept)
     if kept.ndim != 2 or kept.shape[1] != len(report.layers):
-        raise ValueError(f"history.layer_kept has shape {kept.shape}; the report has "
+        raise ValueError(f"layer_kept has shape {kept.shape}; the report has "
                          f"{len(report.layers)} prunable layers")
     return {layer.name: kept[:, i] / layer.total for i, layer in enumerate(report.layers)}
 

@@ -19,7 +19,9 @@ when cells are evaluated more than once, the ranking of methods after each
 evaluation), `DIR/accuracy_by_step.csv` (every evaluation of every cell),
 `DIR/accuracy_vs_sparsity.png`, `DIR/objective_vs_sparsity.png` and
 `DIR/layer_density_<sparsity>.png` (the highest sparsity, one series per
-method).
+method) and `DIR/density_trajectory_<method>_<sparsity>.png` (per-layer
+density over the schedule of each multi-step method, at the highest sparsity
+and the first seed).
 
 Rerunning the command on the same workdir skips every finished cell (its
 metrics.json exists), resumes an interrupted one from its last checkpoint and
@@ -42,7 +44,16 @@ from typing import Any
 import ml_collections
 from tqdm.auto import tqdm
 
-from force_jax import checkpoint, parallel, sanity, schedules, scores, train
+from force_jax import (
+    checkpoint,
+    mask_analysis,
+    parallel,
+    plots,
+    sanity,
+    schedules,
+    scores,
+    train,
+)
 from force_jax import workdir as workdir_lib
 from force_jax.errors import ConfigError, WorkdirError
 from force_jax.masks import SparsityReport
@@ -375,6 +386,27 @@ def _grid_order(sweep: ml_collections.ConfigDict, row: dict[str, Any]) -> tuple:
             row["sparsity"], row["seed"])
 
 
+def _trajectory_plots(workdir: str, sweep: ml_collections.ConfigDict, sparsity: float,
+                      seed: int) -> list[str]:
+    """density_trajectory_<method>_<sparsity>.png for each multi-step method's cell."""
+    written = []
+    for method in sweep.methods:
+        pruned = _read_json(os.path.join(workdir, "cells", cell_name(method, sparsity, seed),
+                                          "prune.json")) or {}
+        layer_kept = pruned.get("history", {}).get("layer_kept")
+        if not layer_kept or len(layer_kept) < 2 or "report" not in pruned:
+            continue
+        trajectory = mask_analysis.layer_density_trajectory(
+            layer_kept, report_from_dict(pruned["report"]))
+        path = os.path.join(workdir, f"density_trajectory_{method}_{float(sparsity)!r}.png")
+        plots.plot_density_trajectory(
+            trajectory, pruned["history"]["keep_fraction"], path,
+            title=f"{method}: per-layer density over its schedule, sparsity {sparsity} "
+                  f"(seed {seed})")
+        written.append(path)
+    return written
+
+
 def _write_reports(workdir: str, rows: list[dict[str, Any]], step_rows: list[dict[str, Any]],
                    sweep: ml_collections.ConfigDict, highest: float, first_seed: int) -> None:
     """results.csv, accuracy_by_step.csv, summary.md and the figures for the rows so far."""
@@ -385,6 +417,7 @@ def _write_reports(workdir: str, rows: list[dict[str, Any]], step_rows: list[dic
                   step_rows)
     write_plots(workdir, rows, _density_reports(workdir, sweep, highest, first_seed),
                 highest, first_seed)
+    _trajectory_plots(workdir, sweep, highest, first_seed)
 
 
 def _sweep_and_summarise(config: ml_collections.ConfigDict, workdir: str) -> None:

@@ -62,7 +62,7 @@ def test_trajectory_and_consecutive_iou_agree_with_the_masks_of_every_step():
     steps = host_force_masks(params, data, 0.95, 4)
     np.testing.assert_array_equal(steps[-1]["w1"], final["w1"])  # the same schedule
     report = fj.sparsity_report(final)
-    trajectory = mask_analysis.layer_density_trajectory(history, report)
+    trajectory = mask_analysis.layer_density_trajectory(history.layer_kept, report)
     assert list(trajectory) == ["w1", "w2"]
     for name, size in (("w1", 64 * 32), ("w2", 32 * 10)):
         np.testing.assert_allclose(trajectory[name], [m[name].sum() / size for m in steps])
@@ -71,8 +71,7 @@ def test_trajectory_and_consecutive_iou_agree_with_the_masks_of_every_step():
     np.testing.assert_allclose(mask_analysis.consecutive_iou(history, report.total), expected)
     assert history.revived.sum() > 0  # FORCE revived weights: the IoU is not just k_t / k_t-1
     with pytest.raises(ValueError, match="prunable layers"):
-        mask_analysis.layer_density_trajectory(
-            history._replace(layer_kept=history.layer_kept[:, :1]), report)
+        mask_analysis.layer_density_trajectory(history.layer_kept[:, :1], report)
 
 
 def test_density_trajectory_plot_is_a_png(tmp_path):

@@ -148,7 +148,7 @@ def test_sweep_writes_results_skips_finished_cells_and_records_failures(tmp_path
         assert int(row["collapsed_layers"]) >= 0
         assert float(row["prune_seconds"]) > 0 and float(row["train_seconds"]) > 0
     for name in ("accuracy_vs_sparsity.png", "objective_vs_sparsity.png",
-                 "layer_density_0.99.png"):
+                 "layer_density_0.99.png", "density_trajectory_force_0.99.png"):
         assert (workdir / name).stat().st_size > 1000, name
     assert (workdir / "cells" / "force_s0.99_seed0" / "prune.json").exists()
     summary = (workdir / "summary.md").read_text()
