@@ -12,7 +12,8 @@ import pytest
 from sweep_test import read_csv, tiny_sweep_config
 from train_test import needs_real_data, tiny_config
 
-from force_jax import data, masks, sanity, sweep, train
+from force_jax import data, masks, sanity, sweep, train, workdir
+from force_jax.errors import ConfigError
 
 
 def pruned(config):
@@ -63,7 +64,7 @@ def test_the_sweep_axis_names_cells_and_reports_one_series_per_method_and_ablati
 
     def finishes(cell_config, cell_dir):
         calls.append((os.path.basename(cell_dir), cell_config.prune.ablation))
-        train.workdir_lib.record_config(cell_dir, cell_config)
+        workdir.record_config(cell_dir, cell_config)
         accuracy = {"none": 0.8, "shuffle": 0.7, "invert": 0.2}[cell_config.prune.ablation]
         with open(os.path.join(cell_dir, "metrics.json"), "w") as f:
             json.dump({"test_accuracy": accuracy + 0.01 * cell_config.seed}, f)
@@ -84,7 +85,7 @@ def test_the_sweep_axis_names_cells_and_reports_one_series_per_method_and_ablati
     sweep.run_sweep(config, str(tmp_path), train_fn=finishes)  # resumed: nothing to run
     assert calls == []
     config.sweep.ablations = ("none", "shufle")
-    with pytest.raises(sweep.ConfigError, match="config.sweep.ablations has unknown"):
+    with pytest.raises(ConfigError, match="config.sweep.ablations has unknown"):
         sweep.run_sweep(config, str(tmp_path), train_fn=finishes)
     assert sweep.cell_name("force", 0.9, 0) == "force_s0.9_seed0"
     assert sanity.ABLATIONS[0] == "none"
