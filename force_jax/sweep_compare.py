@@ -5,8 +5,9 @@
 
 Each run is a sweep folder (its results.csv) and a label; a label given to
 several folders joins their cells into one variant (e.g. seeds 3 and 4 run
-later, in a folder of their own), and a cell found twice is an error. Writes,
-atomically,
+later, in a folder of their own): their cells must then record the same
+settings apart from sparsity and seed (checked in each cell's config.json), and
+a cell found twice is an error. Writes, atomically,
 OUT/results.csv (every row, with a `variant` column), OUT/summary.md (test
 accuracy mean ± sample std and seed count, one row per variant and method,
 one column per sparsity) and OUT/accuracy_vs_sparsity.png (one panel per
@@ -17,13 +18,15 @@ counted, never averaged.
 from __future__ import annotations
 
 import csv
+import glob
 import io
+import json
 import os
 import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from force_jax import checkpoint, plots
+from force_jax import checkpoint, plots, workdir
 from force_jax.sweep_report import series_name
 
 VARIANT_COLUMNS = ("variant", "method", "sparsity", "seed", "test_accuracy", "error")
@@ -139,6 +142,66 @@ def check_no_repeated_cells(rows: Sequence[dict[str, Any]]) -> None:
         seen.add(cell)
 
 
+def cell_settings(sweep_dir: str) -> dict[str, dict]:
+    """One recorded config per series of a sweep folder, sparsity and seed removed.
+
+    Args:
+      sweep_dir: the sweep folder (its cells/*/config.json are read).
+
+    Returns:
+      {series name ("method" or "method+ablation"): config record without
+      `seed` and `prune.sparsity`}; the first cell of each series in name
+      order stands for it.
+
+    Raises:
+      ValueError: when the folder holds no cell with a config.json.
+    """
+    settings = {}
+    for path in sorted(glob.glob(os.path.join(sweep_dir, "cells", "*", workdir.CONFIG_FILE))):
+        with open(path) as f:
+            record = json.load(f)
+        record.pop("seed", None)
+        record.get("prune", {}).pop("sparsity", None)
+        prune = record.get("prune", {})
+        settings.setdefault(series_name(prune.get("method"), prune.get("ablation")), record)
+    if not settings:
+        raise ValueError(f"{sweep_dir} holds no cells/*/{workdir.CONFIG_FILE}: its settings "
+                         "cannot be checked against the folders it is joined with")
+    return settings
+
+
+def check_joined_settings(runs: Sequence[tuple[str, str]]) -> None:
+    """Refuses a label whose folders ran the same method with other settings.
+
+    Folders joined under one label must differ only in sparsity and seed, so
+    that a mean ± std never averages two configs.
+
+    Args:
+      runs: (label, sweep folder) pairs; labels given once are not checked.
+
+    Raises:
+      ValueError: naming the label, the folders, the method and the first
+        differing keys.
+    """
+    folders: dict[str, list[str]] = {}
+    for label, folder in runs:
+        folders.setdefault(label, []).append(folder)
+    for label, joined in folders.items():
+        if len(joined) < 2:
+            continue
+        first = cell_settings(joined[0])
+        for other in joined[1:]:
+            for series, record in cell_settings(other).items():
+                if series not in first:
+                    continue
+                diff = workdir.differences(first[series], record)
+                if diff:
+                    raise ValueError(
+                        f"variant {label!r} joins {joined[0]} and {other}, whose {series} cells "
+                        f"differ in more than sparsity and seed:\n  " + "\n  ".join(diff[:5])
+                        + "\nGive them different labels or rerun one with the other's settings.")
+
+
 def write_comparison(runs: Sequence[tuple[str, str]], out_dir: str) -> list[dict[str, Any]]:
     """Reads every run and writes results.csv, summary.md and the figure into out_dir.
 
@@ -148,9 +211,14 @@ def write_comparison(runs: Sequence[tuple[str, str]], out_dir: str) -> list[dict
 
     Returns:
       The labelled rows.
+
+    Raises:
+      ValueError: for a cell found twice, or folders joined under one label
+        whose settings differ (`check_joined_settings`).
     """
     rows = [row for label, folder in runs for row in read_rows(label, folder)]
     check_no_repeated_cells(rows)
+    check_joined_settings(runs)
     os.makedirs(out_dir, exist_ok=True)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 
 from force_jax import sweep_compare, sweep_report
 
 
-def write_sweep(folder, rows):
+def write_sweep(folder, rows, num_steps=150):
+    """A sweep folder: results.csv and one cells/<name>/config.json per row."""
     folder.mkdir(parents=True)
     sweep_report.write_results(str(folder / "results.csv"), rows)
+    for r in rows:
+        cell = folder / "cells" / f"{r['method']}_s{r['sparsity']}_seed{r['seed']}"
+        cell.mkdir(parents=True)
+        record = {"seed": r["seed"], "sweep": {"seeds": [r["seed"]]},
+                  "prune": {"method": r["method"], "sparsity": r["sparsity"], "steps": 30},
+                  "train": {"num_steps": num_steps}}
+        (cell / "config.json").write_text(json.dumps(record))
 
 
 def row(method, sparsity, seed, accuracy, error=None):
@@ -59,3 +68,20 @@ def test_one_label_joins_folders_and_refuses_a_cell_found_twice(tmp_path):
     with pytest.raises(ValueError, match="variant 'base' has the cell force at sparsity 0.998 "
                                          "seed 0 twice"):
         sweep_compare.write_comparison(runs + runs[:1], str(tmp_path / "again"))
+
+
+def test_joined_folders_must_share_settings_apart_from_sparsity_and_seed(tmp_path):
+    write_sweep(tmp_path / "short", [row("force", 0.99, 0, 0.5)], num_steps=150)
+    write_sweep(tmp_path / "long", [row("force", 0.998, 1, 0.7)], num_steps=842)
+    joined = [("base", str(tmp_path / "short")), ("base", str(tmp_path / "long"))]
+    with pytest.raises(ValueError, match=r"force cells differ in more than sparsity and seed:"
+                                         r"\n  train.num_steps: 150 -> 842"):
+        sweep_compare.write_comparison(joined, str(tmp_path / "out"))
+    # Under two labels they are two variants, side by side.
+    sweep_compare.write_comparison([("150", str(tmp_path / "short")),
+                                    ("842", str(tmp_path / "long"))], str(tmp_path / "out"))
+    (tmp_path / "bare").mkdir()
+    sweep_report.write_results(str(tmp_path / "bare" / "results.csv"), [row("force", 0.9, 2, 0.9)])
+    with pytest.raises(ValueError, match="holds no cells/.*cannot be checked"):
+        sweep_compare.write_comparison(joined[:1] + [("base", str(tmp_path / "bare"))],
+                                       str(tmp_path / "out"))
