@@ -105,7 +105,8 @@ def compiled_memory(compiled: Any) -> dict[str, int] | None:
     return out
 
 
-def build(name: str, batch_size: int, *, key: int = 0, examples: int | None = None):
+def build(name: str, batch_size: int, *, key: int = 0, examples: int | None = None,
+          kernels: str = "auto"):
     """A model, its variables at init and a random CIFAR/MNIST-shaped data set.
 
     Args:
@@ -113,6 +114,8 @@ def build(name: str, batch_size: int, *, key: int = 0, examples: int | None = No
       batch_size: examples per batch.
       key: PRNG seed.
       examples: data-set size (defaults to ``2 * batch_size``).
+      kernels: the model's kernel choice ("auto", "cpu", "plain";
+        ``force_jax.models.kernels``).
 
     Returns:
       (model, variables, data) with data = {"image", "label"}.
@@ -124,7 +127,7 @@ def build(name: str, batch_size: int, *, key: int = 0, examples: int | None = No
 
     # set_plain_conv(True) zeroes the tiny-map limit; loop_conv goes off with it.
     extra = {"fast_loop_grad": False} if common.SMALL_CONV_MAX_PIXELS == 0 else {}
-    model = models_lib.get_model(registry_name, NUM_CLASSES, **extra)
+    model = models_lib.get_model(registry_name, NUM_CLASSES, kernels=kernels, **extra)
     k_init, k_img, k_lab = jax.random.split(jax.random.key(key), 3)
     variables = model.init(k_init, jnp.zeros((1, *shape), jnp.float32), train=False)
     n = examples or 2 * batch_size
@@ -165,6 +168,9 @@ def parser(description: str, name: str, models: str = "vgg19,resnet50,lenet5"):
     result.add_argument("--batch-sizes", default="32,128")
     result.add_argument("--plain-conv", action="store_true",
                         help="plain lax convs: no tiny-map matmul, no loop_conv")
+    result.add_argument("--kernels", default="auto", choices=("auto", "cpu", "plain"),
+                        help="the models' kernels: CPU rewrites of convs and pools, or "
+                             "plain Flax ops; auto picks by backend")
     result.add_argument("--quick", action="store_true", help="smoke-test settings")
     result.add_argument("--out-dir", default=None)
     result.add_argument("--name", default=name)
@@ -185,7 +191,12 @@ def finish(args: Any, rows: list[dict], columns: Sequence[str], **extra: Any) ->
     """
     print()
     print_table(rows, columns)
-    payload = {"plain_conv": args.plain_conv, "quick": args.quick, "rows": rows,
+    from force_jax.models import kernels
+
+    payload = {"plain_conv": args.plain_conv, "quick": args.quick,
+               "kernels": getattr(args, "kernels", "auto"),
+               "cpu_kernels": kernels.use_cpu_kernels(getattr(args, "kernels", "auto")),
+               "rows": rows,
                "process_peak_memory": peak_memory(), **extra}
     path = write_results(args.name, payload, args.out_dir)
     print(f"wrote {path}")

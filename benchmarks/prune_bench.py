@@ -16,6 +16,7 @@ plus the process max RSS.
     python benchmarks/prune_bench.py --models vgg19 --batch-sizes 32 --methods force
     python benchmarks/prune_bench.py --plain-conv          # lax conv on 2x2 maps too
     python benchmarks/prune_bench.py --quick --models lenet5
+    python benchmarks/prune_bench.py --kernels plain  # plain Flax convs and pools
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def _train_step_memory(model, variables, data, batch_size: int) -> dict | None:
 
 
 def bench_one(name: str, batch_size: int, methods: list[str], *, quick: bool,
-              repeats: int = 3) -> list[dict]:
+              repeats: int = 3, kernels: str = "auto") -> list[dict]:
     """All measurements for one model and batch size."""
     import importlib
 
@@ -57,7 +58,7 @@ def bench_one(name: str, batch_size: int, methods: list[str], *, quick: bool,
 
     prune = importlib.import_module("force_jax.prune")  # the module, not the re-exported function
 
-    model, variables, data = bu.build(name, batch_size)
+    model, variables, data = bu.build(name, batch_size, kernels=kernels)
     params = variables["params"]
     loss_fn = losses.classification_loss(model, variables)
     synflow_fn = losses.synflow_objective(model, variables, bu.MODELS[name][1])
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name in bu.csv_list(args.models):
         for batch_size in bu.csv_list(args.batch_sizes, int):
             rows.extend(bench_one(name, batch_size, bu.csv_list(args.methods), quick=args.quick,
-                                   repeats=args.repeats))
+                                   repeats=args.repeats, kernels=args.kernels))
     return bu.finish(args, rows, COLUMNS, repeats=1 if args.quick else args.repeats,
                      timing="median wall seconds")
 

@@ -26,6 +26,8 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "lenet5"
+    # auto: XLA:CPU's fast rewrites of convs and pools on CPU, plain Flax ops on GPU/TPU.
+    config.model.kernels = "auto"
 
     config.prune = ml_collections.ConfigDict()
     config.prune.method = "force"

@@ -36,7 +36,7 @@ NON_DEFINING = (
 )
 # Keys added after runs were recorded, with the value that reproduces those runs: a
 # config.json without the key counts as having that value, so older workdirs still resume.
-ADDED_KEYS = {"prune.ablation": "none"}
+ADDED_KEYS = {"prune.ablation": "none", "model.kernels": "auto"}
 # Files whose presence means the workdir already holds results of some run (a
 # checkpoints folder counts once it holds anything).
 RESULT_FILES = ("prune.json", "metrics.jsonl", "metrics.json", "checkpoints", "mask")
@@ -99,8 +99,9 @@ def defining_settings(record: dict) -> dict[str, Any]:
 def differences(recorded: dict, current: dict) -> list[str]:
     """Lines "key: recorded -> current" for every defining setting that differs.
 
-    A key of ADDED_KEYS that the record lacks counts as recorded with its
-    value there (the library's behaviour before the key existed).
+    A key of ADDED_KEYS that one side lacks counts as set there to its value
+    in ADDED_KEYS (the library's behaviour before the key existed, and its
+    default since).
 
     Args:
       recorded: the config record of the workdir.
@@ -110,7 +111,8 @@ def differences(recorded: dict, current: dict) -> list[str]:
       One line per differing key, sorted; empty when the run matches.
     """
     old, new = defining_settings(recorded), defining_settings(current)
-    old = {**{k: v for k, v in ADDED_KEYS.items() if k in new}, **old}
+    old, new = ({**{k: v for k, v in ADDED_KEYS.items() if k in other}, **side}
+                for side, other in ((old, new), (new, old)))
     missing = "(absent)"
     return [f"{key}: {json.dumps(old.get(key, missing))} -> {json.dumps(new.get(key, missing))}"
             for key in sorted(old.keys() | new.keys()) if old.get(key, missing) != new.get(

@@ -87,3 +87,11 @@ def test_chaos_bench_quick(tmp_path):
     for row in rows.values():
         assert 0.0 <= row["iou"] <= 1.0 and row["kept"] == int(0.01 * 430_500)
         assert row["differing_kept"] == round(row["kept"] * (1 - row["iou"]) / (1 + row["iou"]))
+
+
+def test_kernels_bench_quick(tmp_path):
+    payload = _run("kernels_bench.py", tmp_path)
+    assert [row["kernels"] for row in payload["rows"]] == ["cpu", "plain"]
+    for row in payload["rows"]:
+        assert row["grad_s"] > 0 and row["prune_step_s"] >= 0
+        assert row["grad_plain_over_cpu"] > 0

@@ -32,10 +32,15 @@ def test_only_defining_settings_count_as_differences():
 def test_a_key_added_later_matches_records_made_before_it_at_its_neutral_value():
     recorded = workdir.config_record(tiny_config())
     del recorded["prune"]["ablation"]  # a run recorded before sanity checks existed
-    assert workdir.ADDED_KEYS == {"prune.ablation": "none"}
+    del recorded["model"]["kernels"]  # and before the per-backend kernel choice
+    assert workdir.ADDED_KEYS == {"prune.ablation": "none", "model.kernels": "auto"}
     assert workdir.differences(recorded, workdir.config_record(tiny_config())) == []
     shuffled = workdir.config_record(tiny_config(**{"prune.ablation": "shuffle"}))
     assert workdir.differences(recorded, shuffled) == ['prune.ablation: "none" -> "shuffle"']
+    # The other way round too: a config without the key means its neutral value.
+    assert workdir.differences(workdir.config_record(tiny_config()), recorded) == []
+    plain = workdir.config_record(tiny_config(**{"model.kernels": "plain"}))
+    assert workdir.differences(recorded, plain) == ['model.kernels: "auto" -> "plain"']
 
 
 def test_results_without_a_config_record_are_refused(tmp_path):

@@ -7,12 +7,14 @@ with BatchNorm need ``mutable=["batch_stats"]`` when ``train=True``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
 
+from force_jax.models import kernels as kernels_lib
 from force_jax.models.common import kaiming_normal as kaiming_normal
 from force_jax.models.lenet import LeNet5 as LeNet5
 from force_jax.models.mlp import MLP as MLP
@@ -59,15 +61,23 @@ def get_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
         "resnet50" (CIFAR stem) or "resnet50_imagenet".
       num_classes: Number of output logits.
       **kwargs: Further module attributes, e.g. ``width_multiplier=0.25`` or
-        ``dtype=jnp.bfloat16``.
+        ``dtype=jnp.bfloat16``. ``kernels`` ("auto", "cpu", "plain"; see
+        :mod:`force_jax.models.kernels`) is accepted by every model and
+        ignored by those without convs (the MLP).
 
     Returns:
       An unbound Flax module.
 
     Raises:
-      ValueError: If ``name`` is unknown; the message lists the valid names.
+      ValueError: If ``name`` is unknown (the message lists the valid names)
+        or ``kernels`` is not a valid choice.
     """
     key = name.lower()
     if key not in _MODELS:
         raise ValueError(f"Unknown model {name!r}; valid names: {', '.join(model_names())}.")
-    return _MODELS[key](num_classes=num_classes, **kwargs)
+    kernels = kwargs.pop("kernels", "auto")
+    kernels_lib.use_cpu_kernels(kernels, backend="cpu")  # validates the value
+    model = _MODELS[key](num_classes=num_classes, **kwargs)
+    if "kernels" in {field.name for field in dataclasses.fields(model)}:
+        model = model.clone(kernels=kernels)
+    return model

@@ -28,6 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from force_jax.models import kernels as kernels_lib
 from force_jax.models import loop_conv
 
 # jax.nn.initializers.Initializer is a typing Protocol; alias it for the hints below.
@@ -134,7 +135,9 @@ class Conv(nn.Conv):
       gradients stay fast inside ``lax.scan`` (where ``prune`` computes its
       scores), unless ``fast_loop_grad`` is False.
 
-    Anything else runs ``nn.Conv`` unchanged.
+    Anything else runs ``nn.Conv`` unchanged, and so does every conv whose
+    ``kernels`` does not resolve to the CPU rewrites (on GPU and TPU by
+    default, see :mod:`force_jax.models.kernels`).
 
     Attributes:
       max_matmul_pixels: Largest ``H * W`` routed to the matmul; None reads
@@ -143,10 +146,13 @@ class Conv(nn.Conv):
       fast_loop_grad: Use ``loop_conv.conv2d`` (custom VJP). Set it to False
         to differentiate the model in forward mode (``jax.jvp``,
         ``jax.hessian``), which a custom VJP does not support.
+      kernels: "auto" (the rewrites on CPU only), "cpu" or "plain"
+        (:func:`force_jax.models.kernels.use_cpu_kernels`).
     """
 
     max_matmul_pixels: int | None = None
     fast_loop_grad: bool = True
+    kernels: str = "auto"
 
     def _explicit_padding(self, x: jax.Array) -> tuple[tuple[int, int], ...] | None:
         """Explicit padding pairs when a reformulation applies, else None."""
@@ -199,6 +205,8 @@ class Conv(nn.Conv):
         Returns:
           The convolved map, as ``nn.Conv`` would compute it.
         """
+        if not kernels_lib.use_cpu_kernels(self.kernels):
+            return super().__call__(inputs)
         padding = self._explicit_padding(inputs)
         limit = SMALL_CONV_MAX_PIXELS if self.max_matmul_pixels is None else self.max_matmul_pixels
         small = padding is not None and inputs.shape[1] * inputs.shape[2] <= limit
@@ -242,6 +250,7 @@ def conv(
     dtype: Dtype = jnp.float32,
     kernel_init: Initializer | None = None,
     fast_loop_grad: bool = True,
+    kernels: str = "auto",
     name: str | None = None,
 ) -> nn.Conv:
     """Creates a square 2-D convolution over NHWC inputs.
@@ -265,6 +274,8 @@ def conv(
       kernel_init: Kernel initializer; defaults to :func:`kaiming_normal`.
       fast_loop_grad: Differentiate through :mod:`force_jax.models.loop_conv`
         (see :class:`Conv`); False allows forward-mode differentiation.
+      kernels: "auto", "cpu" or "plain": whether the CPU rewrites apply
+        (:mod:`force_jax.models.kernels`).
       name: Optional submodule name.
 
     Returns:
@@ -284,6 +295,7 @@ def conv(
         kernel_init=kernel_init or kaiming_normal(),
         bias_init=nn.initializers.zeros,
         fast_loop_grad=fast_loop_grad,
+        kernels=kernels,
         name=name,
     )
 

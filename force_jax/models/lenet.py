@@ -14,7 +14,7 @@ from force_jax.models.common import (
     kaiming_normal,
     logits_float32,
 )
-from force_jax.models.pooling import max_pool
+from force_jax.models.kernels import max_pool
 
 
 class LeNet5(nn.Module):
@@ -32,12 +32,16 @@ class LeNet5(nn.Module):
       fast_loop_grad: Convs use the custom-VJP formulation whose gradients
         stay fast inside XLA:CPU loops (the default); False allows forward-mode
         differentiation (``jax.jvp``, ``jax.hessian``) of the model.
+      kernels: "auto" (the CPU rewrites of convs and pooling on CPU, the
+        plain Flax ops elsewhere), "cpu" or "plain"; see
+        :mod:`force_jax.models.kernels`.
     """
 
     num_classes: int
     dtype: Dtype = jnp.float32
     kernel_init: Initializer = kaiming_normal()
     fast_loop_grad: bool = True
+    kernels: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -61,11 +65,11 @@ class LeNet5(nn.Module):
                 use_bias=True,
                 dtype=self.dtype,
                 kernel_init=self.kernel_init,
-                fast_loop_grad=self.fast_loop_grad,
+                fast_loop_grad=self.fast_loop_grad, kernels=self.kernels,
                 name=f"conv_{i}",
             )(x)
             x = nn.relu(x)
-            x = max_pool(x, 2)
+            x = max_pool(x, 2, self.kernels)
         x = x.reshape((x.shape[0], -1))
         x = dense(500, dtype=self.dtype, kernel_init=self.kernel_init, name="dense_0")(x)
         x = nn.relu(x)

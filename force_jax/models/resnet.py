@@ -49,6 +49,7 @@ def _shortcut(
         dtype=module.dtype,
         kernel_init=module.kernel_init,
         fast_loop_grad=module.fast_loop_grad,
+        kernels=module.kernels,
         name="proj_conv",
     )(x)
     return batch_norm(train, dtype=module.dtype, name="proj_bn")(x)
@@ -65,6 +66,8 @@ class BasicBlock(nn.Module):
       fast_loop_grad: Convs use the custom-VJP formulation whose gradients
         stay fast inside XLA:CPU loops (the default); False allows forward-mode
         differentiation (``jax.jvp``, ``jax.hessian``) of the model.
+      kernels: "auto" (the CPU conv rewrites on CPU, plain ``nn.Conv``
+        elsewhere), "cpu" or "plain"; see :mod:`force_jax.models.kernels`.
     """
 
     features: int
@@ -72,6 +75,7 @@ class BasicBlock(nn.Module):
     dtype: Dtype = jnp.float32
     kernel_init: Initializer = kaiming_normal()
     fast_loop_grad: bool = True
+    kernels: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -92,11 +96,12 @@ class BasicBlock(nn.Module):
             dtype=self.dtype,
             kernel_init=self.kernel_init,
             fast_loop_grad=self.fast_loop_grad,
+            kernels=self.kernels,
             name="conv_0",
         )(x)
         y = nn.relu(batch_norm(train, dtype=self.dtype, name="bn_0")(y))
         y = conv(self.features, 3, dtype=self.dtype, kernel_init=self.kernel_init,
-                 fast_loop_grad=self.fast_loop_grad, name="conv_1")(y)
+                 fast_loop_grad=self.fast_loop_grad, kernels=self.kernels, name="conv_1")(y)
         y = batch_norm(train, dtype=self.dtype, name="bn_1")(y)
         return nn.relu(y + residual)
 
@@ -115,6 +120,8 @@ class Bottleneck(nn.Module):
       fast_loop_grad: Convs use the custom-VJP formulation whose gradients
         stay fast inside XLA:CPU loops (the default); False allows forward-mode
         differentiation (``jax.jvp``, ``jax.hessian``) of the model.
+      kernels: "auto" (the CPU conv rewrites on CPU, plain ``nn.Conv``
+        elsewhere), "cpu" or "plain"; see :mod:`force_jax.models.kernels`.
     """
 
     features: int
@@ -122,6 +129,7 @@ class Bottleneck(nn.Module):
     dtype: Dtype = jnp.float32
     kernel_init: Initializer = kaiming_normal()
     fast_loop_grad: bool = True
+    kernels: str = "auto"
     expansion: int = 4
 
     @nn.compact
@@ -148,6 +156,7 @@ class Bottleneck(nn.Module):
                 dtype=self.dtype,
                 kernel_init=self.kernel_init,
                 fast_loop_grad=self.fast_loop_grad,
+                kernels=self.kernels,
                 name=f"conv_{i}",
             )(y)
             y = batch_norm(train, dtype=self.dtype, name=f"bn_{i}")(y)
@@ -175,6 +184,8 @@ class ResNet(nn.Module):
       fast_loop_grad: Convs use the custom-VJP formulation whose gradients
         stay fast inside XLA:CPU loops (the default); False allows forward-mode
         differentiation (``jax.jvp``, ``jax.hessian``) of the model.
+      kernels: "auto" (the CPU conv rewrites on CPU, plain ``nn.Conv``
+        elsewhere), "cpu" or "plain"; see :mod:`force_jax.models.kernels`.
     """
 
     num_classes: int
@@ -186,6 +197,7 @@ class ResNet(nn.Module):
     dtype: Dtype = jnp.float32
     kernel_init: Initializer = kaiming_normal()
     fast_loop_grad: bool = True
+    kernels: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -218,6 +230,7 @@ class ResNet(nn.Module):
                     dtype=self.dtype,
                     kernel_init=self.kernel_init,
                     fast_loop_grad=self.fast_loop_grad,
+                    kernels=self.kernels,
                     name=f"stage{stage}_block{block}",
                 )(x, train)
         x = global_average_pool(x)
@@ -242,6 +255,7 @@ class ResNet(nn.Module):
             dtype=self.dtype,
             kernel_init=self.kernel_init,
             fast_loop_grad=self.fast_loop_grad,
+            kernels=self.kernels,
             name="stem_conv",
         )(x)
         x = nn.relu(batch_norm(train, dtype=self.dtype, name="stem_bn")(x))

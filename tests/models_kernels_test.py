@@ -1,0 +1,94 @@
+"""The per-backend choice of kernels: CPU rewrites on CPU, plain Flax ops elsewhere."""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from force_jax.models import LeNet5, ResNet18, VGG, common, kernels
+
+
+def test_choice_per_backend_and_value():
+    assert kernels.use_cpu_kernels("auto", backend="cpu")
+    assert not kernels.use_cpu_kernels("auto", backend="gpu")
+    assert not kernels.use_cpu_kernels("auto", backend="tpu")
+    assert kernels.use_cpu_kernels("cpu", backend="gpu")
+    assert not kernels.use_cpu_kernels("plain", backend="cpu")
+    assert kernels.use_cpu_kernels("auto") == (jax.default_backend() == "cpu")
+    with pytest.raises(ValueError, match="config.model.kernels .* 'fast'; expected one of "
+                                         "auto, cpu, plain"):
+        kernels.use_cpu_kernels("fast")
+
+
+def _primitives(model, x) -> str:
+    variables = model.init(jax.random.key(0), x)
+    return str(jax.make_jaxpr(lambda v: model.apply(v, x))(variables))
+
+
+def test_auto_traces_plain_ops_when_the_backend_is_not_cpu(monkeypatch):
+    """VGG's convs and pools: custom VJP and strided slices on CPU, lax ops on 'gpu'."""
+    model = VGG(depth=11, num_classes=10, width_multiplier=0.125)
+    x = jnp.ones((1, 32, 32, 3))
+    monkeypatch.setattr(kernels.jax, "default_backend", lambda: "cpu")
+    on_cpu = _primitives(model, x)
+    assert "custom_vjp_call" in on_cpu and "reduce_window_max" not in on_cpu
+    monkeypatch.setattr(kernels.jax, "default_backend", lambda: "gpu")
+    on_gpu = _primitives(model, x)
+    assert "custom_vjp_call" not in on_gpu and "reduce_window_max" in on_gpu
+    assert "conv_general_dilated" in on_gpu
+    # "cpu" keeps the rewrites whatever the backend says.
+    assert _primitives(model.clone(kernels="cpu"), x) == on_cpu
+    with pytest.raises(ValueError, match="config.model.kernels"):
+        common.conv(4, 3, kernels="gpu").init(jax.random.key(0), x)
+
+
+@pytest.mark.parametrize(
+    "make, shape",
+    [
+        (lambda k: VGG(depth=11, num_classes=10, width_multiplier=0.125, kernels=k),
+         (2, 32, 32, 3)),
+        (lambda k: ResNet18(num_classes=10, width_multiplier=0.125, kernels=k), (2, 16, 16, 3)),
+        (lambda k: LeNet5(num_classes=10, kernels=k), (2, 28, 28, 1)),
+    ],
+)
+def test_both_kernel_kinds_give_the_same_outputs_and_gradients(make, shape):
+    rewrites, plain = make("cpu"), make("plain")
+    x = jax.random.normal(jax.random.key(1), shape)
+    variables = rewrites.init(jax.random.key(0), x)
+    # Same parameters: a checkpoint or a mask moves between the two.
+    chex.assert_trees_all_equal(variables, plain.init(jax.random.key(0), x))
+
+    def loss(model):
+        def fn(params):
+            if "batch_stats" in variables:
+                logits, _ = model.apply({**variables, "params": params}, x, train=True,
+                                        mutable=["batch_stats"])
+            else:
+                logits = model.apply({"params": params}, x)
+            return jnp.sum(jnp.sin(logits))
+
+        return fn
+
+    params = variables["params"]
+    np.testing.assert_allclose(loss(rewrites)(params), loss(plain)(params), rtol=1e-5,
+                               atol=1e-5)
+    for got, want in zip(jax.tree.leaves(jax.grad(loss(rewrites))(params)),
+                         jax.tree.leaves(jax.grad(loss(plain))(params))):
+        np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5)
+    # Plain kernels allow forward mode with no other flag (the default off CPU).
+    primal, tangent = jax.jvp(loss(plain), (params,), (params,))
+    assert np.isfinite(primal) and np.isfinite(tangent)
+
+
+def test_get_model_takes_the_config_key_for_every_model():
+    from force_jax import models
+
+    assert models.get_model("vgg11", 10, kernels="plain").kernels == "plain"
+    assert models.get_model("resnet18", 10).kernels == "auto"
+    mlp = models.get_model("mlp", 10, kernels="cpu")  # no convs: accepted, nothing to choose
+    assert "kernels" not in {f for f in vars(mlp)}
+    with pytest.raises(ValueError, match="config.model.kernels"):
+        models.get_model("lenet5", 10, kernels="tpu")
