@@ -67,7 +67,10 @@ def get_config(arg: str = "cifar10,vgg19") -> ml_collections.ConfigDict:
         config.data.validation_fraction = 0.0
         config.prune.batch_size = 256
         config.prune.batches_per_step = 40
-        config.prune.pool_size = 10_240
+        # The paper's code draws a fresh augmented batch for each of the 40 x 60 pruning
+        # batches; no host holds them at once, so they are streamed (each process its slice).
+        config.prune.pool_size = 0
+        config.prune.augment = True
         config.train.batch_size = 256
         config.train.weight_decay = 1e-4
         config.train.num_epochs = 90

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from force_jax import compile_options, parallel, sanity, schedules
+from force_jax import compile_options, parallel, prune_stream, sanity, schedules
 from force_jax import masks as masks_lib
 from force_jax import scores as scores_lib
 
@@ -56,25 +56,23 @@ class History(NamedTuple):
     layer_kept: np.ndarray
 
 
-def _mean_over_batches(
-    fn: Callable, data: PyTree, indices: jax.Array, mesh: Mesh | None = None
-) -> PyTree:
-    """Mean of fn(batch) over micro-batches data[indices[i]], accumulated in a loop.
+def _mean_over_batches(fn: Callable, pick: Callable[[jax.Array], PyTree], count: int,
+                       mesh: Mesh | None = None) -> PyTree:
+    """Mean of fn(pick(i)) over the micro-batches i < count, accumulated in a loop.
 
     With a mesh, each micro-batch is split over its data axis.
     """
 
     def batch(i):
-        picked = jax.tree.map(lambda x: jnp.take(x, indices[i], axis=0), data)
+        picked = pick(i)
         if mesh is None:
             return picked
         return jax.lax.with_sharding_constraint(picked, parallel.batch_sharding(mesh))
 
     first = fn(batch(0))
     total = jax.lax.fori_loop(
-        1, indices.shape[0], lambda i, acc: jax.tree.map(jnp.add, acc, fn(batch(i))), first
-    )
-    return jax.tree.map(lambda x: x / indices.shape[0], total)
+        1, count, lambda i, acc: jax.tree.map(jnp.add, acc, fn(batch(i))), first)
+    return jax.tree.map(lambda x: x / count, total)
 
 
 def _finite(scores: PyTree, mask: PyTree) -> jax.Array:
@@ -107,7 +105,86 @@ def release_compiled() -> None:
     memory mappings.
     """
     _program.cache_clear()
+    _stream_program.cache_clear()
     jax.clear_caches()
+
+
+def _step_fn(method: str, loss_fn: LossFn, synflow_fn: LossFn | None, batch_size: int,
+             batches_per_step: int, track_objective: bool, mesh: Mesh | None,
+             invert_scores: bool, streamed: bool) -> Callable:
+    """One step of a schedule, shared by the pooled and the streamed programs.
+
+    The returned step(params, data, mask, step_key, count, is_last) scores the
+    weights at `mask` and keeps the top `count` (or, when `is_last`, only
+    evaluates S(mask)); it returns (new mask, objective, scores finite,
+    revived, kept per layer). `data` is the pool, from which the step draws
+    its micro-batches with `step_key` (pooled), or this step's micro-batches
+    stacked on a leading axis of batches_per_step (streamed).
+    """
+    score_fn = scores_lib.METHODS[method]
+    extra_gradient = method in ("synflow",) and track_objective
+
+    def step(params, data, mask, step_key, count, is_last):
+        has_data = data is not None
+        batch_key, score_key = jax.random.split(step_key)
+        gradient = hessian_vector = None
+        if has_data:
+            if streamed:
+                def pick(i):
+                    return jax.tree.map(lambda x: x[i], data)
+            else:
+                n = jax.tree.leaves(data)[0].shape[0]
+                order = jax.random.permutation(batch_key, n)
+                indices = order[: batch_size * batches_per_step].reshape(batches_per_step, -1)
+
+                def pick(i):
+                    return jax.tree.map(lambda x: jnp.take(x, indices[i], axis=0), data)
+
+            def gradient(p):
+                return _mean_over_batches(lambda b: jax.grad(loss_fn)(p, b), pick,
+                                          batches_per_step, mesh)
+
+            def hessian_vector(p, v):
+                # Reverse over reverse, H v = d<g(q), v>/dq: the models' convs on
+                # CPU have a custom VJP, which forward mode cannot go through.
+                def hv(b):
+                    def directional(q):
+                        grads = jax.grad(loss_fn)(q, b)
+                        return sum(jnp.vdot(g, t) for g, t in
+                                   zip(jax.tree.leaves(grads), jax.tree.leaves(v)))
+
+                    return jax.grad(directional)(p)
+
+                return _mean_over_batches(hv, pick, batches_per_step, mesh)
+
+        synflow_gradient = jax.grad(synflow_fn) if synflow_fn is not None else None
+        inputs = scores_lib.StepInputs(
+            params, mask, gradient, hessian_vector, synflow_gradient, score_key)
+
+        def select(mask):
+            scores, grads = score_fn(inputs)
+            if invert_scores:
+                scores = sanity.invert_scores(scores)
+            if grads is None and extra_gradient and has_data:
+                grads = inputs.gradient(masks_lib.apply_mask(params, mask))
+            objective = _objective(params, grads, mask) if grads is not None else jnp.nan
+            new_mask = masks_lib.topk_mask(scores, mask, count)
+            revived = masks_lib.num_kept(jax.tree.map(lambda a, b: a & ~b, new_mask, mask))
+            return new_mask, jnp.float32(objective), _finite(scores, mask), revived
+
+        def final(mask):
+            objective = jnp.float32(jnp.nan)
+            if has_data and track_objective:
+                grads = inputs.gradient(masks_lib.apply_mask(params, mask))
+                objective = jnp.float32(_objective(params, grads, mask))
+            return mask, objective, jnp.bool_(True), jnp.int32(0)
+
+        new_mask, objective, finite, revived = jax.lax.cond(is_last, final, select, mask)
+        layer_kept = jnp.stack([jnp.sum(m, dtype=jnp.int32) for m in jax.tree.leaves(new_mask)
+                                if masks_lib.is_prunable_leaf(m)])
+        return new_mask, objective, finite, revived, layer_kept
+
+    return step
 
 
 # Small: a new loss_fn closure is a new key, so entries from finished runs are dead weight.
@@ -123,83 +200,66 @@ def _program(
     mesh: Mesh | None,
     invert_scores: bool,
 ) -> Callable:
-    """The jitted schedule for one static configuration (cached, so reused)."""
-    score_fn = scores_lib.METHODS[method]
-    extra_gradient = method in ("synflow",) and track_objective
+    """The jitted pooled schedule, all steps in one scan (cached, so reused)."""
+    del flags  # part of the cache key: the mask's structure
+    step = _step_fn(method, loss_fn, synflow_fn, batch_size, batches_per_step, track_objective,
+                    mesh, invert_scores, streamed=False)
 
     def program(params, data, counts, key, start_mask):
-        has_data = data is not None
-
-        def step_inputs(mask, step_key):
-            batch_key, score_key = jax.random.split(step_key)
-            if has_data:
-                n = jax.tree.leaves(data)[0].shape[0]
-                order = jax.random.permutation(batch_key, n)
-                indices = order[: batch_size * batches_per_step].reshape(batches_per_step, -1)
-
-                def gradient(p):
-                    return _mean_over_batches(
-                        lambda b: jax.grad(loss_fn)(p, b), data, indices, mesh
-                    )
-
-                def hessian_vector(p, v):
-                    # Reverse over reverse, H v = d<g(q), v>/dq: the models' convs
-                    # have a custom VJP, which forward mode cannot go through.
-                    def hv(b):
-                        def directional(q):
-                            grads = jax.grad(loss_fn)(q, b)
-                            return sum(jnp.vdot(g, t) for g, t in
-                                       zip(jax.tree.leaves(grads), jax.tree.leaves(v)))
-
-                        return jax.grad(directional)(p)
-
-                    return _mean_over_batches(hv, data, indices, mesh)
-            else:
-                gradient = hessian_vector = None
-            synflow_gradient = jax.grad(synflow_fn) if synflow_fn is not None else None
-            return scores_lib.StepInputs(
-                params, mask, gradient, hessian_vector, synflow_gradient, score_key
-            )
-
-        def select(mask, inputs, count):
-            scores, grads = score_fn(inputs)
-            if invert_scores:
-                scores = sanity.invert_scores(scores)
-            if grads is None and extra_gradient and has_data:
-                grads = inputs.gradient(masks_lib.apply_mask(params, mask))
-            objective = _objective(params, grads, mask) if grads is not None else jnp.nan
-            new_mask = masks_lib.topk_mask(scores, mask, count)
-            revived = masks_lib.num_kept(jax.tree.map(lambda a, b: a & ~b, new_mask, mask))
-            return new_mask, jnp.float32(objective), _finite(scores, mask), revived
-
-        def final(mask, inputs, count):
-            del count
-            objective = jnp.float32(jnp.nan)
-            if has_data and track_objective:
-                grads = inputs.gradient(masks_lib.apply_mask(params, mask))
-                objective = jnp.float32(_objective(params, grads, mask))
-            return mask, objective, jnp.bool_(True), jnp.int32(0)
-
         def body(carry, xs):
             mask, step_key = carry
             count, is_last = xs
             step_key, this_key = jax.random.split(step_key)
-            inputs = step_inputs(mask, this_key)
-            new_mask, objective, finite, revived = jax.lax.cond(
-                is_last,
-                lambda m: final(m, inputs, count),
-                lambda m: select(m, inputs, count),
-                mask,
-            )
-            layer_kept = jnp.stack([jnp.sum(m, dtype=jnp.int32) for m in jax.tree.leaves(new_mask)
-                                    if masks_lib.is_prunable_leaf(m)])
-            return (new_mask, step_key), (objective, finite, revived, layer_kept)
+            new_mask, *outputs = step(params, data, mask, this_key, count, is_last)
+            return (new_mask, step_key), tuple(outputs)
 
         is_last = jnp.arange(counts.shape[0]) == counts.shape[0] - 1
         (mask, _), outputs = jax.lax.scan(body, (start_mask, key), (counts, is_last))
         return mask, outputs
 
     return compile_options.jit(program)
+
+
+@functools.lru_cache(maxsize=8)
+def _stream_program(
+    method: str,
+    loss_fn: LossFn,
+    synflow_fn: LossFn | None,
+    flags: tuple[bool, ...],
+    batch_size: int,
+    batches_per_step: int,
+    track_objective: bool,
+    mesh: Mesh | None,
+    invert_scores: bool,
+) -> Callable:
+    """The jitted single step of a streamed schedule, called once per step (cached)."""
+    del flags
+    step = _step_fn(method, loss_fn, synflow_fn, batch_size, batches_per_step, track_objective,
+                    mesh, invert_scores, streamed=True)
+    return compile_options.jit(step)
+
+
+def _run_streamed(step: Callable, params: PyTree, batches: Any, counts: jax.Array,
+                  key: jax.Array, mask: PyTree, *, batches_per_step: int, batch_size: int,
+                  fresh_final: bool, mesh: Mesh | None) -> tuple[PyTree, tuple]:
+    """The streamed schedule: the pooled scan's steps, one call each, fresh batches each.
+
+    Keys follow the scan's chain, so a stream that yields the batches the
+    pool would have drawn gives the pooled schedule's mask. The final
+    objective reuses the last step's batches unless `fresh_final`.
+    """
+    steps = counts.shape[0] - 1
+    outputs, step_data, expected = [], None, None
+    for index in range(steps + 1):
+        key, this_key = jax.random.split(key)
+        is_last = index == steps
+        if not is_last or fresh_final:
+            step_data, expected = prune_stream.draw_step(
+                batches, batches_per_step=batches_per_step, batch_size=batch_size,
+                step=index + 1, steps=steps, expected=expected, mesh=mesh)
+        mask, *out = step(params, step_data, mask, this_key, counts[index], jnp.bool_(is_last))
+        outputs.append(out)
+    return mask, tuple(jnp.stack(column) for column in zip(*outputs))
 
 
 def _check_data(data: PyTree, batch_size: int, batches_per_step: int) -> None:
@@ -262,8 +322,15 @@ def prune(
       loss_fn: loss_fn(params, batch) -> scalar, the scoring loss (see
         `classification_loss`); may be None for data-free methods.
       params: the dense parameters at initialisation (any pytree).
-      data: pytree of arrays with a leading example axis; each step draws
-        batches_per_step fresh batches of batch_size distinct examples.
+      data: the pruning examples, in one of two modes. A pool: a pytree of
+        arrays with a leading example axis, from which each step draws
+        batches_per_step batches of batch_size distinct examples (the whole
+        schedule is one compiled scan). A stream: an iterator of batches
+        (pytrees of global jax.Arrays of batch_size examples, or numpy
+        arrays of this process's batch_size / process_count; see
+        `force_jax.prune_stream`), of which each step takes batches_per_step
+        fresh ones, and the final objective one more step's worth when
+        tracked (one compiled step, called T + 1 times).
       method: force, iter_snip, snip, grasp_it, grasp, synflow, magnitude or
         random.
       sparsity: fraction of prunable weights removed, in [0, 1).
@@ -322,15 +389,17 @@ def prune(
     needs_data = method in scores_lib.NEEDS_DATA
     if needs_data and (data is None or loss_fn is None):
         raise ValueError(f"method {method!r} needs loss_fn and data")
+    streamed = prune_stream.is_stream(data)
     if data is not None and loss_fn is not None:
-        _check_data(data, batch_size, batches_per_step)
+        if not streamed:
+            _check_data(data, batch_size, batches_per_step)
     else:
-        data = None
+        data = streamed = None
 
     if mesh is not None:
         parallel.check_batch_size(batch_size, mesh, "pruning batch_size")
         params = parallel.put_replicated_copy(params, parallel.replicated(mesh))
-        if data is not None:
+        if data is not None and not streamed:
             size = jax.tree.leaves(data)[0].shape[0]
             divisible = size % mesh.shape[parallel.DATA_AXIS] == 0
             layout = parallel.batch_sharding(mesh) if divisible else parallel.replicated(mesh)
@@ -348,13 +417,17 @@ def prune(
         start_mask = jax.tree.map(
             lambda d, m: jnp.broadcast_to(jnp.asarray(m, bool), d.shape) if d.ndim else d,
             dense, initial_mask)
-    program = _program(
-        method, loss_fn, synflow_fn, flags, int(batch_size), int(batches_per_step),
-        bool(track_objective), mesh, bool(invert_scores),
-    )
+    static = (method, loss_fn, synflow_fn, flags, int(batch_size), int(batches_per_step),
+              bool(track_objective), mesh, bool(invert_scores))
     padded = jnp.asarray(np.append(counts, counts[-1]), jnp.int32)
-    mask, (objective, finite, revived, layer_kept) = program(
-        params, data, padded, key, start_mask)
+    if streamed:
+        mask, (objective, finite, revived, layer_kept) = _run_streamed(
+            _stream_program(*static), params, data, padded, key, start_mask,
+            batches_per_step=int(batches_per_step), batch_size=int(batch_size),
+            fresh_final=bool(track_objective), mesh=mesh)
+    else:
+        mask, (objective, finite, revived, layer_kept) = _program(*static)(
+            params, data, padded, key, start_mask)
 
     finite = np.asarray(finite)[:-1]
     if not finite.all():

@@ -29,7 +29,17 @@ from flax.training import train_state
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
-from force_jax import checkpoint, compile_options, data, losses, masks, optim, parallel, sanity
+from force_jax import (
+    checkpoint,
+    compile_options,
+    data,
+    losses,
+    masks,
+    optim,
+    parallel,
+    prune_stream,
+    sanity,
+)
 from force_jax import models as models_lib
 from force_jax import workdir as workdir_lib
 from force_jax.errors import ConfigError
@@ -69,9 +79,10 @@ def prune_at_init(
     config: ml_collections.ConfigDict, model: nn.Module, variables: PyTree, key: jax.Array,
     mesh: Mesh | None = None,
 ) -> tuple[PyTree, Any]:
-    """Runs the configured pruning method on a pool of training examples.
+    """Runs the configured pruning method on training examples (`pruning_examples`).
 
-    Every process loads the same pool, so every process computes the same mask.
+    Every process computes the same mask: from the same pool, or from one
+    stream of global batches to which each process gives its own slice.
     With ``config.prune.ablation`` "invert" the method keeps its lowest scores
     at every step; with "shuffle" the final mask's kept positions are redrawn
     at random within each layer (key `sanity.ablation_key(config.seed)`).
@@ -87,20 +98,22 @@ def prune_at_init(
       (mask, history) from `force_jax.prune`, the mask after the ablation.
     """
     cfg = config.prune
-    pool = data.load_examples(
-        config.data.name, "train", num_examples=cfg.pool_size, data_dir=config.data.data_dir,
-        seed=config.seed, validation_fraction=config.data.validation_fraction,
-        download=config.data.download,
-    )
+    examples = pruning_examples(config)
     loss_fn = losses.classification_loss(
         model, variables, loss=cfg.scoring_loss, temperature=cfg.temperature
     )
     synflow_fn = None
     if cfg.method == "synflow":
-        synflow_fn = losses.synflow_objective(model, variables, pool["image"].shape[1:])
+        if prune_stream.is_stream(examples):
+            image_shape = data.dataset_info(
+                config.data.name, config.data.data_dir,
+                validation_fraction=config.data.validation_fraction).image_shape
+        else:
+            image_shape = examples["image"].shape[1:]
+        synflow_fn = losses.synflow_objective(model, variables, image_shape)
     ablation = cfg.get("ablation", "none")
     mask, history = prune_params(
-        loss_fn, variables["params"], pool, method=cfg.method, sparsity=cfg.sparsity,
+        loss_fn, variables["params"], examples, method=cfg.method, sparsity=cfg.sparsity,
         steps=cfg.steps, schedule=cfg.schedule,
         batch_size=cfg.batch_size, batches_per_step=cfg.batches_per_step, key=key,
         synflow_fn=synflow_fn, on_collapse=cfg.on_collapse, mesh=mesh,
@@ -109,6 +122,43 @@ def prune_at_init(
     if ablation == "shuffle":
         mask = sanity.shuffle_within_layers(mask, sanity.ablation_key(config.seed))
     return mask, history
+
+
+def pruning_examples(config: ml_collections.ConfigDict) -> Any:
+    """The examples the pruning batches come from: a pool, or a stream of fresh batches.
+
+    With config.prune.pool_size > 0, a pool of that many unaugmented training
+    examples, the same on every process (`data.load_examples`, seed
+    config.seed). With pool_size 0, the paper code's way: an endless stream of
+    training batches (augmented if config.prune.augment), each process reading
+    its own slice of the split and holding batch_size / process_count
+    examples of each batch, from which every pruning step takes fresh ones.
+    Its shuffle seed is -1 - config.seed, never a training run's seed.
+
+    Args:
+      config: experiment config (uses config.data, config.prune, config.seed).
+
+    Returns:
+      A dict of numpy arrays (pool) or an iterator of such dicts (stream).
+
+    Raises:
+      ConfigError: when prune.batch_size does not divide over the processes.
+    """
+    cfg = config.prune
+    if cfg.pool_size:
+        return data.load_examples(
+            config.data.name, "train", num_examples=cfg.pool_size,
+            data_dir=config.data.data_dir, seed=config.seed,
+            validation_fraction=config.data.validation_fraction, download=config.data.download)
+    processes = jax.process_count()
+    if cfg.batch_size % processes:
+        raise ConfigError(f"config.prune.batch_size={cfg.batch_size} does not divide over "
+                          f"{processes} processes: use a multiple of {processes}")
+    return data.train_iterator(
+        config.data.name, batch_size=cfg.batch_size // processes, seed=-1 - config.seed,
+        data_dir=config.data.data_dir, validation_fraction=config.data.validation_fraction,
+        augment=bool(cfg.get("augment", False)), process_index=jax.process_index(),
+        process_count=processes, download=config.data.download)
 
 
 def initial_variables(config: ml_collections.ConfigDict, model: nn.Module,
@@ -491,11 +541,19 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
            "warn, raise or ignore")
     _check(cfg.get("ablation", "none") in sanity.ABLATIONS, "prune.ablation",
            cfg.get("ablation"), f"one of {', '.join(sanity.ABLATIONS)}")
-    for key in ("batch_size", "batches_per_step", "pool_size"):
+    for key in ("batch_size", "batches_per_step"):
         _check(_is_int(cfg[key]) and cfg[key] >= 1, f"prune.{key}", cfg[key], "an integer >= 1")
-    _check(cfg.pool_size >= cfg.batch_size * cfg.batches_per_step, "prune.pool_size",
-           cfg.pool_size, f">= prune.batch_size * prune.batches_per_step = "
-           f"{cfg.batch_size * cfg.batches_per_step} (each step draws that many distinct examples)")
+    _check(_is_int(cfg.pool_size) and (cfg.pool_size == 0 or cfg.pool_size >= cfg.batch_size
+                                        * cfg.batches_per_step), "prune.pool_size",
+           cfg.pool_size, "0 (fresh batches streamed from the training split) or an integer >= "
+           f"prune.batch_size * prune.batches_per_step = {cfg.batch_size * cfg.batches_per_step} "
+           "(each step draws that many distinct examples from the pool)")
+    _check(cfg.get("augment", False) in (True, False), "prune.augment", cfg.get("augment"),
+           "True or False")
+    if cfg.get("augment", False) and cfg.pool_size:
+        raise ConfigError("config.prune.augment=True augments streamed batches, but "
+                          f"config.prune.pool_size={cfg.pool_size} asks for an in-memory pool, "
+                          "which is never augmented: set --config.prune.pool_size=0")
     _check(config.model.name in models_lib.model_names(), "model.name", config.model.name,
            f"one of {', '.join(models_lib.model_names())}")
     _check(_is_int(config.seed), "seed", config.seed, "an integer")

@@ -95,3 +95,12 @@ def test_kernels_bench_quick(tmp_path):
     for row in payload["rows"]:
         assert row["grad_s"] > 0 and row["prune_step_s"] >= 0
         assert row["grad_plain_over_cpu"] > 0
+
+
+def test_stream_bench_quick(tmp_path):
+    payload = _run("stream_bench.py", tmp_path, "--memory-steps", "2,6")
+    (row,) = payload["rows"]
+    assert row["pool_step_s"] >= 0 and row["stream_step_s"] >= 0
+    assert [m["steps"] for m in payload["memory"]] == [2, 6]
+    assert all(m["peak_rss_bytes"] > 0 for m in payload["memory"])
+    assert payload["memory_growth_last_over_first"] > 0

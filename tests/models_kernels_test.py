@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from force_jax.models import LeNet5, ResNet18, VGG, common, kernels
+from force_jax.models import VGG, LeNet5, ResNet18, common, kernels
 
 
 def test_choice_per_backend_and_value():

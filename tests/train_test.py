@@ -123,6 +123,28 @@ def test_mock_datasets_train_end_to_end(tmp_path, name, splits, model, width):
     assert metrics["global_density"] == pytest.approx(0.01, abs=1e-4)
 
 
+def test_imagenet_streams_fresh_augmented_pruning_batches_end_to_end(tmp_path):
+    """The paper's ImageNet way (pool_size 0, augment): no pool is ever loaded."""
+    write_metadata(tmp_path / "tfds", "imagenet2012", {"train": 1_281_167, "validation": 50_000})
+    config = tiny_config(**{
+        "data.name": "imagenet2012", "data.data_dir": str(tmp_path / "tfds"),
+        "model.name": "resnet50_imagenet", "prune.pool_size": 0, "prune.augment": True,
+        "prune.batch_size": 8, "prune.batches_per_step": 2, "train.batch_size": 4,
+        "train.num_steps": 2, "eval_every_steps": 2, "eval_batch_size": 4,
+    })
+    config.model.width_multiplier = 0.0625
+    with tfds.testing.mock_data(num_examples=16, data_dir=str(tmp_path / "tfds")):
+        stream = train.pruning_examples(config)
+        first = next(stream)
+        assert first["image"].shape == (8, 224, 224, 3) and first["label"].shape == (8,)
+        metrics = train.train_and_evaluate(config, str(tmp_path / "run"))
+    assert metrics["step"] == 2 and np.isfinite(metrics["train_loss"])
+    assert metrics["global_density"] == pytest.approx(0.01, abs=1e-4)
+    record = json.loads((tmp_path / "run" / "prune.json").read_text())
+    assert len(record["history"]["objective"]) == 3 and np.all(
+        np.isfinite(record["history"]["objective"]))
+
+
 def test_config_typo_is_rejected_on_the_command_line(tmp_path):
     root = os.path.join(os.path.dirname(__file__), "..")
     result = subprocess.run(
@@ -169,7 +191,10 @@ def test_a_config_mistake_on_the_command_line_is_one_line(tmp_path):
      ("train.num_steps", 0, "config.train.num_steps=0: expected an integer >= 1"),
      ("prune.method", "snip", "config.prune.steps=3, but snip prunes in one shot: set "
                               "--config.prune.steps=1"),
-     ("prune.pool_size", 32, "config.prune.pool_size=32: expected >= prune.batch_size"),
+     ("prune.pool_size", 32, "config.prune.pool_size=32: expected 0 \\(fresh batches streamed "
+                             "from the training split\\) or an integer >= prune.batch_size"),
+     ("prune.augment", True, "config.prune.augment=True augments streamed batches, but "
+                             "config.prune.pool_size=256 asks for an in-memory pool"),
      ("train.lr_schedule.name", "linear", "config.train.lr_schedule.name='linear': expected "
                                           "cosine or step"),
      ("prune.ablation", "shufle", "config.prune.ablation='shufle': expected one of none, "
