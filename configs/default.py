@@ -70,6 +70,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.mesh.num_devices = -1  # -1: every device of every process, on one "data" axis
     config.mesh.fsdp = False  # shard large params and optimiser state over the data axis
     config.distributed = False  # jax.distributed.initialize() for multi-host runs
+    # Who the processes are. Unset ("", 0, -1): FORCE_JAX_COORDINATOR, FORCE_JAX_NUM_PROCESSES,
+    # FORCE_JAX_PROCESS_ID, else JAX's own detection (TPU pods, SLURM, Open MPI).
+    config.cluster = ml_collections.ConfigDict()
+    config.cluster.coordinator_address = ""  # host:port of process 0, e.g. 127.0.0.1:12345
+    config.cluster.num_processes = 0
+    config.cluster.process_id = -1
+    config.cluster.initialization_timeout = 300  # seconds to wait for every process
 
     config.eval_batch_size = 500
     config.eval_every_steps = -1  # <= 0: once per epoch

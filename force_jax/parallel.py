@@ -24,15 +24,91 @@ PyTree = Any
 DATA_AXIS = "data"
 
 
-def initialize_distributed(enabled: bool) -> None:
-    """Starts JAX's multi-host runtime (coordinator from the environment) when asked.
+# Environment variables that name the cluster when the config does not (config wins).
+CLUSTER_ENV = {"coordinator_address": "FORCE_JAX_COORDINATOR",
+               "num_processes": "FORCE_JAX_NUM_PROCESSES", "process_id": "FORCE_JAX_PROCESS_ID"}
+
+
+def cluster_arguments(cluster: Mapping[str, Any] | None,
+                      environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The arguments of `jax.distributed.initialize` from config.cluster and the environment.
+
+    Each of coordinator_address, num_processes and process_id comes from
+    config.cluster when set there ("", 0 and -1 mean unset), else from
+    FORCE_JAX_COORDINATOR, FORCE_JAX_NUM_PROCESSES and FORCE_JAX_PROCESS_ID,
+    else is left out, so that JAX detects it (TPU pods, SLURM, Open MPI).
 
     Args:
-      enabled: call `jax.distributed.initialize()` (TPU pods and SLURM/GPU
-        clusters fill in the coordinator address and process ids).
+      cluster: config.cluster (may be None or lack keys).
+      environ: the environment (default: os.environ).
+
+    Returns:
+      Keyword arguments for `jax.distributed.initialize`, including
+      initialization_timeout (seconds; config.cluster.initialization_timeout,
+      default 300).
+
+    Raises:
+      ConfigError: for a number that is not one, or an address without the
+        other two (or the reverse), naming the key or variable.
     """
-    if enabled and not jax.distributed.is_initialized():
-        jax.distributed.initialize()
+    import os
+
+    cluster = dict(cluster or {})
+    environ = os.environ if environ is None else environ
+    unset = {"coordinator_address": "", "num_processes": 0, "process_id": -1}
+    args: dict[str, Any] = {}
+    for key, variable in CLUSTER_ENV.items():
+        value = cluster.get(key, unset[key])
+        source = f"config.cluster.{key}"
+        if value in (unset[key], None) and environ.get(variable, "") != "":
+            value, source = environ[variable], variable
+        if value in (unset[key], None, ""):
+            continue
+        if key != "coordinator_address":
+            try:
+                value = int(value)
+            except ValueError:
+                raise ConfigError(f"{source}={value!r}: expected an integer") from None
+            if value < (1 if key == "num_processes" else 0):
+                raise ConfigError(f"{source}={value}: expected an integer >= "
+                                  f"{1 if key == 'num_processes' else 0}")
+        args[key] = value
+    if args and len(args) != 3:
+        missing = [f"config.cluster.{k} (or {CLUSTER_ENV[k]})" for k in CLUSTER_ENV
+                   if k not in args]
+        raise ConfigError("a cluster named by hand needs its coordinator address, process count "
+                          f"and this process's id: missing {', '.join(missing)}")
+    if args and not args["process_id"] < args["num_processes"]:
+        raise ConfigError(f"process_id={args['process_id']} is not below "
+                          f"num_processes={args['num_processes']}")
+    args["initialization_timeout"] = int(cluster.get("initialization_timeout", 300))
+    return args
+
+
+def initialize_distributed(enabled: bool, cluster: Mapping[str, Any] | None = None) -> None:
+    """Starts JAX's multi-process runtime when asked.
+
+    Args:
+      enabled: call `jax.distributed.initialize` (config.distributed).
+      cluster: config.cluster: the coordinator, process count and process id
+        (see `cluster_arguments`); left unset, JAX detects them on TPU pods
+        and SLURM or Open MPI clusters.
+
+    Raises:
+      ConfigError: for bad cluster settings, or a coordinator that did not
+        answer within the initialization timeout.
+    """
+    if not enabled or jax.distributed.is_initialized():
+        return
+    args = cluster_arguments(cluster)
+    try:
+        jax.distributed.initialize(**args)
+    except Exception as error:  # noqa: BLE001 - JAX raises several types for a dead coordinator
+        where = args.get("coordinator_address", "the detected coordinator")
+        raise ConfigError(
+            f"the JAX distributed runtime did not start (coordinator {where}, "
+            f"{args['initialization_timeout']} s allowed): {str(error).splitlines()[0][:200]}"
+        ) from error
 
 
 def make_mesh(num_devices: int = -1) -> Mesh:

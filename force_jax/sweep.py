@@ -347,7 +347,7 @@ def run_sweep(
     validate_grid(sweep)
     for cell in grid(sweep):  # one error now, not one failed cell each
         train.validate_config(cell_config(config, *cell))
-    parallel.initialize_distributed(config.distributed)
+    parallel.initialize_distributed(config.distributed, config.get("cluster"))
     with workdir_lib.claim(workdir, check=lambda: check_cells(config, workdir)):
         return _run_cells(config, workdir, train_fn or train.train_and_evaluate)
 

@@ -286,13 +286,15 @@ def _write_summaries(writer, step: int, metrics: dict) -> None:
 def _prune_or_restore(
     config: ml_collections.ConfigDict, model: nn.Module, variables: PyTree, key: jax.Array,
     schedule: optax.Schedule, mngr: Any, template: TrainState, workdir: str,
-    mesh: Mesh | None, image_shape: tuple[int, ...],
+    mesh: Mesh | None, image_shape: tuple[int, ...], place: Any,
 ) -> tuple[TrainState, int, list[dict]]:
     """The state to train from: the last readable checkpoint, or a fresh prune at step 0.
 
     A fresh start writes prune.json, an empty metrics.jsonl and the step-0
-    checkpoint; a resume validates metrics.jsonl and cuts it back to the
-    checkpointed step. Also returns the metrics records so far.
+    checkpoint of the new state placed on the mesh by `place` (every array
+    global, as a multi-process checkpoint needs); a resume validates
+    metrics.jsonl and cuts it back to the checkpointed step. Also returns the
+    metrics records so far.
     """
     is_main = jax.process_index() == 0
     metrics_path = os.path.join(workdir, "metrics.jsonl")
@@ -312,7 +314,7 @@ def _prune_or_restore(
     mask, history = prune_at_init(config, model, variables, key, mesh)
     prune_seconds = time.perf_counter() - start
     start_variables = initial_variables(config, model, image_shape, variables, mask)
-    state = create_train_state(config, model, start_variables, mask, schedule)
+    state = place(create_train_state(config, model, start_variables, mask, schedule))
     if is_main:
         report = masks.sparsity_report(mask)
         print(report)
@@ -404,7 +406,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         in use by another run, unreadable checkpoints or metrics.
     """
     validate_config(config)
-    parallel.initialize_distributed(config.distributed)
+    parallel.initialize_distributed(config.distributed, config.get("cluster"))
     mesh = parallel.make_mesh(config.mesh.num_devices)
     parallel.check_batch_size(config.train.batch_size, mesh, "config.train.batch_size")
     parallel.check_batch_size(config.eval_batch_size, mesh, "config.eval_batch_size")
@@ -438,7 +440,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
     try:
         state, step, records = _prune_or_restore(config, model, variables, prune_key, schedule,
                                                  mngr, shard(template)[0], workdir, mesh,
-                                                 info.image_shape)
+                                                 info.image_shape, lambda s: shard(s)[0])
         metrics_path = os.path.join(workdir, "metrics.jsonl")
 
         train_iter = data.train_iterator(

@@ -32,7 +32,7 @@ CONFIG_FILE = "config.json"
 # Keys (dotted prefixes) that do not change a run's result.
 NON_DEFINING = (
     "data.data_dir", "data.download", "mesh", "distributed", "eval_batch_size",
-    "eval_every_steps", "sweep",
+    "eval_every_steps", "sweep", "cluster",
 )
 # Keys added after runs were recorded, with the value that reproduces those runs: a
 # config.json without the key counts as having that value, so older workdirs still resume.
