@@ -190,6 +190,32 @@ def topk_mask(scores: PyTree, mask_like: PyTree, k: jax.Array | int) -> PyTree:
     return treedef.unflatten(out)
 
 
+@jax.jit
+def fingerprint(mask: PyTree) -> jax.Array:
+    """A 32-bit checksum of which weights a mask keeps, to compare masks cheaply.
+
+    Each kept weight adds a hash of (its leaf's index, its flat position);
+    the sum wraps modulo 2**32. Equal masks give equal fingerprints; masks
+    that differ in any kept position almost surely do not.
+
+    Args:
+      mask: a mask pytree (scalar leaves count as not prunable).
+
+    Returns:
+      A uint32 scalar. On a multi-process mesh each process computes it on
+      its own replica, so processes whose masks differ get different values.
+    """
+    total = jnp.uint32(0)
+    for index, leaf in enumerate(jax.tree.leaves(mask)):
+        if not is_prunable_leaf(leaf):
+            continue
+        position = jnp.arange(leaf.size, dtype=jnp.uint32)
+        hashed = position * jnp.uint32(2654435761) + jnp.uint32(40503 * (index + 1))
+        hashed = hashed ^ (hashed >> 15)
+        total = total + jnp.sum(jnp.where(leaf.ravel(), hashed, jnp.uint32(0)), dtype=jnp.uint32)
+    return total
+
+
 def num_prunable(mask: PyTree) -> int:
     """Total number of prunable weights N of a mask."""
     return sum(int(np.size(m)) for m in jax.tree.leaves(mask) if is_prunable_leaf(m))

@@ -85,6 +85,38 @@ def cluster_arguments(cluster: Mapping[str, Any] | None,
     return args
 
 
+def wait_for_coordinator(address: str, timeout: float) -> None:
+    """Waits until something accepts connections at the coordinator's host:port.
+
+    Args:
+      address: "host:port" of process 0's coordinator.
+      timeout: seconds to keep trying.
+
+    Raises:
+      ConfigError: naming the address and the keys that set it, when nothing
+        answered in time or the address is not host:port.
+    """
+    import socket
+    import time
+
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"config.cluster.coordinator_address={address!r}: expected host:port, "
+                          "e.g. 127.0.0.1:12345")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, int(port)), timeout=1.0):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise ConfigError(
+                    f"no coordinator answered at {address} within {timeout:g} s "
+                    "(config.cluster.coordinator_address or FORCE_JAX_COORDINATOR): start "
+                    "process 0 there, or fix the address") from None
+            time.sleep(0.2)
+
+
 def initialize_distributed(enabled: bool, cluster: Mapping[str, Any] | None = None) -> None:
     """Starts JAX's multi-process runtime when asked.
 
@@ -101,6 +133,13 @@ def initialize_distributed(enabled: bool, cluster: Mapping[str, Any] | None = No
     if not enabled or jax.distributed.is_initialized():
         return
     args = cluster_arguments(cluster)
+    if args.get("process_id", 0) != 0:
+        # JAX aborts the process (no exception) when the coordinator never answers.
+        wait_for_coordinator(args["coordinator_address"], args["initialization_timeout"])
+    if "coordinator_address" in args:
+        print(f"process {args['process_id']} of {args['num_processes']}: joining the "
+              f"coordinator at {args['coordinator_address']} (up to "
+              f"{args['initialization_timeout']} s)", flush=True)
     try:
         jax.distributed.initialize(**args)
     except Exception as error:  # noqa: BLE001 - JAX raises several types for a dead coordinator
@@ -229,7 +268,8 @@ def check_same_on_all_processes(value: int, what: str) -> None:
     """Checks that every process holds the same integer (e.g. a restored step).
 
     Args:
-      value: this process's value.
+      value: this process's value, in the int32 range (the gather carries
+        int32 unless x64 is on).
       what: what it is, for the error message.
 
     Raises:
@@ -239,7 +279,9 @@ def check_same_on_all_processes(value: int, what: str) -> None:
         return
     from jax.experimental import multihost_utils
 
-    values = np.asarray(multihost_utils.process_allgather(np.int64(value)))
+    if not -2**31 <= value < 2**31:
+        raise ValueError(f"{what}={value} is outside the int32 range the check carries")
+    values = np.asarray(multihost_utils.process_allgather(np.int32(value)))
     if not np.all(values == value):
         raise RuntimeError(f"processes disagree on the {what}: {values.tolist()}")
 

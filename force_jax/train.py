@@ -313,6 +313,9 @@ def _prune_or_restore(
     start = time.perf_counter()
     mask, history = prune_at_init(config, model, variables, key, mesh)
     prune_seconds = time.perf_counter() - start
+    # Each process's own replica, as int32 bits (what the cross-process gather carries).
+    local = np.asarray(masks.fingerprint(mask).addressable_data(0)).view(np.int32)
+    parallel.check_same_on_all_processes(int(local), "pruning mask fingerprint")
     start_variables = initial_variables(config, model, image_shape, variables, mask)
     state = place(create_train_state(config, model, start_variables, mask, schedule))
     if is_main:

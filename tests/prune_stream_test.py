@@ -131,3 +131,4 @@ def test_a_stream_on_8_devices_selects_what_one_device_selects(tiny):
     again, _ = fj.prune(loss_fn, params, global_batches, mesh=parallel.make_mesh(8), **kwargs)
     for got, want in zip(jax.tree.leaves(again), jax.tree.leaves(eight)):
         np.testing.assert_array_equal(got, want)
+

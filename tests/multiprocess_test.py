@@ -1,0 +1,252 @@
+"""Real multi-process runs: 2 processes x 4 CPU devices of `python -m force_jax.train`.
+
+The processes find each other through JAX's distributed runtime on a
+127.0.0.1 coordinator and reduce over gloo, as the hosts of a pod slice do
+over their interconnect. Every test starts and stops its own processes, with
+a timeout, and kills them on failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import SHARED_TFDS
+from train_test import final_state, tiny_config
+
+import force_jax as fj
+from force_jax import checkpoint, optim, parallel, train
+from force_jax.errors import ConfigError
+
+pytestmark = [pytest.mark.multiprocess,
+              pytest.mark.skipif(not SHARED_TFDS.is_dir(), reason="no shared TFDS folder")]
+
+ROOT = Path(__file__).resolve().parents[1]
+# The tiny run of train_test.tiny_config, on every device (8 in one process, or 2 x 4).
+SETTINGS = {"prune.steps": 3, "prune.pool_size": 256, "prune.batch_size": 64,
+            "train.batch_size": 32, "train.num_steps": 6, "eval_every_steps": 3,
+            "eval_max_batches": 2, "eval_batch_size": 96, "mesh.num_devices": -1}
+TIMEOUT = 600
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(workdir: Path, *, processes: int = 2, devices: int = 4, **overrides):
+    """Starts `processes` train processes on one coordinator; returns (procs, logs)."""
+    port = free_port()
+    settings = {**SETTINGS, "data.data_dir": str(SHARED_TFDS), **overrides}
+    flags = [f"--config.{k}={v}" for k, v in settings.items()]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    procs, logs = [], []
+    for rank in range(processes):
+        log = workdir.parent / f"{workdir.name}.process{rank}.log"
+        logs.append(log)
+        cluster = [f"--config.cluster.coordinator_address=127.0.0.1:{port}",
+                   f"--config.cluster.num_processes={processes}",
+                   f"--config.cluster.process_id={rank}"]
+        with open(log, "w") as out:
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "force_jax.train", "--config=configs/default.py",
+                 f"--workdir={workdir}", "--config.distributed=True", *cluster, *flags],
+                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True))
+    return procs, logs
+
+
+def kill(procs) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def finish(procs, logs) -> None:
+    """Waits for every process; on a failure or the timeout kills all and shows the logs."""
+    deadline = time.monotonic() + TIMEOUT
+    try:
+        for proc in procs:
+            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        kill(procs)
+        pytest.fail("timeout; logs:\n" + "\n".join(log.read_text()[-3000:] for log in logs))
+    codes = [proc.returncode for proc in procs]
+    if any(codes):
+        kill(procs)
+        pytest.fail(f"exit codes {codes}; logs:\n"
+                    + "\n".join(log.read_text()[-3000:] for log in logs))
+
+
+def run(workdir: Path, **overrides) -> dict:
+    procs, logs = launch(workdir, **overrides)
+    finish(procs, logs)
+    return json.loads((workdir / "metrics.json").read_text())
+
+
+def mask_and_params(workdir: Path, **overrides):
+    """The last checkpoint of a run, restored in this one process."""
+    config = tiny_config(**{**SETTINGS, **overrides})
+    state, step = final_state(config, str(workdir))
+    return optim.mask_from_state(state.opt_state), state.params, step
+
+
+def drop_last_checkpoint(workdir: Path) -> None:
+    """As if the run had been killed after its step-3 checkpoint."""
+    shutil.rmtree(workdir / "checkpoints" / "6")
+    os.remove(workdir / "metrics.json")
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory):
+    """An uninterrupted 2-process run and its metrics."""
+    workdir = tmp_path_factory.mktemp("mp") / "two"
+    return workdir, run(workdir)
+
+
+def test_two_processes_prune_like_one_and_only_process_0_writes(two_process_run, tmp_path):
+    workdir, metrics = two_process_run
+    assert metrics["step"] == 6
+    # One writer: one metrics record per evaluation, one TensorBoard file, the report once.
+    assert [r["step"] for r in checkpoint.read_jsonl(str(workdir / "metrics.jsonl"))] == [3, 6]
+    assert len(os.listdir(workdir / "tensorboard")) == 1
+    record = json.loads((workdir / "prune.json").read_text())
+    assert record["report"]["kept"] == int(0.01 * 430_500)
+    log0, log1 = (workdir.parent / f"two.process{r}.log" for r in (0, 1))
+    assert "test accuracy" in log0.read_text() and "test accuracy" not in log1.read_text()
+    # The same mask as one process with 8 devices, from the same pool and seed (training
+    # then differs: each process reads its own slice of the split). The 2-process
+    # checkpoint restores in this single process.
+    one = tmp_path / "one"
+    train.train_and_evaluate(tiny_config(**SETTINGS), str(one))
+    mask2, _, step2 = mask_and_params(workdir)
+    mask1, _, _ = mask_and_params(one)
+    assert step2 == 6
+    for a, b in zip(jax.tree.leaves(mask2), jax.tree.leaves(mask1)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_killed_processes_resume_to_the_uninterrupted_result(two_process_run, tmp_path):
+    workdir, metrics = two_process_run
+    killed = tmp_path / "killed"
+    procs, logs = launch(killed)
+    deadline = time.monotonic() + TIMEOUT
+    while not (killed / "checkpoints" / "3").is_dir():
+        if time.monotonic() > deadline or any(p.poll() not in (None, 0) for p in procs):
+            kill(procs)
+            pytest.fail("no step-3 checkpoint; logs:\n" + logs[0].read_text()[-3000:])
+        time.sleep(0.05)
+    kill(procs)
+    again = run(killed)
+    assert "resuming from the checkpoint of step" in (tmp_path / "killed.process0.log").read_text()
+    assert again["test_accuracy"] == metrics["test_accuracy"]
+    assert again["train_loss"] == metrics["train_loss"]
+    _, params, _ = mask_and_params(killed)
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(mask_and_params(workdir)[1])):
+        np.testing.assert_array_equal(a, b)
+
+
+def assert_resumed_with_the_same_mask(workdir: Path, reference: Path, log: str) -> None:
+    assert "resuming from the checkpoint of step 3" in log
+    mask, params, step = mask_and_params(workdir)
+    assert step == 6
+    for a, b in zip(jax.tree.leaves(mask), jax.tree.leaves(mask_and_params(reference)[0])):
+        np.testing.assert_array_equal(a, b)
+    for p, m in zip(jax.tree.leaves(params), jax.tree.leaves(mask)):
+        if np.ndim(m):
+            assert np.all(np.asarray(p)[~np.asarray(m)] == 0)
+
+
+def test_checkpoints_move_between_one_and_two_processes(two_process_run, tmp_path, capsys):
+    """Another topology resumes a run: its mask and step carry over (its data slices not)."""
+    workdir, _ = two_process_run
+    # Written by 2 processes, finished by 1 (8 devices in this process).
+    moved = tmp_path / "to_one"
+    shutil.copytree(workdir, moved)
+    drop_last_checkpoint(moved)
+    capsys.readouterr()
+    train.train_and_evaluate(tiny_config(**SETTINGS), str(moved))
+    assert_resumed_with_the_same_mask(moved, workdir, capsys.readouterr().out)
+    # Written by 1 process, finished by 2.
+    one, reference = tmp_path / "one", tmp_path / "one_reference"
+    train.train_and_evaluate(tiny_config(**SETTINGS), str(one))
+    shutil.copytree(one, reference)
+    drop_last_checkpoint(one)
+    run(one)
+    assert_resumed_with_the_same_mask(one, reference,
+                                      (tmp_path / "one.process0.log").read_text())
+
+
+def test_streamed_pruning_batches_give_one_mask_on_every_process(tmp_path):
+    """Each process reads its own slice; train checks the masks' fingerprints agree."""
+    metrics = run(tmp_path / "stream", **{"prune.pool_size": 0})
+    assert metrics["step"] == 6 and metrics["global_density"] == pytest.approx(0.01, abs=1e-4)
+    record = json.loads((tmp_path / "stream" / "prune.json").read_text())
+    assert np.all(np.isfinite(record["history"]["objective"]))
+
+
+def test_cluster_settings_come_from_the_config_or_the_environment():
+    env = {"FORCE_JAX_COORDINATOR": "10.0.0.1:1234", "FORCE_JAX_NUM_PROCESSES": "4",
+           "FORCE_JAX_PROCESS_ID": "2"}
+    assert parallel.cluster_arguments({}, env) == {
+        "coordinator_address": "10.0.0.1:1234", "num_processes": 4, "process_id": 2,
+        "initialization_timeout": 300}
+    config = {"coordinator_address": "127.0.0.1:9", "num_processes": 2, "process_id": 1,
+              "initialization_timeout": 5}
+    assert parallel.cluster_arguments(config, env)["coordinator_address"] == "127.0.0.1:9"
+    # Nothing named: JAX detects the cluster (TPU pods, SLURM, Open MPI).
+    assert parallel.cluster_arguments({}, {}) == {"initialization_timeout": 300}
+    with pytest.raises(ConfigError, match="missing config.cluster.num_processes"):
+        parallel.cluster_arguments({"coordinator_address": "127.0.0.1:9"}, {})
+    with pytest.raises(ConfigError, match="FORCE_JAX_PROCESS_ID='x': expected an integer"):
+        parallel.cluster_arguments({}, {**env, "FORCE_JAX_PROCESS_ID": "x"})
+    with pytest.raises(ConfigError, match="process_id=4 is not below num_processes=4"):
+        parallel.cluster_arguments({}, {**env, "FORCE_JAX_PROCESS_ID": "4"})
+
+
+def test_a_coordinator_that_never_answers_is_a_clear_error_in_bounded_time(tmp_path):
+    """Process 1 of 2 with nobody at the address: an error naming it, not a hang."""
+    port = free_port()
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    start = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "force_jax.train", "--config=configs/default.py",
+         f"--workdir={tmp_path / 'run'}", "--config.distributed=True",
+         f"--config.cluster.coordinator_address=127.0.0.1:{port}",
+         "--config.cluster.num_processes=2", "--config.cluster.process_id=1",
+         "--config.cluster.initialization_timeout=10",
+         f"--config.data.data_dir={SHARED_TFDS}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: no coordinator answered at 127.0.0.1:{port} within 10 s "
+        "(config.cluster.coordinator_address or FORCE_JAX_COORDINATOR): start process 0 "
+        "there, or fix the address")
+    assert time.monotonic() - start < 200
+    assert not (tmp_path / "run" / "prune.json").exists()
+
+
+def test_the_mask_fingerprint_sees_one_moved_weight():
+    mask = {"w": jnp.zeros((4, 5), bool).at[1, 2].set(True).at[3, 0].set(True),
+            "b": jnp.ones((), bool)}
+    moved = {**mask, "w": mask["w"].at[1, 2].set(False).at[1, 3].set(True)}
+    other_leaf = {"v": mask["w"], "w": jnp.zeros((4, 5), bool)}
+    base = int(fj.masks.fingerprint(mask))
+    assert base == int(fj.masks.fingerprint(jax.tree.map(jnp.array, mask)))
+    assert base != int(fj.masks.fingerprint(moved))
+    assert base != int(fj.masks.fingerprint(other_leaf))
+    assert int(fj.masks.fingerprint({"w": jnp.zeros((4, 5), bool)})) == 0
