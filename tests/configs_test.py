@@ -27,6 +27,8 @@ def test_paper_configs(arg):
     if arg.startswith("imagenet"):
         assert (config.prune.batches_per_step, config.train.batch_size) == (40, 256)
         assert config.train.num_epochs == 90
+        # Fresh augmented batches streamed at every step, as the paper's code draws them.
+        assert config.prune.pool_size == 0 and config.prune.augment is True
     else:
         assert config.train.lr_schedule.boundaries == (150, 250)
         assert config.train.num_epochs == 350
