@@ -1,11 +1,13 @@
-"""prune(): a whole pruning schedule as one compiled program.
+"""prune(): a whole pruning schedule, compiled once.
 
-The schedule runs inside `lax.scan`, so it compiles once whatever the number
-of steps, and makes no host round trip per step. The keep counts enter the
-program as data, so one compile serves every sparsity level of a model.
-Batches are drawn afresh each step from `data` inside the program; gradients
-over `batches_per_step` micro-batches are averaged in a `fori_loop`, so only
-their indices are ever stored.
+With a pool of examples the schedule runs inside `lax.scan`, so it compiles
+once whatever the number of steps, and makes no host round trip per step.
+The keep counts enter the program as data, so one compile serves every
+sparsity level of a model. Batches are drawn afresh each step from the pool
+inside the program; gradients over `batches_per_step` micro-batches are
+averaged in a `fori_loop`, so only their indices are ever stored. With a
+stream (an iterator of batches, `force_jax.prune_stream`) one compiled step
+(`force_jax.prune_step`) is called once per step on fresh batches.
 
 The scan runs T + 1 iterations: iteration t < T scores the weights at mask
 m_{t-1} and selects m_t; the gradient it computes also gives the FORCE
@@ -24,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from force_jax import compile_options, parallel, prune_stream, sanity, schedules
+from force_jax import compile_options, parallel, prune_step, prune_stream, schedules
 from force_jax import masks as masks_lib
 from force_jax import scores as scores_lib
 
@@ -56,45 +58,6 @@ class History(NamedTuple):
     layer_kept: np.ndarray
 
 
-def _mean_over_batches(fn: Callable, pick: Callable[[jax.Array], PyTree], count: int,
-                       mesh: Mesh | None = None) -> PyTree:
-    """Mean of fn(pick(i)) over the micro-batches i < count, accumulated in a loop.
-
-    With a mesh, each micro-batch is split over its data axis.
-    """
-
-    def batch(i):
-        picked = pick(i)
-        if mesh is None:
-            return picked
-        return jax.lax.with_sharding_constraint(picked, parallel.batch_sharding(mesh))
-
-    first = fn(batch(0))
-    total = jax.lax.fori_loop(
-        1, count, lambda i, acc: jax.tree.map(jnp.add, acc, fn(batch(i))), first)
-    return jax.tree.map(lambda x: x / count, total)
-
-
-def _finite(scores: PyTree, mask: PyTree) -> jax.Array:
-    """True when every prunable score is finite, -inf allowed on pruned weights."""
-    checks = [
-        jnp.all(jnp.isfinite(s) | ((s == -jnp.inf) & ~m))
-        for s, m in zip(jax.tree.leaves(scores), jax.tree.leaves(mask))
-        if masks_lib.is_prunable_leaf(m)
-    ]
-    return jnp.all(jnp.stack(checks))
-
-
-def _objective(params: PyTree, grads: PyTree, mask: PyTree) -> jax.Array:
-    """S(mask): sum over kept prunable weights of |theta0 * g|."""
-    sal = scores_lib.saliency(params, grads)
-    return sum(
-        jnp.sum(jnp.where(m, s, 0.0))
-        for s, m in zip(jax.tree.leaves(sal), jax.tree.leaves(mask))
-        if masks_lib.is_prunable_leaf(m)
-    )
-
-
 def release_compiled() -> None:
     """Frees every compiled pruning program and JAX's compilation caches.
 
@@ -107,84 +70,6 @@ def release_compiled() -> None:
     _program.cache_clear()
     _stream_program.cache_clear()
     jax.clear_caches()
-
-
-def _step_fn(method: str, loss_fn: LossFn, synflow_fn: LossFn | None, batch_size: int,
-             batches_per_step: int, track_objective: bool, mesh: Mesh | None,
-             invert_scores: bool, streamed: bool) -> Callable:
-    """One step of a schedule, shared by the pooled and the streamed programs.
-
-    The returned step(params, data, mask, step_key, count, is_last) scores the
-    weights at `mask` and keeps the top `count` (or, when `is_last`, only
-    evaluates S(mask)); it returns (new mask, objective, scores finite,
-    revived, kept per layer). `data` is the pool, from which the step draws
-    its micro-batches with `step_key` (pooled), or this step's micro-batches
-    stacked on a leading axis of batches_per_step (streamed).
-    """
-    score_fn = scores_lib.METHODS[method]
-    extra_gradient = method in ("synflow",) and track_objective
-
-    def step(params, data, mask, step_key, count, is_last):
-        has_data = data is not None
-        batch_key, score_key = jax.random.split(step_key)
-        gradient = hessian_vector = None
-        if has_data:
-            if streamed:
-                def pick(i):
-                    return jax.tree.map(lambda x: x[i], data)
-            else:
-                n = jax.tree.leaves(data)[0].shape[0]
-                order = jax.random.permutation(batch_key, n)
-                indices = order[: batch_size * batches_per_step].reshape(batches_per_step, -1)
-
-                def pick(i):
-                    return jax.tree.map(lambda x: jnp.take(x, indices[i], axis=0), data)
-
-            def gradient(p):
-                return _mean_over_batches(lambda b: jax.grad(loss_fn)(p, b), pick,
-                                          batches_per_step, mesh)
-
-            def hessian_vector(p, v):
-                # Reverse over reverse, H v = d<g(q), v>/dq: the models' convs on
-                # CPU have a custom VJP, which forward mode cannot go through.
-                def hv(b):
-                    def directional(q):
-                        grads = jax.grad(loss_fn)(q, b)
-                        return sum(jnp.vdot(g, t) for g, t in
-                                   zip(jax.tree.leaves(grads), jax.tree.leaves(v)))
-
-                    return jax.grad(directional)(p)
-
-                return _mean_over_batches(hv, pick, batches_per_step, mesh)
-
-        synflow_gradient = jax.grad(synflow_fn) if synflow_fn is not None else None
-        inputs = scores_lib.StepInputs(
-            params, mask, gradient, hessian_vector, synflow_gradient, score_key)
-
-        def select(mask):
-            scores, grads = score_fn(inputs)
-            if invert_scores:
-                scores = sanity.invert_scores(scores)
-            if grads is None and extra_gradient and has_data:
-                grads = inputs.gradient(masks_lib.apply_mask(params, mask))
-            objective = _objective(params, grads, mask) if grads is not None else jnp.nan
-            new_mask = masks_lib.topk_mask(scores, mask, count)
-            revived = masks_lib.num_kept(jax.tree.map(lambda a, b: a & ~b, new_mask, mask))
-            return new_mask, jnp.float32(objective), _finite(scores, mask), revived
-
-        def final(mask):
-            objective = jnp.float32(jnp.nan)
-            if has_data and track_objective:
-                grads = inputs.gradient(masks_lib.apply_mask(params, mask))
-                objective = jnp.float32(_objective(params, grads, mask))
-            return mask, objective, jnp.bool_(True), jnp.int32(0)
-
-        new_mask, objective, finite, revived = jax.lax.cond(is_last, final, select, mask)
-        layer_kept = jnp.stack([jnp.sum(m, dtype=jnp.int32) for m in jax.tree.leaves(new_mask)
-                                if masks_lib.is_prunable_leaf(m)])
-        return new_mask, objective, finite, revived, layer_kept
-
-    return step
 
 
 # Small: a new loss_fn closure is a new key, so entries from finished runs are dead weight.
@@ -202,8 +87,8 @@ def _program(
 ) -> Callable:
     """The jitted pooled schedule, all steps in one scan (cached, so reused)."""
     del flags  # part of the cache key: the mask's structure
-    step = _step_fn(method, loss_fn, synflow_fn, batch_size, batches_per_step, track_objective,
-                    mesh, invert_scores, streamed=False)
+    step = prune_step.step_fn(method, loss_fn, synflow_fn, batch_size, batches_per_step,
+                              track_objective, mesh, invert_scores, streamed=False)
 
     def program(params, data, counts, key, start_mask):
         def body(carry, xs):
@@ -234,8 +119,8 @@ def _stream_program(
 ) -> Callable:
     """The jitted single step of a streamed schedule, called once per step (cached)."""
     del flags
-    step = _step_fn(method, loss_fn, synflow_fn, batch_size, batches_per_step, track_objective,
-                    mesh, invert_scores, streamed=True)
+    step = prune_step.step_fn(method, loss_fn, synflow_fn, batch_size, batches_per_step,
+                              track_objective, mesh, invert_scores, streamed=True)
     return compile_options.jit(step)
 
 

@@ -12,7 +12,8 @@ from jax.flatten_util import ravel_pytree
 
 import force_jax as fj
 from force_jax import schedules
-from force_jax.prune import _mean_over_batches, _program, release_compiled
+from force_jax.prune import _program, release_compiled
+from force_jax.prune_step import _mean_over_batches
 
 
 def reference_topk(scores: dict, k: int) -> dict:
