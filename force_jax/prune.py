@@ -68,7 +68,6 @@ def release_compiled() -> None:
     memory mappings.
     """
     _program.cache_clear()
-    _stream_program.cache_clear()
     jax.clear_caches()
 
 
@@ -84,11 +83,18 @@ def _program(
     track_objective: bool,
     mesh: Mesh | None,
     invert_scores: bool,
+    streamed: bool = False,
 ) -> Callable:
-    """The jitted pooled schedule, all steps in one scan (cached, so reused)."""
+    """The jitted program for one static configuration (cached, so reused).
+
+    Pooled: the whole schedule, all steps in one scan. Streamed: the single
+    step, called once per step with that step's batches.
+    """
     del flags  # part of the cache key: the mask's structure
     step = prune_step.step_fn(method, loss_fn, synflow_fn, batch_size, batches_per_step,
-                              track_objective, mesh, invert_scores, streamed=False)
+                              track_objective, mesh, invert_scores, streamed=streamed)
+    if streamed:
+        return compile_options.jit(step)
 
     def program(params, data, counts, key, start_mask):
         def body(carry, xs):
@@ -103,25 +109,6 @@ def _program(
         return mask, outputs
 
     return compile_options.jit(program)
-
-
-@functools.lru_cache(maxsize=8)
-def _stream_program(
-    method: str,
-    loss_fn: LossFn,
-    synflow_fn: LossFn | None,
-    flags: tuple[bool, ...],
-    batch_size: int,
-    batches_per_step: int,
-    track_objective: bool,
-    mesh: Mesh | None,
-    invert_scores: bool,
-) -> Callable:
-    """The jitted single step of a streamed schedule, called once per step (cached)."""
-    del flags
-    step = prune_step.step_fn(method, loss_fn, synflow_fn, batch_size, batches_per_step,
-                              track_objective, mesh, invert_scores, streamed=True)
-    return compile_options.jit(step)
 
 
 def _run_streamed(step: Callable, params: PyTree, batches: Any, counts: jax.Array,
@@ -307,7 +294,7 @@ def prune(
     padded = jnp.asarray(np.append(counts, counts[-1]), jnp.int32)
     if streamed:
         mask, (objective, finite, revived, layer_kept) = _run_streamed(
-            _stream_program(*static), params, data, padded, key, start_mask,
+            _program(*static, True), params, data, padded, key, start_mask,
             batches_per_step=int(batches_per_step), batch_size=int(batch_size),
             fresh_final=bool(track_objective), mesh=mesh)
     else:

@@ -11,7 +11,7 @@ import pytest
 
 import force_jax as fj
 from force_jax import parallel
-from force_jax.prune import _stream_program
+from force_jax.prune import _program
 
 
 def pool_draws(data, key, *, batch_size, batches_per_step, steps):
@@ -80,7 +80,7 @@ def test_each_step_takes_fresh_batches_and_the_step_compiles_once(tiny):
     # 6 steps x 3 batches, and 3 more for the final objective, at each of 3 sparsities.
     assert stream.taken == 3 * (6 * 3 + 3)
     flags = fj.masks.prunable_flags(params)
-    step = _stream_program("force", loss_fn, None, flags, 32, 3, True, None, False)
+    step = _program("force", loss_fn, None, flags, 32, 3, True, None, False, True)
     assert step._cache_size() == 1
     stream = counting(random_batches(1))
     _, history = fj.prune(loss_fn, params, stream, method="iter_snip", sparsity=0.9, steps=5,
