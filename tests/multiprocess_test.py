@@ -29,7 +29,8 @@ import force_jax as fj
 from force_jax import checkpoint, optim, parallel, train
 from force_jax.errors import ConfigError
 
-pytestmark = [pytest.mark.multiprocess,
+# One xdist worker runs the whole module: its tests share one 2-process run.
+pytestmark = [pytest.mark.multiprocess, pytest.mark.xdist_group("multiprocess"),
               pytest.mark.skipif(not SHARED_TFDS.is_dir(), reason="no shared TFDS folder")]
 
 ROOT = Path(__file__).resolve().parents[1]
