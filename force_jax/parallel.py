@@ -100,6 +100,7 @@ def wait_for_coordinator(address: str, timeout: float) -> None:
     import time
 
     host, _, port = address.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")  # [::1]:1234
     if not host or not port.isdigit():
         raise ConfigError(f"config.cluster.coordinator_address={address!r}: expected host:port, "
                           "e.g. 127.0.0.1:12345")
@@ -146,7 +147,8 @@ def initialize_distributed(enabled: bool, cluster: Mapping[str, Any] | None = No
         where = args.get("coordinator_address", "the detected coordinator")
         raise ConfigError(
             f"the JAX distributed runtime did not start (coordinator {where}, "
-            f"{args['initialization_timeout']} s allowed): {str(error).splitlines()[0][:200]}"
+            f"{args['initialization_timeout']} s allowed): "
+            f"{(str(error).splitlines() or [repr(error)])[0][:200]}"
         ) from error
 
 

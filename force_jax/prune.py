@@ -289,6 +289,8 @@ def prune(
         start_mask = jax.tree.map(
             lambda d, m: jnp.broadcast_to(jnp.asarray(m, bool), d.shape) if d.ndim else d,
             dense, initial_mask)
+    if mesh is not None:  # the layout of the masks the steps return, so no step recompiles
+        start_mask = parallel.put_replicated_copy(start_mask, parallel.replicated(mesh))
     static = (method, loss_fn, synflow_fn, flags, int(batch_size), int(batches_per_step),
               bool(track_objective), mesh, bool(invert_scores))
     padded = jnp.asarray(np.append(counts, counts[-1]), jnp.int32)

@@ -189,15 +189,14 @@ def check_joined_settings(runs: Sequence[tuple[str, str]]) -> None:
     for label, joined in folders.items():
         if len(joined) < 2:
             continue
-        first = cell_settings(joined[0])
-        for other in joined[1:]:
+        reference: dict[str, tuple[str, dict]] = {}  # series -> (first folder with it, record)
+        for other in joined:
             for series, record in cell_settings(other).items():
-                if series not in first:
-                    continue
-                diff = workdir.differences(first[series], record)
+                first_folder, first = reference.setdefault(series, (other, record))
+                diff = workdir.differences(first, record)
                 if diff:
                     raise ValueError(
-                        f"variant {label!r} joins {joined[0]} and {other}, whose {series} cells "
+                        f"variant {label!r} joins {first_folder} and {other}, whose {series} cells "
                         f"differ in more than sparsity and seed:\n  " + "\n  ".join(diff[:5])
                         + "\nGive them different labels or rerun one with the other's settings.")
 

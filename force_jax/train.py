@@ -452,7 +452,9 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
             augment=config.data.augment, start_step=step, download=config.data.download,
             process_index=jax.process_index(), process_count=processes,
         )
-        state, shardings = shard(state)
+        # The state is on the mesh already (placed at step 0, or restored into the placed
+        # template); placing it again would fetch FSDP shards held by other processes.
+        shardings = parallel.param_shardings(state, mesh, fsdp=config.mesh.fsdp)
         p_train_step = compile_options.jit(train_step, donate_argnums=0,
                                            out_shardings=(shardings, parallel.replicated(mesh)))
         jit_eval_step = compile_options.jit(eval_step, out_shardings=parallel.replicated(mesh))
@@ -561,6 +563,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                           "which is never augmented: set --config.prune.pool_size=0")
     _check(config.model.name in models_lib.model_names(), "model.name", config.model.name,
            f"one of {', '.join(models_lib.model_names())}")
+    _check(config.model.get("kernels", "auto") in models_lib.kernels.KERNELS, "model.kernels",
+           config.model.get("kernels"), f"one of {', '.join(models_lib.kernels.KERNELS)}")
+    if config.get("cluster") and config.cluster.get("coordinator_address") and not (
+            config.distributed):
+        raise ConfigError(f"config.cluster.coordinator_address="
+                          f"{config.cluster.coordinator_address!r} names a cluster, but "
+                          "config.distributed is False: add --config.distributed=True")
     _check(_is_int(config.seed), "seed", config.seed, "an integer")
     train_cfg = config.train
     _check(_is_int(train_cfg.batch_size) and train_cfg.batch_size >= 1, "train.batch_size",

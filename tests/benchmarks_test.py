@@ -103,4 +103,5 @@ def test_stream_bench_quick(tmp_path):
     assert row["pool_step_s"] >= 0 and row["stream_step_s"] >= 0
     assert [m["steps"] for m in payload["memory"]] == [2, 6]
     assert all(m["peak_rss_bytes"] > 0 for m in payload["memory"])
-    assert payload["memory_growth_last_over_first"] > 0
+    # Fresh batches at every step, nothing kept: peak memory does not grow with T.
+    assert payload["memory_growth_last_over_first"] < 1.2

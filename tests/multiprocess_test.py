@@ -79,13 +79,16 @@ def kill(procs) -> None:
 
 def finish(procs, logs) -> None:
     """Waits for every process; on a failure or the timeout kills all and shows the logs."""
+    # Polled together: a process that failed must not leave the other waiting in a collective.
     deadline = time.monotonic() + TIMEOUT
-    try:
-        for proc in procs:
-            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
+    while any(proc.poll() is None for proc in procs):
+        if time.monotonic() > deadline or any(proc.poll() not in (None, 0) for proc in procs):
+            break
+        time.sleep(0.1)
+    if any(proc.poll() is None for proc in procs):
         kill(procs)
-        pytest.fail("timeout; logs:\n" + "\n".join(log.read_text()[-3000:] for log in logs))
+        pytest.fail("timeout or a failed process; logs:\n"
+                    + "\n".join(log.read_text()[-3000:] for log in logs))
     codes = [proc.returncode for proc in procs]
     if any(codes):
         kill(procs)

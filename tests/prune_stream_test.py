@@ -121,6 +121,10 @@ def test_a_stream_on_8_devices_selects_what_one_device_selects(tiny):
     one, one_history = fj.prune(loss_fn, params, random_batches(5, 64), **kwargs)
     eight, history = fj.prune(loss_fn, params, random_batches(5, 64),
                               mesh=parallel.make_mesh(8), **kwargs)
+    flags = fj.masks.prunable_flags(params)
+    step = _program("force", loss_fn, None, flags, 64, 1, True, parallel.make_mesh(8), False,
+                    True)
+    assert step._cache_size() == 1  # the masks it returns are laid out like the first one
     assert int(fj.num_kept(eight)) == int(fj.num_kept(one))
     # Only the order of float sums differs; on this small problem no selection flips.
     for got, want in zip(jax.tree.leaves(eight), jax.tree.leaves(one)):

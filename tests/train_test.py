@@ -198,7 +198,10 @@ def test_a_config_mistake_on_the_command_line_is_one_line(tmp_path):
      ("train.lr_schedule.name", "linear", "config.train.lr_schedule.name='linear': expected "
                                           "cosine or step"),
      ("prune.ablation", "shufle", "config.prune.ablation='shufle': expected one of none, "
-                                  "shuffle, reinit, invert")],
+                                  "shuffle, reinit, invert"),
+     ("model.kernels", "gpu", "config.model.kernels='gpu': expected one of auto, cpu, plain"),
+     ("cluster.coordinator_address", "127.0.0.1:1", "names a cluster, but config.distributed "
+                                                   "is False: add --config.distributed=True")],
 )
 def test_bad_config_values_fail_before_any_work(tmp_path, key, value, message):
     with pytest.raises(ConfigError, match=message):
