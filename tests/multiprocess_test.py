@@ -195,9 +195,12 @@ def test_checkpoints_move_between_one_and_two_processes(two_process_run, tmp_pat
                                       (tmp_path / "one.process0.log").read_text())
 
 
-def test_streamed_pruning_batches_give_one_mask_on_every_process(tmp_path):
-    """Each process reads its own slice; train checks the masks' fingerprints agree."""
-    metrics = run(tmp_path / "stream", **{"prune.pool_size": 0})
+def test_streamed_batches_give_one_mask_on_every_process_with_fsdp(tmp_path):
+    """Each process reads its own slice; train checks the masks' fingerprints agree.
+
+    With FSDP too: LeNet-5's 400,000-weight layer is then sharded over both processes.
+    """
+    metrics = run(tmp_path / "stream", **{"prune.pool_size": 0, "mesh.fsdp": True})
     assert metrics["step"] == 6 and metrics["global_density"] == pytest.approx(0.01, abs=1e-4)
     record = json.loads((tmp_path / "stream" / "prune.json").read_text())
     assert np.all(np.isfinite(record["history"]["objective"]))
