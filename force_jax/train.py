@@ -193,11 +193,16 @@ def prune_record(config: ml_collections.ConfigDict, seconds: float,
       history: the `History` returned by `prune`.
 
     Returns:
-      A JSON-ready dict: method, sparsity, ablation, seconds, report, history.
+      A JSON-ready dict: method, sparsity, ablation, seconds, backend, the
+      kernels the model used ("cpu" rewrites or "plain"), report, history.
     """
     return {
         "method": config.prune.method, "sparsity": config.prune.sparsity,
         "ablation": config.prune.get("ablation", "none"), "seconds": seconds,
+        # What config.model.kernels resolved to here: numerics differ between the two.
+        "backend": jax.default_backend(),
+        "kernels": "cpu" if models_lib.kernels.use_cpu_kernels(
+            config.model.get("kernels", "auto")) else "plain",
         "report": report.as_dict(),
         "history": {k: np.asarray(v).tolist() for k, v in history._asdict().items()},
     }

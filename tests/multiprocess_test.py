@@ -130,6 +130,7 @@ def test_two_processes_prune_like_one_and_only_process_0_writes(two_process_run,
     assert len(os.listdir(workdir / "tensorboard")) == 1
     record = json.loads((workdir / "prune.json").read_text())
     assert record["report"]["kept"] == int(0.01 * 430_500)
+    assert (record["backend"], record["kernels"]) == ("cpu", "cpu")
     log0, log1 = (workdir.parent / f"two.process{r}.log" for r in (0, 1))
     assert "test accuracy" in log0.read_text() and "test accuracy" not in log1.read_text()
     # The same mask as one process with 8 devices, from the same pool and seed (training

@@ -141,6 +141,8 @@ def test_imagenet_streams_fresh_augmented_pruning_batches_end_to_end(tmp_path):
     assert metrics["step"] == 2 and np.isfinite(metrics["train_loss"])
     assert metrics["global_density"] == pytest.approx(0.01, abs=1e-4)
     record = json.loads((tmp_path / "run" / "prune.json").read_text())
+    assert (record["backend"], record["kernels"]) == (jax.default_backend(), "cpu" if
+                                                      jax.default_backend() == "cpu" else "plain")
     assert len(record["history"]["objective"]) == 3 and np.all(
         np.isfinite(record["history"]["objective"]))
 
