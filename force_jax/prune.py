@@ -120,18 +120,30 @@ def _run_streamed(step: Callable, params: PyTree, batches: Any, counts: jax.Arra
     pool would have drawn gives the pooled schedule's mask. The final
     objective reuses the last step's batches unless `fresh_final`.
     """
+    counts = np.asarray(counts)
     steps = counts.shape[0] - 1
+    step_keys = _key_chain(key, steps + 1)  # one dispatch, not one per step
     outputs, step_data, expected = [], None, None
     for index in range(steps + 1):
-        key, this_key = jax.random.split(key)
         is_last = index == steps
         if not is_last or fresh_final:
             step_data, expected = prune_stream.draw_step(
                 batches, batches_per_step=batches_per_step, batch_size=batch_size,
                 step=index + 1, steps=steps, expected=expected, mesh=mesh)
-        mask, *out = step(params, step_data, mask, this_key, counts[index], jnp.bool_(is_last))
+        mask, *out = step(params, step_data, mask, step_keys[index], counts[index],
+                          np.bool_(is_last))
         outputs.append(out)
     return mask, tuple(jnp.stack(column) for column in zip(*outputs))
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _key_chain(key: jax.Array, length: int) -> jax.Array:
+    """The keys the pooled scan gives its steps: split, keep the second, carry the first."""
+    def body(carry, _):
+        carry, this = jax.random.split(carry)
+        return carry, this
+
+    return jax.lax.scan(body, key, None, length=length)[1]
 
 
 def _check_data(data: PyTree, batch_size: int, batches_per_step: int) -> None:
