@@ -35,7 +35,7 @@ def machine_info() -> dict[str, Any]:
     """Platform, CPU and JAX facts to store next to every timing."""
     import jaxlib
 
-    from force_jax import compile_options
+    from force_jax.core import compile_options
 
     device = jax.devices()[0]
     return {

@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 import force_jax as fj
-from force_jax.prune import release_compiled
+from force_jax.core.pruning import release_compiled
 
 COLUMNS = ("model", "method", "sparsity", "steps", "kept", "iou", "differing_kept",
            "max_layer_density_diff_pp", "revived_last_step")

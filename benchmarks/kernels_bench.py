@@ -29,8 +29,8 @@ COLUMNS = ("model", "batch", "kernels", "grad_s", "prune_step_s", "grad_plain_ov
 def bench_one(name: str, batch_size: int, kernels: str, *, repeats: int,
               steps: int) -> dict:
     """Masked-gradient and FORCE-step seconds of one model, batch and kernel kind."""
-    from force_jax import compile_options, losses, masks
-    from force_jax.prune import prune
+    from force_jax.core import compile_options, losses, masks
+    from force_jax.core.pruning import prune
 
     model, variables, data = bu.build(name, batch_size, kernels=kernels)
     params = variables["params"]

@@ -4,7 +4,7 @@ For every distinct conv layer of the model (VGG-19 on 32x32 inputs, or
 LeNet-5 for smoke tests), one forward plus both gradients (input and kernel)
 of the conv force_jax's models build (``force_jax.models.common.conv``),
 jitted twice: with jaxlib's default XLA:CPU kernel choice (``before_s``) and
-with ``force_jax.compile_options`` (``after_s``). For every max-pool input,
+with ``force_jax.core.compile_options`` (``after_s``). For every max-pool input,
 the same for ``flax.linen.max_pool`` (``before_s``) and
 ``force_jax.models.pooling.max_pool`` (``after_s``), both with the options.
 PyTorch's conv and max-pool at the same shapes are timed alongside when torch
@@ -79,7 +79,7 @@ def bench(name: str, batch: int, repeats: int, with_torch: bool) -> list[dict]:
     """Rows for one model and batch size: one per distinct conv layer and pool input."""
     import flax.linen as nn
 
-    from force_jax import compile_options
+    from force_jax.core import compile_options
     from force_jax.models import common
     from force_jax.models.pooling import max_pool
 
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> dict:
             rows += bench(name, batch, repeats, with_torch)
     return bu.finish(args, rows, COLUMNS, repeats=repeats,
                      before="conv: jaxlib's default XLA:CPU kernels; pool: flax.linen.max_pool",
-                     after="conv: force_jax.compile_options; pool: models.pooling.max_pool",
+                     after="conv: force_jax.core.compile_options; pool: models.pooling.max_pool",
                      timing="median wall seconds of forward + all gradients")
 
 

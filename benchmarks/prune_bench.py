@@ -37,7 +37,8 @@ LONG_STEPS = 60
 
 def _train_step_memory(model, variables, data, batch_size: int) -> dict | None:
     """Static memory of one jitted plain training step (masked SGD, donated state)."""
-    from force_jax import compile_options, masks, train
+    from force_jax.core import compile_options, masks
+    from force_jax.experiments import train
 
     config = ml_collections.ConfigDict(
         {"train": {"momentum": 0.9, "weight_decay": 5e-4, "nesterov": True}}
@@ -54,7 +55,7 @@ def bench_one(name: str, batch_size: int, methods: list[str], *, quick: bool,
     """All measurements for one model and batch size."""
     import importlib
 
-    from force_jax import compile_options, losses, masks, scores
+    from force_jax.core import compile_options, losses, masks, scores
 
     prune = importlib.import_module("force_jax.prune")  # the module, not the re-exported function
 

@@ -39,8 +39,8 @@ def _ring(data: dict, batch_size: int, count: int = 4):
 
 def bench_one(name: str, batch_size: int, *, repeats: int) -> dict:
     """Seconds per FORCE step in pool and in stream mode for one model and batch size."""
-    from force_jax import losses
-    from force_jax.prune import prune
+    from force_jax.core import losses
+    from force_jax.core.pruning import prune
 
     model, variables, data = bu.build(name, batch_size, examples=4 * batch_size)
     loss_fn = losses.classification_loss(model, variables)
@@ -62,8 +62,8 @@ def bench_one(name: str, batch_size: int, *, repeats: int) -> dict:
 
 def memory_child(steps: int, batch_size: int) -> dict:
     """In this process: a streamed FORCE run of `steps` on LeNet-5; returns the peak RSS."""
-    from force_jax import losses
-    from force_jax.prune import prune
+    from force_jax.core import losses
+    from force_jax.core.pruning import prune
 
     model, variables, _ = bu.build("lenet5", batch_size)
     rng = np.random.default_rng(0)

@@ -1,4 +1,4 @@
-"""Times force_jax.topk.topk_masks on VGG19-sized score lists (20,024,000 scores).
+"""Times force_jax.core.topk.topk_masks on VGG19-sized score lists (20,024,000 scores).
 
 Usage:
   python benchmarks/topk_bench.py [--out benchmarks/results/topk_bench.json] [--quick]
@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from force_jax import topk
+from force_jax.core import topk
 
 KEEP_FRACTIONS = (0.9, 0.5, 0.1, 0.01, 0.005, 0.001)
 

@@ -84,7 +84,7 @@ def time_torch(name: str, batch_size: int, repeats: int) -> float:
 
 def time_jax(name: str, batch_size: int, repeats: int) -> float:
     """Median seconds of the jitted masked gradient step in JAX."""
-    from force_jax import compile_options, losses, masks
+    from force_jax.core import compile_options, losses, masks
 
     model, variables, data = bu.build(name, batch_size, examples=batch_size)
     loss_fn = losses.classification_loss(model, variables)

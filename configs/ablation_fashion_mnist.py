@@ -21,7 +21,7 @@ import os
 
 import ml_collections
 
-from force_jax import cli
+from force_jax.experiments import cli
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -34,7 +34,7 @@ import os
 
 import ml_collections
 
-from force_jax import cli
+from force_jax.experiments import cli
 
 
 def _default_config() -> ml_collections.ConfigDict:

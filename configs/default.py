@@ -45,7 +45,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.prune.scoring_loss = "nll_on_logits"
     config.prune.temperature = 1.0
     config.prune.on_collapse = "warn"
-    # A sanity check of the mask (force_jax.sanity): none, shuffle (kept positions redrawn at
+    # A sanity check of the mask (force_jax.core.sanity): none, shuffle (kept positions redrawn at
     # random in each layer), reinit (same mask, new initial weights) or invert (keep the lowest
     # scores at every step).
     config.prune.ablation = "none"

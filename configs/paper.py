@@ -27,7 +27,7 @@ import os
 
 import ml_collections
 
-from force_jax import cli
+from force_jax.experiments import cli
 
 _MODELS = {("cifar", "vgg19"): "vgg19", ("cifar", "resnet50"): "resnet50",
            ("imagenet2012", "resnet50"): "resnet50_imagenet"}

@@ -5,7 +5,7 @@ width 0.25 on the real Fashion-MNIST, the paper code's scoring loss, 30
 pruning steps on batches of 128 from a pool of 2,048 images, 842 SGD steps
 = 2 epochs), for force, iter_snip, snip and synflow at 98, 99.5 and 99.8 %
 sparsity, seeds 0 to 2, each mask trained as found and under three
-ablations (force_jax.sanity): its kept positions shuffled within each layer,
+ablations (force_jax.core.sanity): its kept positions shuffled within each layer,
 its kept weights re-initialised, and its method's scores inverted:
 
     python -m force_jax.sweep --config=configs/sanity_fashion_mnist.py \
@@ -20,7 +20,7 @@ import os
 
 import ml_collections
 
-from force_jax import cli
+from force_jax.experiments import cli
 
 
 def get_config() -> ml_collections.ConfigDict:

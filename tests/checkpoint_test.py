@@ -12,7 +12,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from force_jax import checkpoint, plots
+from force_jax.experiments import plots
+from force_jax.training import checkpoint
 
 
 def _mode(path) -> int:

@@ -1,4 +1,4 @@
-"""Tests for the per-program XLA options (force_jax.compile_options)."""
+"""Tests for the per-program XLA options (force_jax.core.compile_options)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from jax import lax
 
 import force_jax as fj
-from force_jax import compile_options
-from force_jax.prune import _program
+from force_jax.core import compile_options
+from force_jax.core.pruning import _program
 
 
 def _library_convs(hlo: str) -> int:

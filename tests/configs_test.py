@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from force_jax import train
+from force_jax.experiments import train
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
 
@@ -63,7 +63,8 @@ def test_seed_sweep_of_the_default_run():
 
 
 def test_sanity_sweep_asks_every_check_of_the_claim_setting():
-    from force_jax import sanity, sweep
+    from force_jax.core import sanity
+    from force_jax.experiments import sweep
 
     config, claim = load("sanity_fashion_mnist"), load("claim_fashion_mnist")
     sweep.validate_grid(config.sweep)

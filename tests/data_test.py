@@ -1,4 +1,4 @@
-"""Tests of force_jax.data: real Fashion-MNIST offline, CIFAR/ImageNet under tfds mock_data."""
+"""Tests of force_jax.training.data: real Fashion-MNIST offline; CIFAR, ImageNet mocked."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import tensorflow_datasets as tfds
 from conftest import write_metadata
 
-from force_jax import data
+from force_jax.training import data
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "tfds"
 FASHION = "fashion_mnist:3.0.1"

@@ -9,7 +9,8 @@ import pytest
 from conftest import init_mlp, mlp_loss
 
 import force_jax as fj
-from force_jax import mask_analysis, plots, schedules
+from force_jax.core import mask_analysis, schedules
+from force_jax.experiments import plots
 
 
 def test_layer_iou_by_hand():

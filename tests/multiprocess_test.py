@@ -26,8 +26,9 @@ from conftest import SHARED_TFDS
 from train_test import final_state, tiny_config
 
 import force_jax as fj
-from force_jax import checkpoint, optim, parallel, train
 from force_jax.errors import ConfigError
+from force_jax.experiments import train
+from force_jax.training import checkpoint, cluster, optim
 
 # One xdist worker runs the whole module: its tests share one 2-process run.
 pytestmark = [pytest.mark.multiprocess, pytest.mark.xdist_group("multiprocess"),
@@ -210,20 +211,20 @@ def test_streamed_batches_give_one_mask_on_every_process_with_fsdp(tmp_path):
 def test_cluster_settings_come_from_the_config_or_the_environment():
     env = {"FORCE_JAX_COORDINATOR": "10.0.0.1:1234", "FORCE_JAX_NUM_PROCESSES": "4",
            "FORCE_JAX_PROCESS_ID": "2"}
-    assert parallel.cluster_arguments({}, env) == {
+    assert cluster.cluster_arguments({}, env) == {
         "coordinator_address": "10.0.0.1:1234", "num_processes": 4, "process_id": 2,
         "initialization_timeout": 300}
     config = {"coordinator_address": "127.0.0.1:9", "num_processes": 2, "process_id": 1,
               "initialization_timeout": 5}
-    assert parallel.cluster_arguments(config, env)["coordinator_address"] == "127.0.0.1:9"
+    assert cluster.cluster_arguments(config, env)["coordinator_address"] == "127.0.0.1:9"
     # Nothing named: JAX detects the cluster (TPU pods, SLURM, Open MPI).
-    assert parallel.cluster_arguments({}, {}) == {"initialization_timeout": 300}
+    assert cluster.cluster_arguments({}, {}) == {"initialization_timeout": 300}
     with pytest.raises(ConfigError, match="missing config.cluster.num_processes"):
-        parallel.cluster_arguments({"coordinator_address": "127.0.0.1:9"}, {})
+        cluster.cluster_arguments({"coordinator_address": "127.0.0.1:9"}, {})
     with pytest.raises(ConfigError, match="FORCE_JAX_PROCESS_ID='x': expected an integer"):
-        parallel.cluster_arguments({}, {**env, "FORCE_JAX_PROCESS_ID": "x"})
+        cluster.cluster_arguments({}, {**env, "FORCE_JAX_PROCESS_ID": "x"})
     with pytest.raises(ConfigError, match="process_id=4 is not below num_processes=4"):
-        parallel.cluster_arguments({}, {**env, "FORCE_JAX_PROCESS_ID": "4"})
+        cluster.cluster_arguments({}, {**env, "FORCE_JAX_PROCESS_ID": "4"})
 
 
 def test_a_coordinator_that_never_answers_is_a_clear_error_in_bounded_time(tmp_path):

@@ -12,7 +12,9 @@ import pytest
 from train_test import SHARED_TFDS, tiny_config
 
 import force_jax as fj
-from force_jax import masks, optim, parallel, train
+from force_jax.core import masks, sharding
+from force_jax.experiments import train
+from force_jax.training import optim
 
 pytestmark = pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 devices")
 
@@ -40,7 +42,7 @@ def test_a_pruning_step_on_8_devices_selects_what_1_device_selects(vgg_problem, 
     kwargs = dict(method="force", sparsity=sparsity, steps=1, batch_size=128,
                   key=jax.random.key(1), on_collapse="ignore")
     one, _ = fj.prune(loss_fn, variables["params"], pool, **kwargs)
-    eight, _ = fj.prune(loss_fn, variables["params"], pool, mesh=parallel.make_mesh(8),
+    eight, _ = fj.prune(loss_fn, variables["params"], pool, mesh=sharding.make_mesh(8),
                         **kwargs)
     params = variables["params"]
     grads = jax.grad(loss_fn)(params, pool)
@@ -65,7 +67,7 @@ def test_a_progressive_schedule_on_8_devices_is_deterministic_and_exact(vgg_prob
     model, variables, data = vgg_problem
     loss_fn = fj.classification_loss(model, variables)
     kwargs = dict(method=method, sparsity=0.99, steps=4, batch_size=64, batches_per_step=2,
-                  key=jax.random.key(1), on_collapse="ignore", mesh=parallel.make_mesh(8))
+                  key=jax.random.key(1), on_collapse="ignore", mesh=sharding.make_mesh(8))
     first, history = fj.prune(loss_fn, variables["params"], data, **kwargs)
     second, _ = fj.prune(loss_fn, variables["params"], data, **kwargs)
     for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(second)):
@@ -79,7 +81,7 @@ def test_pruning_batch_must_split_over_devices(vgg_problem):
     with pytest.raises(ValueError, match="not divisible by the 8 devices"):
         fj.prune(fj.classification_loss(model, variables), variables["params"], data,
                  method="snip", sparsity=0.9, batch_size=60, key=jax.random.key(0),
-                 mesh=parallel.make_mesh(8))
+                 mesh=sharding.make_mesh(8))
 
 
 def test_train_step_on_8_devices_matches_1_device(vgg_problem):
@@ -93,14 +95,14 @@ def test_train_step_on_8_devices_matches_1_device(vgg_problem):
 
     def run(mesh):
         state = train.create_train_state(config, model, variables, mask, schedule)
-        shardings = parallel.param_shardings(state, mesh, fsdp=True, min_size=1024)
-        state = parallel.put_replicated_copy(state, shardings)
+        shardings = sharding.param_shardings(state, mesh, fsdp=True, min_size=1024)
+        state = sharding.put_replicated_copy(state, shardings)
         step = jax.jit(train.train_step, donate_argnums=0)
         for _ in range(3):
-            state, _ = step(state, parallel.global_batch(batch, mesh))
+            state, _ = step(state, sharding.global_batch(batch, mesh))
         return jax.device_get(state)
 
-    one, eight = run(parallel.make_mesh(1)), run(parallel.make_mesh(8))
+    one, eight = run(sharding.make_mesh(1)), run(sharding.make_mesh(8))
     for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(eight.params)):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
     for a, b in zip(jax.tree.leaves(one.batch_stats), jax.tree.leaves(eight.batch_stats)):
@@ -112,11 +114,11 @@ def test_train_step_on_8_devices_matches_1_device(vgg_problem):
 
 def test_fsdp_shards_large_leaves_over_the_data_axis(vgg_problem):
     _, variables, _ = vgg_problem
-    mesh = parallel.make_mesh(8)
-    shardings = parallel.param_shardings(variables["params"], mesh, fsdp=True, min_size=1024)
+    mesh = sharding.make_mesh(8)
+    shardings = sharding.param_shardings(variables["params"], mesh, fsdp=True, min_size=1024)
     specs = {jax.tree_util.keystr(k): s.spec
              for k, s in jax.tree_util.tree_flatten_with_path(shardings)[0]}
-    assert any(parallel.DATA_AXIS in tuple(spec) for spec in specs.values())
+    assert any(sharding.DATA_AXIS in tuple(spec) for spec in specs.values())
     assert all(tuple(spec) == () for name, spec in specs.items() if "bias" in name)
 
 
@@ -134,8 +136,8 @@ def test_train_and_evaluate_on_8_devices(tmp_path):
 
 
 def test_global_batch_layout():
-    mesh = parallel.make_mesh(8)
-    batch = parallel.global_batch({"x": np.arange(16, dtype=np.float32)}, mesh)
+    mesh = sharding.make_mesh(8)
+    batch = sharding.global_batch({"x": np.arange(16, dtype=np.float32)}, mesh)
     assert batch["x"].sharding.spec == jax.sharding.PartitionSpec("data")
     assert len(batch["x"].addressable_shards) == 8
     np.testing.assert_array_equal(jnp.asarray(batch["x"]), np.arange(16))

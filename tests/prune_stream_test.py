@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import force_jax as fj
-from force_jax import parallel
-from force_jax.prune import _program
+from force_jax.core import sharding
+from force_jax.core.pruning import _program
 
 
 def pool_draws(data, key, *, batch_size, batches_per_step, steps):
@@ -120,9 +120,9 @@ def test_a_stream_on_8_devices_selects_what_one_device_selects(tiny):
     kwargs = dict(method="force", sparsity=0.9, steps=3, batch_size=64, key=jax.random.key(2))
     one, one_history = fj.prune(loss_fn, params, random_batches(5, 64), **kwargs)
     eight, history = fj.prune(loss_fn, params, random_batches(5, 64),
-                              mesh=parallel.make_mesh(8), **kwargs)
+                              mesh=sharding.make_mesh(8), **kwargs)
     flags = fj.masks.prunable_flags(params)
-    step = _program("force", loss_fn, None, flags, 64, 1, True, parallel.make_mesh(8), False,
+    step = _program("force", loss_fn, None, flags, 64, 1, True, sharding.make_mesh(8), False,
                     True)
     assert step._cache_size() == 1  # the masks it returns are laid out like the first one
     assert int(fj.num_kept(eight)) == int(fj.num_kept(one))
@@ -132,7 +132,7 @@ def test_a_stream_on_8_devices_selects_what_one_device_selects(tiny):
     np.testing.assert_allclose(history.objective, one_history.objective, rtol=1e-4)
     # Global jax.Arrays are taken as they are, and split over the mesh too.
     global_batches = (jax.tree.map(jnp.asarray, b) for b in random_batches(5, 64))
-    again, _ = fj.prune(loss_fn, params, global_batches, mesh=parallel.make_mesh(8), **kwargs)
+    again, _ = fj.prune(loss_fn, params, global_batches, mesh=sharding.make_mesh(8), **kwargs)
     for got, want in zip(jax.tree.leaves(again), jax.tree.leaves(eight)):
         np.testing.assert_array_equal(got, want)
 

@@ -11,9 +11,9 @@ from conftest import init_mlp, mlp_loss
 from jax.flatten_util import ravel_pytree
 
 import force_jax as fj
-from force_jax import schedules
-from force_jax.prune import _program, release_compiled
-from force_jax.prune_step import _mean_over_batches
+from force_jax.core import schedules
+from force_jax.core.pruning import _program, release_compiled
+from force_jax.core.pruning_step import _mean_over_batches
 
 
 def reference_topk(scores: dict, k: int) -> dict:

@@ -1,4 +1,4 @@
-"""The sanity-check ablations (force_jax.sanity) on hand-checkable cases."""
+"""The sanity-check ablations (force_jax.core.sanity) on hand-checkable cases."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from force_jax import masks, sanity
+from force_jax.core import masks, sanity
 
 
 def example_mask():

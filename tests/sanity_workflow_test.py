@@ -12,8 +12,10 @@ import pytest
 from sweep_test import read_csv, tiny_sweep_config
 from train_test import needs_real_data, tiny_config
 
-from force_jax import data, masks, sanity, sweep, train, workdir
+from force_jax.core import masks, sanity
 from force_jax.errors import ConfigError
+from force_jax.experiments import sweep, train, workdir
+from force_jax.training import data
 
 
 def pruned(config):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from force_jax import schedules
+from force_jax.core import schedules
 
 
 def test_exp_matches_hand_values():

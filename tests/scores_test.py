@@ -9,7 +9,7 @@ import pytest
 from conftest import init_mlp, mlp_loss
 from jax.flatten_util import ravel_pytree
 
-from force_jax import masks, scores
+from force_jax.core import masks, scores
 
 
 def step_inputs(loss_fn, params, mask, batch, synflow_fn=None, key=None):

@@ -13,8 +13,8 @@ import pytest
 from conftest import SHARED_TFDS
 from train_test import tiny_config
 
-from force_jax import sweep, sweep_report, train, workdir
 from force_jax.errors import ConfigError, WorkdirError
+from force_jax.experiments import sweep, sweep_report, train, workdir
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 needs_real_data = pytest.mark.skipif(not SHARED_TFDS.is_dir(), reason="no shared TFDS folder")

@@ -1,4 +1,4 @@
-"""Tests for force_jax.topk: exact global top-k against a numpy reference."""
+"""Tests for force_jax.core.topk: exact global top-k against a numpy reference."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +7,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from force_jax import topk
+from force_jax.core import topk
 
 # Few distinct shape lists: each costs a compile, while k and values are free.
 SMALL = [(3, 5), (17,), (4, 4, 4), (1,)]  # 97 scores, below the fast-path capacity

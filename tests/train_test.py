@@ -15,8 +15,10 @@ import pytest
 import tensorflow_datasets as tfds
 from conftest import SHARED_TFDS, write_metadata
 
-from force_jax import checkpoint, cli, data, masks, optim, train
+from force_jax.core import masks
 from force_jax.errors import ConfigError
+from force_jax.experiments import cli, train
+from force_jax.training import checkpoint, data, optim
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from configs import default  # noqa: E402

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from force_jax.masks import apply_mask
+from force_jax.core.masks import apply_mask
 
 PyTree = Any
 Gradient = Callable[[PyTree], PyTree]

@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from force_jax import masks as masks_lib
+from force_jax.core import masks as masks_lib
 
 PyTree = Any
 

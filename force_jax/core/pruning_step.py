@@ -16,9 +16,9 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
-from force_jax import masks as masks_lib
-from force_jax import parallel, sanity
-from force_jax import scores as scores_lib
+from force_jax.core import masks as masks_lib
+from force_jax.core import sanity, sharding
+from force_jax.core import scores as scores_lib
 
 PyTree = Any
 LossFn = Callable[[PyTree, Any], jax.Array]
@@ -35,7 +35,7 @@ def _mean_over_batches(fn: Callable, pick: Callable[[jax.Array], PyTree], count:
         picked = pick(i)
         if mesh is None:
             return picked
-        return jax.lax.with_sharding_constraint(picked, parallel.batch_sharding(mesh))
+        return jax.lax.with_sharding_constraint(picked, sharding.batch_sharding(mesh))
 
     first = fn(batch(0))
     total = jax.lax.fori_loop(

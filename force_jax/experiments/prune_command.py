@@ -6,7 +6,7 @@
 Writes workdir/mask (an orbax checkpoint of the mask pytree), prune.json
 (per-layer table, schedule history, timing) and layer_density.png, and prints
 the per-layer density table. `--config.prune.ablation=shuffle` or `invert`
-writes the ablated mask (see `force_jax.sanity`); `reinit` concerns training
+writes the ablated mask (see `force_jax.core.sanity`); `reinit` concerns training
 only and is refused here.
 """
 
@@ -19,9 +19,11 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from force_jax import checkpoint, data, masks, plots, train
-from force_jax import workdir as workdir_lib
+from force_jax.core import masks
 from force_jax.errors import ConfigError
+from force_jax.experiments import plots, train
+from force_jax.experiments import workdir as workdir_lib
+from force_jax.training import checkpoint, data
 
 
 def prune_and_save(config: ml_collections.ConfigDict, workdir: str) -> masks.SparsityReport:
@@ -82,7 +84,7 @@ def load_mask(workdir: str, params: object) -> object:
 
 def main() -> None:
     """Command line: --config=configs/x.py --workdir=DIR [--config.key=value ...]."""
-    from force_jax import cli
+    from force_jax.experiments import cli
 
     cli.run_config_command(prune_and_save, "Output folder.")
 

@@ -26,8 +26,9 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from force_jax import checkpoint, plots, workdir
-from force_jax.sweep_report import series_name
+from force_jax.experiments import plots, workdir
+from force_jax.experiments.sweep_report import series_name
+from force_jax.training import checkpoint
 
 VARIANT_COLUMNS = ("variant", "method", "sparsity", "seed", "test_accuracy", "error")
 

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from force_jax.topk import topk_masks
+from force_jax.core.topk import topk_masks
 
 PyTree = Any
 IsPrunable = Callable[[tuple, jax.Array], bool]

@@ -11,8 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from force_jax import checkpoint  # noqa: E402
-from force_jax.masks import SparsityReport  # noqa: E402
+from force_jax.core.masks import SparsityReport  # noqa: E402
+from force_jax.training import checkpoint  # noqa: E402
 
 
 def save_figure(fig, path: str) -> None:

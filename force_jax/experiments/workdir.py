@@ -23,10 +23,10 @@ from typing import Any
 import jax
 import ml_collections
 
-from force_jax import parallel
-from force_jax.checkpoint import write_atomic
 from force_jax.errors import WorkdirError
-from force_jax.lock import workdir_lock
+from force_jax.experiments.lock import workdir_lock
+from force_jax.training import cluster
+from force_jax.training.checkpoint import write_atomic
 
 CONFIG_FILE = "config.json"
 # Keys (dotted prefixes) that do not change a run's result.
@@ -204,7 +204,7 @@ def claim(workdir: str, config: ml_collections.ConfigDict | None = None, *,
                 check()
         except WorkdirError as e:
             error = e
-        parallel.raise_on_every_process(error)
+        cluster.raise_on_every_process(error)
         if is_main and config is not None:
             record_config(workdir, config)
         yield

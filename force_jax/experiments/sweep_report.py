@@ -15,8 +15,9 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from force_jax import checkpoint, plots
-from force_jax.masks import LayerDensity, SparsityReport
+from force_jax.core.masks import LayerDensity, SparsityReport
+from force_jax.experiments import plots
+from force_jax.training import checkpoint
 
 COLUMNS = (
     "method", "ablation", "sparsity", "seed", "test_accuracy", "best_validation_accuracy",

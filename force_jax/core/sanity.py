@@ -27,7 +27,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from force_jax import masks as masks_lib
+from force_jax.core import masks as masks_lib
 
 PyTree = Any
 

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from force_jax.masks import check_mask
+from force_jax.core.masks import check_mask
 
 PyTree = Any
 
@@ -37,7 +37,7 @@ def keep_masked(mask: PyTree) -> optax.GradientTransformation:
     from the state, so a restored or replaced state mask is the one applied.
 
     Args:
-      mask: mask pytree with the structure of the params (see force_jax.masks).
+      mask: mask pytree with the structure of the params (see force_jax.core.masks).
 
     Returns:
       An optax GradientTransformation whose state is a `KeepMaskedState`.

@@ -13,7 +13,7 @@ images per step, about 6 GB in float32 over all processes, whatever T is.
 A batch is a pytree of arrays sharing a leading example axis: either global
 ``jax.Array`` values (batch_size examples), or numpy arrays holding this
 process's share (batch_size / process_count examples, the layout
-`force_jax.data.train_iterator` yields on each process), which are assembled
+`force_jax.training.data.train_iterator` yields on each process), which are assembled
 into global arrays with ``jax.make_array_from_process_local_data``.
 """
 
@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from force_jax import parallel
+from force_jax.core import sharding
 
 PyTree = Any
 
@@ -128,12 +128,12 @@ def _place(stacked: PyTree, batch_size: int, mesh: Mesh | None) -> PyTree:
     """Stacked micro-batches on the mesh, split over its data axis on axis 1."""
     if mesh is None:
         return jax.tree.map(jnp.asarray, stacked)
-    sharding = NamedSharding(mesh, PartitionSpec(None, parallel.DATA_AXIS))
+    layout = NamedSharding(mesh, PartitionSpec(None, sharding.DATA_AXIS))
 
     def put(x):
         if isinstance(x, jax.Array):
-            return jax.device_put(x, sharding)
+            return jax.device_put(x, layout)
         global_shape = (x.shape[0], batch_size, *x.shape[2:])
-        return jax.make_array_from_process_local_data(sharding, x, global_shape)
+        return jax.make_array_from_process_local_data(layout, x, global_shape)
 
     return jax.tree.map(put, stacked)

@@ -1,0 +1,330 @@
+"""prune(): a whole pruning schedule, compiled once.
+
+With a pool of examples the schedule runs inside `lax.scan`, so it compiles
+once whatever the number of steps, and makes no host round trip per step.
+The keep counts enter the program as data, so one compile serves every
+sparsity level of a model. Batches are drawn afresh each step from the pool
+inside the program; gradients over `batches_per_step` micro-batches are
+averaged in a `fori_loop`, so only their indices are ever stored. With a
+stream (an iterator of batches, `force_jax.core.pruning_stream`) one compiled step
+(`force_jax.core.pruning_step`) is called once per step on fresh batches.
+
+The scan runs T + 1 iterations: iteration t < T scores the weights at mask
+m_{t-1} and selects m_t; the gradient it computes also gives the FORCE
+objective S(m_{t-1}). The last iteration selects nothing and only evaluates
+S(m_T), so the history holds S of every mask the schedule produced.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from force_jax.core import compile_options, pruning_step, pruning_stream, schedules, sharding
+from force_jax.core import masks as masks_lib
+from force_jax.core import scores as scores_lib
+
+PyTree = Any
+LossFn = Callable[[PyTree, Any], jax.Array]
+
+DEFAULT_STEPS = {"force": 60, "iter_snip": 60, "grasp_it": 60, "synflow": 100}
+
+
+class History(NamedTuple):
+    """Per-step record of a pruning schedule (numpy arrays of length T).
+
+    Attributes:
+      keep_fraction: target keep fraction after each step.
+      kept: number of prunable weights kept after each step.
+      objective: FORCE objective S(m_t) = sum over kept weights of
+        |theta0 * g(theta0 * m_t)|, each on fresh batches (NaN when not
+        tracked or when there is no data).
+      revived: weights kept at step t that were pruned at step t-1 (only
+        FORCE lets this be non-zero).
+      layer_kept: (T, L) weights kept in each of the L prunable leaves
+        (in tree order, as in `sparsity_report`) after each step.
+    """
+
+    keep_fraction: np.ndarray
+    kept: np.ndarray
+    objective: np.ndarray
+    revived: np.ndarray
+    layer_kept: np.ndarray
+
+
+def release_compiled() -> None:
+    """Frees every compiled pruning program and JAX's compilation caches.
+
+    Each cached program holds its executable and the `loss_fn` closure (and so
+    the model variables it captured). A long process that prunes many
+    different models, such as a sweep, calls this between runs: without it the
+    executables' machine code accumulates until the process runs out of
+    memory mappings.
+    """
+    _program.cache_clear()
+    jax.clear_caches()
+
+
+# Small: a new loss_fn closure is a new key, so entries from finished runs are dead weight.
+@functools.lru_cache(maxsize=8)
+def _program(
+    method: str,
+    loss_fn: LossFn,
+    synflow_fn: LossFn | None,
+    flags: tuple[bool, ...],
+    batch_size: int,
+    batches_per_step: int,
+    track_objective: bool,
+    mesh: Mesh | None,
+    invert_scores: bool,
+    streamed: bool = False,
+) -> Callable:
+    """The jitted program for one static configuration (cached, so reused).
+
+    Pooled: the whole schedule, all steps in one scan. Streamed: the single
+    step, called once per step with that step's batches.
+    """
+    del flags  # part of the cache key: the mask's structure
+    step = pruning_step.step_fn(method, loss_fn, synflow_fn, batch_size, batches_per_step,
+                              track_objective, mesh, invert_scores, streamed=streamed)
+    if streamed:
+        return compile_options.jit(step)
+
+    def program(params, data, counts, key, start_mask):
+        def body(carry, xs):
+            mask, step_key = carry
+            count, is_last = xs
+            step_key, this_key = jax.random.split(step_key)
+            new_mask, *outputs = step(params, data, mask, this_key, count, is_last)
+            return (new_mask, step_key), tuple(outputs)
+
+        is_last = jnp.arange(counts.shape[0]) == counts.shape[0] - 1
+        (mask, _), outputs = jax.lax.scan(body, (start_mask, key), (counts, is_last))
+        return mask, outputs
+
+    return compile_options.jit(program)
+
+
+def _run_streamed(step: Callable, params: PyTree, batches: Any, counts: jax.Array,
+                  key: jax.Array, mask: PyTree, *, batches_per_step: int, batch_size: int,
+                  fresh_final: bool, mesh: Mesh | None) -> tuple[PyTree, tuple]:
+    """The streamed schedule: the pooled scan's steps, one call each, fresh batches each.
+
+    Keys follow the scan's chain, so a stream that yields the batches the
+    pool would have drawn gives the pooled schedule's mask. The final
+    objective reuses the last step's batches unless `fresh_final`.
+    """
+    counts = np.asarray(counts)
+    steps = counts.shape[0] - 1
+    step_keys = _key_chain(key, steps + 1)  # one dispatch, not one per step
+    outputs, step_data, expected = [], None, None
+    for index in range(steps + 1):
+        is_last = index == steps
+        if not is_last or fresh_final:
+            step_data, expected = pruning_stream.draw_step(
+                batches, batches_per_step=batches_per_step, batch_size=batch_size,
+                step=index + 1, steps=steps, expected=expected, mesh=mesh)
+        mask, *out = step(params, step_data, mask, step_keys[index], counts[index],
+                          np.bool_(is_last))
+        outputs.append(out)
+    return mask, tuple(jnp.stack(column) for column in zip(*outputs))
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _key_chain(key: jax.Array, length: int) -> jax.Array:
+    """The keys the pooled scan gives its steps: split, keep the second, carry the first."""
+    def body(carry, _):
+        carry, this = jax.random.split(carry)
+        return carry, this
+
+    return jax.lax.scan(body, key, None, length=length)[1]
+
+
+def _check_data(data: PyTree, batch_size: int, batches_per_step: int) -> None:
+    """Checks that `data` has one leading example axis, big enough for a step."""
+    sizes = {jnp.shape(x)[0] if jnp.ndim(x) else None for x in jax.tree.leaves(data)}
+    if not sizes or None in sizes or len(sizes) != 1:
+        raise ValueError(
+            f"data must be a pytree of arrays sharing a leading example axis, got sizes {sizes}"
+        )
+    (size,) = sizes
+    if size < batch_size * batches_per_step:
+        raise ValueError(
+            f"data has {size} examples, fewer than batch_size * batches_per_step = "
+            f"{batch_size} * {batches_per_step}; each step draws that many distinct examples"
+        )
+
+
+def check_key(key: Any, name: str = "key") -> None:
+    """Rejects anything but a JAX PRNG key (a typed key, or a legacy uint32[2]).
+
+    Args:
+      key: the value passed as a key.
+      name: the argument's name, for the message.
+
+    Raises:
+      TypeError: saying to use jax.random.key(seed).
+    """
+    is_typed = isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype,
+                                                                     jax.dtypes.prng_key)
+    is_legacy = (isinstance(key, jax.Array | np.ndarray) and key.shape == (2,)
+                 and key.dtype == np.uint32)
+    if not (is_typed and key.shape == ()) and not is_legacy:
+        got = type(key).__name__ if not hasattr(key, "shape") else f"{key.dtype}{list(key.shape)}"
+        raise TypeError(f"{name} must be a PRNG key, e.g. jax.random.key(seed); got {got}")
+
+
+def prune(
+    loss_fn: LossFn | None,
+    params: PyTree,
+    data: Mapping[str, Any] | PyTree | None = None,
+    *,
+    method: str = "force",
+    sparsity: float,
+    steps: int | None = None,
+    schedule: str = "exp",
+    batch_size: int = 128,
+    batches_per_step: int = 1,
+    key: jax.Array,
+    is_prunable: masks_lib.IsPrunable | None = None,
+    synflow_fn: LossFn | None = None,
+    track_objective: bool = True,
+    on_collapse: str = "warn",
+    mesh: Mesh | None = None,
+    initial_mask: PyTree | None = None,
+    invert_scores: bool = False,
+) -> tuple[PyTree, History]:
+    """Prunes `params` at initialisation with one of the methods of `scores`.
+
+    Args:
+      loss_fn: loss_fn(params, batch) -> scalar, the scoring loss (see
+        `classification_loss`); may be None for data-free methods.
+      params: the dense parameters at initialisation (any pytree).
+      data: the pruning examples, in one of two modes. A pool: a pytree of
+        arrays with a leading example axis, from which each step draws
+        batches_per_step batches of batch_size distinct examples (the whole
+        schedule is one compiled scan). A stream: an iterator of batches
+        (pytrees of global jax.Arrays of batch_size examples, or numpy
+        arrays of this process's batch_size / process_count; see
+        `force_jax.core.pruning_stream`), of which each step takes batches_per_step
+        fresh ones, and the final objective one more step's worth when
+        tracked (one compiled step, called T + 1 times).
+      method: force, iter_snip, snip, grasp_it, grasp, synflow, magnitude or
+        random.
+      sparsity: fraction of prunable weights removed, in [0, 1).
+      steps: number of pruning steps T; defaults to 60 for force, iter_snip and
+        grasp_it, 100 for synflow, and must be 1 for the one-shot methods.
+      schedule: "exp" or "linear" keep-fraction schedule.
+      batch_size: examples per micro-batch.
+      batches_per_step: micro-batches whose gradients are averaged per step.
+      key: PRNG key (batches, random scores).
+      is_prunable: predicate on (key path, leaf); defaults to ndim >= 2.
+      synflow_fn: SynFlow objective (see `synflow_objective`), needed by
+        method="synflow".
+      track_objective: also evaluate S(m_t) where the method's scores do not
+        give it for free (costs one gradient per step for synflow).
+      on_collapse: what to do when a layer ends with no weight: "warn",
+        "raise" or "ignore".
+      mesh: a device mesh with a "data" axis (see `force_jax.core.sharding`):
+        every micro-batch is split over it, params and scores are replicated,
+        and the selection runs on every device without gathering anything.
+        batch_size must be a multiple of the number of devices.
+      initial_mask: the mask the schedule starts from (default: dense). The
+        schedule's keep fractions still run from 1 to 1 - sparsity, so with
+        steps=1 this is one step of the method from a given mask: how single
+        steps are compared with a reference implementation.
+      invert_scores: keep the lowest scores instead of the highest, at every
+        step (the "invert" sanity check, see `force_jax.core.sanity`).
+
+    Returns:
+      (mask, history): the mask pytree (bool arrays on prunable leaves, scalar
+      True elsewhere) with exactly floor((1 - sparsity) * N) weights kept, and
+      a `History`.
+
+    Raises:
+      ValueError: bad sparsity, steps, schedule, method, data or NaN/inf scores.
+      TypeError: if key is not a PRNG key.
+    """
+    if method not in scores_lib.METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {tuple(scores_lib.METHODS)}")
+    check_key(key)
+    sparsity = schedules.check_sparsity(sparsity)
+    if steps is None:
+        steps = DEFAULT_STEPS.get(method, 1)
+    if int(steps) != steps or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if method in scores_lib.ONE_SHOT and steps != 1:
+        raise ValueError(f"method {method!r} prunes in one shot; got steps={steps}")
+    if batch_size < 1 or batches_per_step < 1:
+        raise ValueError(
+            f"batch_size and batches_per_step must be >= 1, got {batch_size}, {batches_per_step}"
+        )
+    if method == "synflow" and synflow_fn is None:
+        raise ValueError(
+            "method='synflow' needs synflow_fn, e.g. "
+            "force_jax.synflow_objective(model, variables, input_shape)"
+        )
+    needs_data = method in scores_lib.NEEDS_DATA
+    if needs_data and (data is None or loss_fn is None):
+        raise ValueError(f"method {method!r} needs loss_fn and data")
+    streamed = pruning_stream.is_stream(data)
+    if data is not None and loss_fn is not None:
+        if not streamed:
+            _check_data(data, batch_size, batches_per_step)
+    else:
+        data = streamed = None
+
+    if mesh is not None:
+        sharding.check_batch_size(batch_size, mesh, "pruning batch_size")
+        params = sharding.put_replicated_copy(params, sharding.replicated(mesh))
+        if data is not None and not streamed:
+            size = jax.tree.leaves(data)[0].shape[0]
+            divisible = size % mesh.shape[sharding.DATA_AXIS] == 0
+            layout = sharding.batch_sharding(mesh) if divisible else sharding.replicated(mesh)
+            data = sharding.put_replicated_copy(data, layout)
+    flags = masks_lib.prunable_flags(params, is_prunable)
+    total = sum(int(np.size(x)) for x, f in zip(jax.tree.leaves(params), flags) if f)
+    fractions = schedules.keep_fractions(schedule, 1.0 - sparsity, int(steps))
+    counts = schedules.keep_counts(fractions, total)
+    dense = masks_lib.dense_mask(params, flags)
+    if initial_mask is None:
+        start_mask = dense
+    else:
+        masks_lib.check_mask(params, initial_mask)
+        # Prunable leaves take the given mask; the others stay scalar True.
+        start_mask = jax.tree.map(
+            lambda d, m: jnp.broadcast_to(jnp.asarray(m, bool), d.shape) if d.ndim else d,
+            dense, initial_mask)
+    if mesh is not None:  # the layout of the masks the steps return, so no step recompiles
+        start_mask = sharding.put_replicated_copy(start_mask, sharding.replicated(mesh))
+    static = (method, loss_fn, synflow_fn, flags, int(batch_size), int(batches_per_step),
+              bool(track_objective), mesh, bool(invert_scores))
+    padded = jnp.asarray(np.append(counts, counts[-1]), jnp.int32)
+    if streamed:
+        mask, (objective, finite, revived, layer_kept) = _run_streamed(
+            _program(*static, True), params, data, padded, key, start_mask,
+            batches_per_step=int(batches_per_step), batch_size=int(batch_size),
+            fresh_final=bool(track_objective), mesh=mesh)
+    else:
+        mask, (objective, finite, revived, layer_kept) = _program(*static)(
+            params, data, padded, key, start_mask)
+
+    finite = np.asarray(finite)[:-1]
+    if not finite.all():
+        bad = int(np.argmin(finite)) + 1
+        raise ValueError(f"{method} scores contain NaN or inf at step {bad} of {steps}")
+    history = History(
+        keep_fraction=fractions,
+        kept=counts,
+        objective=np.asarray(objective, np.float64)[1:],
+        revived=np.asarray(revived, np.int64)[:-1],
+        layer_kept=np.asarray(layer_kept, np.int64)[:-1],
+    )
+    masks_lib.check_collapse(mask, on_collapse)
+    return mask, history

@@ -1,0 +1,431 @@
+"""A grid of prune-then-train runs: methods x sparsities x seeds, resumable.
+
+    python -m force_jax.sweep --config=configs/claim_fashion_mnist.py --workdir=/tmp/claim \
+        --config.data.data_dir=../shared/datasets/tfds
+
+The config holds every key of configs/default.py plus `config.sweep.methods`,
+`config.sweep.sparsities` and `config.sweep.seeds` (tuples), and optionally
+`config.sweep.ablations` (sanity checks of every mask, see `force_jax.core.sanity`:
+some of none, shuffle, reinit, invert; default none only),
+`config.sweep.synflow_steps` (SynFlow's number of steps, None: its default of
+100), `config.sweep.grasp_temperature` (softmax temperature used for GraSP
+cells only) and `config.sweep.grasp_scoring_loss` (GraSP's own scoring loss).
+Each cell runs `train.train_and_evaluate` in
+`DIR/cells/<method>_s<sparsity>_seed<seed>` (with `_<ablation>` appended
+for an ablation other than none). After every cell the sweep
+rewrites, atomically, `DIR/results.csv`, `DIR/summary.md` (mean and std over
+seeds of the test accuracy, and masks with S(m) = 0, per method and sparsity;
+when cells are evaluated more than once, the ranking of methods after each
+evaluation), `DIR/accuracy_by_step.csv` (every evaluation of every cell),
+`DIR/accuracy_vs_sparsity.png`, `DIR/objective_vs_sparsity.png` and
+`DIR/layer_density_<sparsity>.png` (the highest sparsity, one series per
+method) and `DIR/density_trajectory_<method>_<sparsity>.png` (per-layer
+density over the schedule of each multi-step method, at the highest sparsity
+and the first seed).
+
+Rerunning the command on the same workdir skips every finished cell (its
+metrics.json exists), resumes an interrupted one from its last checkpoint and
+retries the cells that failed. Before any cell runs, the grid is validated (a
+repeated method, sparsity or seed is an error, not a statistic) and every
+existing cell must record the config the sweep now gives it (see
+`force_jax.experiments.workdir`): a rerun with other settings is refused, never reported
+with the old results. A failing cell is recorded in results.csv with
+its error ("Type: message") and the sweep goes on with the next one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import ml_collections
+from tqdm.auto import tqdm
+
+from force_jax.core import mask_analysis, sanity, schedules, scores
+from force_jax.core.masks import SparsityReport
+from force_jax.core.pruning import release_compiled
+from force_jax.errors import ConfigError, WorkdirError
+from force_jax.experiments import plots, train
+from force_jax.experiments import workdir as workdir_lib
+from force_jax.experiments.sweep_report import (
+    report_from_dict,
+    series_name,
+    write_plots,
+    write_results,
+    write_step_results,
+    write_summary,
+)
+from force_jax.training import checkpoint, cluster
+
+# Written by the sweep beside the cell's own files: its timing and error, so a
+# rerun that skips the cell can still report them.
+CELL_RECORD = "sweep_cell.json"
+
+TrainFn = Callable[[ml_collections.ConfigDict, str], dict]
+
+
+def cell_name(method: str, sparsity: float, seed: int, ablation: str = "none") -> str:
+    """Folder name of one cell, e.g. ``force_s0.995_seed0`` or ``force_s0.995_seed0_shuffle``.
+
+    Args:
+      method: pruning method.
+      sparsity: fraction of prunable weights removed (written in full, via repr).
+      seed: the cell's seed.
+      ablation: the cell's sanity check (none adds nothing to the name).
+
+    Returns:
+      The folder name under DIR/cells.
+    """
+    suffix = "" if ablation == "none" else f"_{ablation}"
+    return f"{method}_s{float(sparsity)!r}_seed{int(seed)}{suffix}"
+
+
+def cell_config(
+    config: ml_collections.ConfigDict, method: str, sparsity: float, seed: int,
+    ablation: str = "none",
+) -> ml_collections.ConfigDict:
+    """The experiment config of one cell.
+
+    One-shot methods get `prune.steps = None` (their default of 1 step); SynFlow
+    gets `sweep.synflow_steps` if set (else None: its default of 100); GraSP gets
+    `sweep.grasp_temperature` and `sweep.grasp_scoring_loss` if set. Other
+    methods keep `prune.steps`.
+
+    Args:
+      config: the sweep config.
+      method: pruning method.
+      sparsity: fraction of prunable weights removed.
+      seed: seed of initialisation, pruning batches and training.
+      ablation: the sanity check applied (prune.ablation).
+
+    Returns:
+      An unlocked copy of `config` with prune.method/sparsity/steps/ablation and
+      seed set.
+    """
+    cell = ml_collections.ConfigDict(config.copy_and_resolve_references().to_dict())
+    cell.prune.ablation = ablation
+    cell.prune.method = method
+    cell.prune.sparsity = float(sparsity)
+    cell.seed = int(seed)
+    sweep = config.get("sweep", ml_collections.ConfigDict())
+    if method in scores.ONE_SHOT:
+        cell.prune.steps = None
+    elif method == "synflow":
+        cell.prune.steps = sweep.get("synflow_steps")
+    if method == "grasp" and sweep.get("grasp_temperature") is not None:
+        cell.prune.temperature = float(sweep.grasp_temperature)
+    if method == "grasp" and sweep.get("grasp_scoring_loss") is not None:
+        cell.prune.scoring_loss = sweep.grasp_scoring_loss
+    return cell
+
+
+def _read_json(path: str) -> dict | None:
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _density_reports(workdir: str, sweep: ml_collections.ConfigDict, sparsity: float,
+                     seed: int) -> dict[str, SparsityReport]:
+    """series -> sparsity report of its finished cell at (sparsity, seed)."""
+    reports = {}
+    for method in sweep.methods:
+        for ablation in ablations(sweep):
+            pruned = _read_json(os.path.join(
+                workdir, "cells", cell_name(method, sparsity, seed, ablation), "prune.json"))
+            if pruned and "report" in pruned:
+                reports[series_name(method, ablation)] = report_from_dict(pruned["report"])
+    return reports
+
+
+def cell_row(workdir: str, method: str, sparsity: float, seed: int,
+             ablation: str = "none") -> dict[str, Any]:
+    """One results.csv row from the files a cell left in its folder.
+
+    Args:
+      workdir: the cell's folder.
+      method, sparsity, seed, ablation: the cell's coordinates.
+
+    Returns:
+      A dict with every key of COLUMNS; missing values are None.
+    """
+    metrics = _read_json(os.path.join(workdir, "metrics.json")) or {}
+    pruned = _read_json(os.path.join(workdir, "prune.json")) or {}
+    record = _read_json(os.path.join(workdir, CELL_RECORD)) or {}
+    objective = pruned.get("history", {}).get("objective") or [None]
+    if ablation == "shuffle":  # S(m) was measured on the method's mask, not the one trained
+        objective = [None]
+    report = pruned.get("report")
+    return {
+        "method": method, "ablation": ablation, "sparsity": float(sparsity), "seed": int(seed),
+        "test_accuracy": metrics.get("test_accuracy"),
+        "best_validation_accuracy": metrics.get("best_validation_accuracy"),
+        "force_objective": objective[-1],
+        "collapsed_layers": len(report["collapsed"]) if report else None,
+        "prune_seconds": pruned.get("seconds"),
+        "train_seconds": record.get("train_seconds"),
+        "error": record.get("error"),
+    }
+
+
+def cell_step_rows(workdir: str, method: str, sparsity: float, seed: int,
+                   ablation: str = "none") -> list[dict[str, Any]]:
+    """The test accuracy of every evaluation a cell recorded in its metrics.jsonl.
+
+    Args:
+      workdir: the cell's folder.
+      method, sparsity, seed, ablation: the cell's coordinates.
+
+    Returns:
+      Dicts keyed by sweep_report.STEP_COLUMNS, in step order (empty for a
+      cell that never evaluated).
+    """
+    records = checkpoint.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+    return [{"method": method, "ablation": ablation, "sparsity": float(sparsity),
+             "seed": int(seed), "step": int(r["step"]), "test_accuracy": r.get("test_accuracy")}
+            for r in records if "step" in r]
+
+
+def run_cell(
+    config: ml_collections.ConfigDict, workdir: str, train_fn: TrainFn
+) -> None:
+    """Runs (or resumes) one cell and records its training time and error.
+
+    Args:
+      config: the cell's config.
+      workdir: the cell's folder.
+      train_fn: `train.train_and_evaluate` or a stand-in with its signature.
+    """
+    prune_path = os.path.join(workdir, "prune.json")
+    pruned_before = os.path.exists(prune_path)
+    error = None
+    start = time.perf_counter()
+    try:
+        train_fn(config, workdir)
+    except Exception as e:  # noqa: BLE001 - any failure is recorded, the sweep goes on
+        error = f"{type(e).__name__}: {e}"
+    seconds = time.perf_counter() - start
+    pruned = None if pruned_before else _read_json(prune_path)
+    # Pruning happened inside this call only if prune.json is new: take it out of the time.
+    train_seconds = seconds - (pruned["seconds"] if pruned else 0.0)
+    checkpoint.write_json(
+        os.path.join(workdir, CELL_RECORD), {"train_seconds": train_seconds, "error": error})
+
+
+def validate_grid(sweep: ml_collections.ConfigDict) -> None:
+    """Rejects a grid that would count one run twice or cannot run.
+
+    Args:
+      sweep: config.sweep (methods, sparsities, seeds, optionally ablations).
+
+    Raises:
+      ConfigError: naming the key, for an empty axis, a repeated value (a
+        repeated seed would make one run look like several), an unknown
+        method or ablation, a sparsity outside [0, 1) or a seed that is not
+        an integer.
+    """
+    axes = {"methods": tuple(sweep.methods), "sparsities": tuple(sweep.sparsities),
+            "seeds": tuple(sweep.seeds), "ablations": ablations(sweep)}
+    for name, values in axes.items():
+        if not values:
+            raise ConfigError(f"config.sweep.{name} is empty; give at least one value")
+        repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
+        if repeated:
+            raise ConfigError(
+                f"config.sweep.{name}={values} repeats {', '.join(map(repr, repeated))}; each "
+                "value must appear once (a repeated seed would count one run as several)")
+    unknown = [m for m in axes["methods"] if m not in scores.METHODS]
+    if unknown:
+        raise ConfigError(f"config.sweep.methods has unknown {unknown}; expected some of "
+                          f"{', '.join(scores.METHODS)}")
+    unknown = [a for a in axes["ablations"] if a not in sanity.ABLATIONS]
+    if unknown:
+        raise ConfigError(f"config.sweep.ablations has unknown {unknown}; expected some of "
+                          f"{', '.join(sanity.ABLATIONS)}")
+    for sparsity in axes["sparsities"]:
+        try:
+            schedules.check_sparsity(sparsity)
+        except (TypeError, ValueError):
+            raise ConfigError(f"config.sweep.sparsities holds {sparsity!r}; each must be a "
+                              "fraction removed in [0, 1)") from None
+    bad_seeds = [s for s in axes["seeds"] if not isinstance(s, int) or isinstance(s, bool)]
+    if bad_seeds:
+        raise ConfigError(f"config.sweep.seeds holds {bad_seeds}; seeds must be integers")
+
+
+def check_cells(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Refuses a sweep whose existing cells were made by other settings.
+
+    Every cell folder that already exists must record the config the sweep
+    would now give it, so that a rerun never reports old results as new ones
+    or mixes two configs in one table. Nothing is run or written.
+
+    Args:
+      config: the sweep config.
+      workdir: the sweep folder.
+
+    Raises:
+      WorkdirError: listing the first differing cells and keys.
+    """
+    problems = []
+    for cell in grid(config.sweep):
+        cell_dir = os.path.join(workdir, "cells", cell_name(*cell))
+        if not os.path.isdir(cell_dir):
+            continue
+        try:
+            workdir_lib.check_config(cell_dir, cell_config(config, *cell))
+        except WorkdirError as e:
+            problems.append(str(e))
+    if problems:
+        more = f"\n({len(problems) - 1} more cells differ)" if len(problems) > 1 else ""
+        raise WorkdirError(
+            f"{workdir} holds cells of another sweep config; nothing was run.\n{problems[0]}"
+            f"{more}")
+
+
+def ablations(sweep: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """The sweep's sanity checks: config.sweep.ablations, or ("none",) without it.
+
+    Args:
+      sweep: config.sweep.
+
+    Returns:
+      The ablation names, in the grid's order.
+    """
+    return tuple(sweep.get("ablations") or ("none",))
+
+
+def grid(sweep: ml_collections.ConfigDict) -> list[tuple[str, float, int, str]]:
+    """The (method, sparsity, seed, ablation) cells, seed by seed.
+
+    Args:
+      sweep: config.sweep.
+
+    Returns:
+      Every cell, ordered so that an interrupted sweep covers the grid once
+      before it repeats a seed.
+    """
+    return [(m, float(s), int(seed), a) for seed in sweep.seeds for s in sweep.sparsities
+            for m in sweep.methods for a in ablations(sweep)]
+
+
+def run_sweep(
+    config: ml_collections.ConfigDict, workdir: str, *, train_fn: TrainFn | None = None
+) -> list[dict[str, Any]]:
+    """Runs every (method, sparsity, seed) cell, skipping the finished ones.
+
+    Args:
+      config: sweep config (configs/default.py keys plus config.sweep).
+      workdir: sweep folder; rerunning on it resumes.
+      train_fn: runs one cell; defaults to `train.train_and_evaluate`.
+
+    Cells run seed by seed (every method and sparsity of the first seed,
+    then the next seed), so an interrupted sweep already covers the whole grid
+    once. The grid and every cell's config are validated, the sweep folder is
+    locked for the run (by process 0), and every existing cell is checked
+    against the config before any cell runs.
+
+    Returns:
+      The results rows of the finished cells, ordered by method, sparsity and
+      seed (as in results.csv).
+
+    Raises:
+      ConfigError: for a bad grid, or cells left by another config.
+    """
+    sweep = config.sweep
+    validate_grid(sweep)
+    for cell in grid(sweep):  # one error now, not one failed cell each
+        train.validate_config(cell_config(config, *cell))
+    cluster.initialize_distributed(config.distributed, config.get("cluster"))
+    with workdir_lib.claim(workdir, check=lambda: check_cells(config, workdir)):
+        return _run_cells(config, workdir, train_fn or train.train_and_evaluate)
+
+
+def _run_cells(config: ml_collections.ConfigDict, workdir: str,
+               train_fn: TrainFn) -> list[dict[str, Any]]:
+    """The body of `run_sweep`, on a locked sweep folder whose cells match `config`."""
+    sweep = config.sweep
+    cells = grid(sweep)
+    rows: list[dict[str, Any]] = []
+    step_rows: list[dict[str, Any]] = []
+    highest, first_seed = max(sweep.sparsities), sweep.seeds[0]  # the per-layer density plot
+    bar = tqdm(cells, desc="sweep", unit="cell")
+    for cell in bar:
+        name = cell_name(*cell)
+        bar.set_postfix_str(name)
+        cell_dir = os.path.join(workdir, "cells", name)
+        ran = not os.path.exists(os.path.join(cell_dir, "metrics.json"))
+        if ran:
+            run_cell(cell_config(config, *cell), cell_dir, train_fn)
+            release_compiled()  # every cell compiles its own programs; free the last ones
+        rows.append(cell_row(cell_dir, *cell))
+        step_rows += cell_step_rows(cell_dir, *cell)
+        rows.sort(key=lambda r: _grid_order(sweep, r))
+        step_rows.sort(key=lambda r: (*_grid_order(sweep, r), r["step"]))
+        if ran:  # a resumed sweep does not redraw for every cell it skips
+            _write_reports(workdir, rows, step_rows, sweep, highest, first_seed)
+    bar.close()
+    _write_reports(workdir, rows, step_rows, sweep, highest, first_seed)
+    return rows
+
+
+def _grid_order(sweep: ml_collections.ConfigDict, row: dict[str, Any]) -> tuple:
+    """Sort key of a results row: method and ablation (in the grid's order), sparsity, seed."""
+    return (sweep.methods.index(row["method"]), ablations(sweep).index(row["ablation"]),
+            row["sparsity"], row["seed"])
+
+
+def _trajectory_plots(workdir: str, sweep: ml_collections.ConfigDict, sparsity: float,
+                      seed: int) -> list[str]:
+    """density_trajectory_<method>_<sparsity>.png for each multi-step method's cell."""
+    written = []
+    for method in sweep.methods:
+        pruned = _read_json(os.path.join(workdir, "cells", cell_name(method, sparsity, seed),
+                                          "prune.json")) or {}
+        layer_kept = pruned.get("history", {}).get("layer_kept")
+        if not layer_kept or len(layer_kept) < 2 or "report" not in pruned:
+            continue
+        trajectory = mask_analysis.layer_density_trajectory(
+            layer_kept, report_from_dict(pruned["report"]))
+        path = os.path.join(workdir, f"density_trajectory_{method}_{float(sparsity)!r}.png")
+        plots.plot_density_trajectory(
+            trajectory, pruned["history"]["keep_fraction"], path,
+            title=f"{method}: per-layer density over its schedule, sparsity {sparsity} "
+                  f"(seed {seed})")
+        written.append(path)
+    return written
+
+
+def _write_reports(workdir: str, rows: list[dict[str, Any]], step_rows: list[dict[str, Any]],
+                   sweep: ml_collections.ConfigDict, highest: float, first_seed: int) -> None:
+    """results.csv, accuracy_by_step.csv, summary.md and the figures for the rows so far."""
+    write_results(os.path.join(workdir, "results.csv"), rows)
+    write_step_results(os.path.join(workdir, "accuracy_by_step.csv"), step_rows)
+    series = [series_name(m, a) for m in sweep.methods for a in ablations(sweep)]
+    write_summary(os.path.join(workdir, "summary.md"), rows, series, sweep.sparsities,
+                  step_rows)
+    write_plots(workdir, rows, _density_reports(workdir, sweep, highest, first_seed),
+                highest, first_seed)
+    _trajectory_plots(workdir, sweep, highest, first_seed)
+
+
+def _sweep_and_summarise(config: ml_collections.ConfigDict, workdir: str) -> None:
+    rows = run_sweep(config, workdir)
+    failed = [r for r in rows if r["error"]]
+    print(f"{len(rows)} cells, {len(failed)} failed; "
+          f"results in {os.path.join(workdir, 'results.csv')}")
+
+
+def main() -> None:
+    """Command line: --config=configs/x.py --workdir=DIR [--config.key=value ...]."""
+    from force_jax.experiments import cli
+
+    cli.run_config_command(_sweep_and_summarise, "Sweep folder; rerun on it to resume.")
+
+
+if __name__ == "__main__":
+    main()
