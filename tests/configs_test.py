@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from force_jax.experiments import train
+from force_jax.experiments import validate
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
 
@@ -21,7 +21,7 @@ def load(name, arg=None):
                                  "cifar100,resnet50", "imagenet2012,resnet50"])
 def test_paper_configs(arg):
     config = load("paper", arg)
-    train.validate_config(config)
+    validate.validate_config(config)
     assert config.prune.steps == 60 and config.prune.schedule == "exp"
     assert config.prune.scoring_loss == "nll_on_logits"  # the paper code's loss
     if arg.startswith("imagenet"):
@@ -41,7 +41,7 @@ def test_paper_config_rejects_unknown_pairs():
 
 def test_default_config():
     config = load("default")
-    train.validate_config(config)
+    validate.validate_config(config)
     assert config.prune.method == "force" and config.prune.sparsity == 0.99
 
 
@@ -49,13 +49,13 @@ def test_default_config():
                                   "sanity_fashion_mnist"])
 def test_configs_that_reproduce_the_paper_use_its_scoring_loss(name):
     config = load(name)
-    train.validate_config(config)
+    validate.validate_config(config)
     assert config.prune.scoring_loss == "nll_on_logits"
 
 
 def test_seed_sweep_of_the_default_run():
     config = load("default_seeds")
-    train.validate_config(config)
+    validate.validate_config(config)
     default = load("default")
     assert config.sweep.methods == (default.prune.method,)
     assert config.sweep.sparsities == (default.prune.sparsity,)

@@ -86,9 +86,9 @@ def test_pruned_weights_stay_exactly_zero(nesterov):
         assert not np.array_equal(params[name], params0[name])
 
 
-def test_keep_masked_last_with_decoupled_weight_decay():
+def test_masked_updates_with_decoupled_weight_decay():
     params0, mask = make_problem(seed=1)
-    tx = optax.chain(optax.adamw(1e-2, weight_decay=0.1), optim.keep_masked(mask))
+    tx = optim.masked_updates(optax.adamw(1e-2, weight_decay=0.1), mask)
     step = make_step(tx)
     params, opt_state = params0, tx.init(params0)
     for i in range(50):
@@ -160,7 +160,7 @@ def test_mask_recoverable_from_state_after_jit():
 
 def test_state_can_be_donated():
     # One scalar True object shared by every non-prunable leaf (as masks.topk_mask
-    # builds them), and the mask held twice by sgd_with_mask: the state must still
+    # builds them), and the mask copied into the state: the state must still
     # hold distinct buffers, or donating it fails with "donate the same buffer twice".
     params0, mask = make_problem(seed=4)
     shared_true = jnp.ones((), bool)
@@ -182,15 +182,58 @@ def test_state_can_be_donated():
 
 def test_mask_from_state_without_mask_raises():
     params0, _ = make_problem()
-    with pytest.raises(ValueError, match="KeepMaskedState"):
+    with pytest.raises(ValueError, match="MaskedUpdatesState"):
         optim.mask_from_state(optax.sgd(0.1).init(params0))
 
 
-def test_keep_masked_rejects_mismatched_mask():
+def test_masked_updates_rejects_mismatched_mask():
     params0, mask = make_problem()
     del mask["b2"]
     with pytest.raises(ValueError, match="tree structures"):
-        optim.keep_masked(mask).init(params0)
+        optim.masked_updates(optax.sgd(0.1), mask).init(params0)
+
+
+@pytest.mark.parametrize("name", optim.OPTIMIZERS)
+def test_any_inner_optimizer_keeps_pruned_weights_exactly_zero(name):
+    """sgd with momentum and weight decay, adamw, lamb: 300 steps of dense noisy gradients."""
+    params0, mask = make_problem(seed=5)
+    inner = optim.make_optimizer(name, learning_rate=optax.cosine_decay_schedule(0.05, 300),
+                                 momentum=0.9, weight_decay=0.05)
+    tx = optim.masked_updates(inner, mask)
+    step = make_step(tx)
+    params, opt_state = params0, tx.init(params0)
+    for i in range(300):
+        params, opt_state = step(params, opt_state, jax.random.key(i))
+    assert step._cache_size() == 1
+    assert isinstance(opt_state, optim.MaskedUpdatesState)
+    for name_ in ("w1", "w2"):
+        m = np.asarray(mask[name_])
+        assert np.all(np.asarray(params[name_])[~m] == 0.0)
+        assert np.all(np.asarray(params[name_])[m] != np.asarray(params0[name_])[m])
+        # The inner optimizer's statistics of pruned weights stay zero too.
+        for leaf in jax.tree.leaves(opt_state.inner_state):
+            if getattr(leaf, "shape", None) == m.shape:
+                assert np.all(np.asarray(leaf)[~m] == 0.0)
+
+
+def test_masked_sgd_equals_the_unmasked_optimizer_on_kept_weights_when_all_are_kept():
+    params0, mask = make_problem(seed=6, keep=1.1)  # every weight kept
+    masked = optim.sgd_with_mask(mask=mask, learning_rate=0.05, weight_decay=5e-4)
+    plain = optim.sgd(learning_rate=0.05, weight_decay=5e-4)
+    a = b = params0
+    sa, sb = masked.init(a), plain.init(b)
+    for i in range(5):
+        grads = noisy_grad(a, jax.random.key(i))
+        ua, sa = masked.update(grads, sa, a)
+        ub, sb = plain.update(grads, sb, b)
+        a, b = optax.apply_updates(a, ua), optax.apply_updates(b, ub)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_make_optimizer_rejects_unknown_names():
+    with pytest.raises(ValueError, match="sgd, adamw, lamb"):
+        optim.make_optimizer("adagrad", learning_rate=0.1)
 
 
 def test_invalid_hyperparameters():

@@ -14,7 +14,7 @@ from train_test import SHARED_TFDS, tiny_config
 import force_jax as fj
 from force_jax.core import masks, sharding
 from force_jax.experiments import train
-from force_jax.training import optim
+from force_jax.training import optim, steps
 
 pytestmark = pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 devices")
 
@@ -94,10 +94,10 @@ def test_train_step_on_8_devices_matches_1_device(vgg_problem):
     batch = {k: np.asarray(v[:64]) for k, v in data.items()}
 
     def run(mesh):
-        state = train.create_train_state(config, model, variables, mask, schedule)
+        state = train.initial_state(config, model, variables, mask, schedule)
         shardings = sharding.param_shardings(state, mesh, fsdp=True, min_size=1024)
         state = sharding.put_replicated_copy(state, shardings)
-        step = jax.jit(train.train_step, donate_argnums=0)
+        step = jax.jit(steps.train_step, donate_argnums=0)
         for _ in range(3):
             state, _ = step(state, sharding.global_batch(batch, mesh))
         return jax.device_get(state)

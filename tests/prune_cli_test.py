@@ -12,7 +12,7 @@ from train_test import SHARED_TFDS, tiny_config
 
 from force_jax.core import masks
 from force_jax.errors import ConfigError, WorkdirError
-from force_jax.experiments import prune_command, train
+from force_jax.experiments import prune_command, setup
 
 
 @pytest.mark.skipif(not SHARED_TFDS.is_dir(), reason="no shared TFDS folder")
@@ -23,8 +23,8 @@ def test_prune_and_save_writes_mask_report_and_plot(tmp_path):
     record = json.loads((tmp_path / "prune.json").read_text())
     assert record["report"]["kept"] == report.kept and len(record["history"]["kept"]) == 3
     assert (tmp_path / "layer_density.png").stat().st_size > 1000
-    model = train.build_model(config, 10)
-    variables = train.init_variables(model, (28, 28, 1), jax.random.key(0))
+    model = setup.build_model(config, 10)
+    variables = setup.init_variables(model, (28, 28, 1), jax.random.key(0))
     mask = prune_command.load_mask(str(tmp_path), variables["params"])
     assert masks.sparsity_report(mask) == report
     assert all(np.asarray(m).dtype == bool for m in jax.tree.leaves(mask))

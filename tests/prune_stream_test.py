@@ -11,6 +11,7 @@ import pytest
 
 import force_jax as fj
 from force_jax.core import sharding
+from force_jax.core.methods import METHODS
 from force_jax.core.pruning import _program
 
 
@@ -80,7 +81,7 @@ def test_each_step_takes_fresh_batches_and_the_step_compiles_once(tiny):
     # 6 steps x 3 batches, and 3 more for the final objective, at each of 3 sparsities.
     assert stream.taken == 3 * (6 * 3 + 3)
     flags = fj.masks.prunable_flags(params)
-    step = _program("force", loss_fn, None, flags, 32, 3, True, None, False, True)
+    step = _program(METHODS["force"], loss_fn, None, flags, 32, 3, True, None, False, True)
     assert step._cache_size() == 1
     stream = counting(random_batches(1))
     _, history = fj.prune(loss_fn, params, stream, method="iter_snip", sparsity=0.9, steps=5,
@@ -122,8 +123,8 @@ def test_a_stream_on_8_devices_selects_what_one_device_selects(tiny):
     eight, history = fj.prune(loss_fn, params, random_batches(5, 64),
                               mesh=sharding.make_mesh(8), **kwargs)
     flags = fj.masks.prunable_flags(params)
-    step = _program("force", loss_fn, None, flags, 64, 1, True, sharding.make_mesh(8), False,
-                    True)
+    step = _program(METHODS["force"], loss_fn, None, flags, 64, 1, True, sharding.make_mesh(8),
+                    False, True)
     assert step._cache_size() == 1  # the masks it returns are laid out like the first one
     assert int(fj.num_kept(eight)) == int(fj.num_kept(one))
     # Only the order of float sums differs; on this small problem no selection flips.

@@ -12,6 +12,7 @@ from jax.flatten_util import ravel_pytree
 
 import force_jax as fj
 from force_jax.core import schedules
+from force_jax.core.methods import METHODS
 from force_jax.core.pruning import _program, release_compiled
 from force_jax.core.pruning_step import _mean_over_batches
 
@@ -160,7 +161,7 @@ def test_one_compile_serves_every_sparsity_and_step(tiny):
         fj.prune(loss_fn, params, data, method="force", sparsity=sparsity, steps=8,
                  batch_size=32, key=jax.random.key(0))
     flags = fj.masks.prunable_flags(params)
-    program = _program("force", loss_fn, None, flags, 32, 1, True, None, False)
+    program = _program(METHODS["force"], loss_fn, None, flags, 32, 1, True, None, False)
     assert program._cache_size() == 1
 
 
@@ -195,8 +196,8 @@ def test_release_compiled_drops_programs_and_their_executables(tiny):
 
     fj.prune(loss_fn, params, data, method="force", sparsity=0.9, steps=2, batch_size=32,
              key=jax.random.key(0))
-    program = _program("force", loss_fn, None, fj.masks.prunable_flags(params), 32, 1, True,
-                       None, False)
+    program = _program(METHODS["force"], loss_fn, None, fj.masks.prunable_flags(params), 32, 1,
+                       True, None, False)
     assert program._cache_size() == 1 and _program.cache_info().currsize >= 1
     release_compiled()
     assert _program.cache_info().currsize == 0 and program._cache_size() == 0

@@ -14,18 +14,18 @@ from train_test import needs_real_data, tiny_config
 
 from force_jax.core import masks, sanity
 from force_jax.errors import ConfigError
-from force_jax.experiments import sweep, train, workdir
+from force_jax.experiments import setup, sweep, workdir
 from force_jax.training import data
 
 
 def pruned(config):
     """(mask, history, variables the mask was found at, variables training starts from)."""
     info = data.dataset_info(config.data.name, config.data.data_dir)
-    model = train.build_model(config, info.num_classes)
+    model = setup.build_model(config, info.num_classes)
     init_key, prune_key = jax.random.split(jax.random.key(config.seed))
-    variables = train.init_variables(model, info.image_shape, init_key)
-    mask, history = train.prune_at_init(config, model, variables, prune_key)
-    start = train.initial_variables(config, model, info.image_shape, variables, mask)
+    variables = setup.init_variables(model, info.image_shape, init_key)
+    mask, history = setup.prune_at_init(config, model, variables, prune_key)
+    start = setup.initial_variables(config, model, info.image_shape, variables, mask)
     return mask, history, variables, start
 
 

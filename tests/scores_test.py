@@ -9,7 +9,7 @@ import pytest
 from conftest import init_mlp, mlp_loss
 from jax.flatten_util import ravel_pytree
 
-from force_jax.core import masks, scores
+from force_jax.core import masks, methods, scores
 
 
 def step_inputs(loss_fn, params, mask, batch, synflow_fn=None, key=None):
@@ -147,13 +147,13 @@ def test_magnitude_and_random():
     assert not np.array_equal(a["w1"], b["w1"])
 
 
-@pytest.mark.parametrize("method", sorted(scores.METHODS))
+@pytest.mark.parametrize("method", sorted(methods.METHODS))
 def test_every_method_scores_every_leaf(method):
     loss_fn, params, batch, _ = least_squares_problem()
     inputs = step_inputs(
         loss_fn, params, masks.init_mask(params), batch,
         synflow_fn=lambda p, b=None: jnp.sum(p["w"]),
     )
-    got, _ = scores.METHODS[method](inputs)
+    got, _ = methods.METHODS[method].score(inputs)
     assert jax.tree.structure(got) == jax.tree.structure(params)
     assert got["w"].shape == params["w"].shape and got["w"].dtype == jnp.float32

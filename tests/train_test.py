@@ -17,7 +17,7 @@ from conftest import SHARED_TFDS, write_metadata
 
 from force_jax.core import masks
 from force_jax.errors import ConfigError
-from force_jax.experiments import cli, train
+from force_jax.experiments import cli, setup, train
 from force_jax.training import checkpoint, data, optim
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
@@ -51,10 +51,10 @@ def tiny_config(**overrides):
 def final_state(config, workdir):
     """Restores the last checkpoint of a run."""
     info = data.dataset_info(config.data.name, config.data.data_dir)
-    model = train.build_model(config, info.num_classes)
-    variables = train.init_variables(model, info.image_shape, jax.random.key(0))
+    model = setup.build_model(config, info.num_classes)
+    variables = setup.init_variables(model, info.image_shape, jax.random.key(0))
     schedule = optim.make_schedule(config.train.lr_schedule, total_steps=6, steps_per_epoch=1)
-    template = train.create_train_state(
+    template = train.initial_state(
         config, model, variables, masks.init_mask(variables["params"]), schedule)
     mngr = checkpoint.manager(os.path.join(workdir, "checkpoints"))
     return checkpoint.restore_state(mngr, template)
@@ -136,7 +136,7 @@ def test_imagenet_streams_fresh_augmented_pruning_batches_end_to_end(tmp_path):
     })
     config.model.width_multiplier = 0.0625
     with tfds.testing.mock_data(num_examples=16, data_dir=str(tmp_path / "tfds")):
-        stream = train.pruning_examples(config)
+        stream = setup.pruning_examples(config)
         first = next(stream)
         assert first["image"].shape == (8, 224, 224, 3) and first["label"].shape == (8,)
         metrics = train.train_and_evaluate(config, str(tmp_path / "run"))

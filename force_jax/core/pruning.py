@@ -28,12 +28,10 @@ from jax.sharding import Mesh
 
 from force_jax.core import compile_options, pruning_step, pruning_stream, schedules, sharding
 from force_jax.core import masks as masks_lib
-from force_jax.core import scores as scores_lib
+from force_jax.core import methods as methods_lib
 
 PyTree = Any
 LossFn = Callable[[PyTree, Any], jax.Array]
-
-DEFAULT_STEPS = {"force": 60, "iter_snip": 60, "grasp_it": 60, "synflow": 100}
 
 
 class History(NamedTuple):
@@ -74,7 +72,7 @@ def release_compiled() -> None:
 # Small: a new loss_fn closure is a new key, so entries from finished runs are dead weight.
 @functools.lru_cache(maxsize=8)
 def _program(
-    method: str,
+    method: methods_lib.Method,
     loss_fn: LossFn,
     synflow_fn: LossFn | None,
     flags: tuple[bool, ...],
@@ -185,7 +183,7 @@ def prune(
     params: PyTree,
     data: Mapping[str, Any] | PyTree | None = None,
     *,
-    method: str = "force",
+    method: str | methods_lib.Method = "force",
     sparsity: float,
     steps: int | None = None,
     schedule: str = "exp",
@@ -215,11 +213,13 @@ def prune(
         `force_jax.core.pruning_stream`), of which each step takes batches_per_step
         fresh ones, and the final objective one more step's worth when
         tracked (one compiled step, called T + 1 times).
-      method: force, iter_snip, snip, grasp_it, grasp, synflow, magnitude or
-        random.
+      method: a name in `force_jax.core.methods.METHODS` (force, iter_snip,
+        snip, grasp_it, grasp, synflow, magnitude, random), or a `Method`
+        record built elsewhere: what the program does follows the record.
       sparsity: fraction of prunable weights removed, in [0, 1).
-      steps: number of pruning steps T; defaults to 60 for force, iter_snip and
-        grasp_it, 100 for synflow, and must be 1 for the one-shot methods.
+      steps: number of pruning steps T; defaults to the method's
+        `default_steps` (60 for force, iter_snip and grasp_it, 100 for
+        synflow) and must be 1 for a one-shot method.
       schedule: "exp" or "linear" keep-fraction schedule.
       batch_size: examples per micro-batch.
       batches_per_step: micro-batches whose gradients are averaged per step.
@@ -251,30 +251,32 @@ def prune(
       ValueError: bad sparsity, steps, schedule, method, data or NaN/inf scores.
       TypeError: if key is not a PRNG key.
     """
-    if method not in scores_lib.METHODS:
-        raise ValueError(f"unknown method {method!r}; expected one of {tuple(scores_lib.METHODS)}")
+    record = methods_lib.get(method)
+    method = record.name
     check_key(key)
     sparsity = schedules.check_sparsity(sparsity)
     if steps is None:
-        steps = DEFAULT_STEPS.get(method, 1)
+        steps = record.default_steps
     if int(steps) != steps or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    if method in scores_lib.ONE_SHOT and steps != 1:
+    if not record.progressive and steps != 1:
         raise ValueError(f"method {method!r} prunes in one shot; got steps={steps}")
     if batch_size < 1 or batches_per_step < 1:
         raise ValueError(
             f"batch_size and batches_per_step must be >= 1, got {batch_size}, {batches_per_step}"
         )
-    if method == "synflow" and synflow_fn is None:
+    if record.needs_synflow and synflow_fn is None:
         raise ValueError(
-            "method='synflow' needs synflow_fn, e.g. "
+            f"method={method!r} needs synflow_fn, e.g. "
             "force_jax.synflow_objective(model, variables, input_shape)"
         )
-    needs_data = method in scores_lib.NEEDS_DATA
-    if needs_data and (data is None or loss_fn is None):
+    if record.needs_data and (data is None or loss_fn is None):
         raise ValueError(f"method {method!r} needs loss_fn and data")
+    # Data-free methods read no batches (from a stream either), unless S(m) is tracked.
+    reads_data = record.needs_data or (
+        record.objective == methods_lib.OBJECTIVE_EXTRA and track_objective)
     streamed = pruning_stream.is_stream(data)
-    if data is not None and loss_fn is not None:
+    if reads_data and data is not None and loss_fn is not None:
         if not streamed:
             _check_data(data, batch_size, batches_per_step)
     else:
@@ -303,7 +305,7 @@ def prune(
             dense, initial_mask)
     if mesh is not None:  # the layout of the masks the steps return, so no step recompiles
         start_mask = sharding.put_replicated_copy(start_mask, sharding.replicated(mesh))
-    static = (method, loss_fn, synflow_fn, flags, int(batch_size), int(batches_per_step),
+    static = (record, loss_fn, synflow_fn, flags, int(batch_size), int(batches_per_step),
               bool(track_objective), mesh, bool(invert_scores))
     padded = jnp.asarray(np.append(counts, counts[-1]), jnp.int32)
     if streamed:

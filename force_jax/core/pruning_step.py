@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from force_jax.core import masks as masks_lib
+from force_jax.core import methods as methods_lib
 from force_jax.core import sanity, sharding
 from force_jax.core import scores as scores_lib
 
@@ -63,14 +64,15 @@ def _objective(params: PyTree, grads: PyTree, mask: PyTree) -> jax.Array:
     )
 
 
-def step_fn(method: str, loss_fn: LossFn, synflow_fn: LossFn | None, batch_size: int,
+def step_fn(method: methods_lib.Method, loss_fn: LossFn, synflow_fn: LossFn | None, batch_size: int,
              batches_per_step: int, track_objective: bool, mesh: Mesh | None,
              invert_scores: bool, streamed: bool) -> Callable:
     """One step of a schedule, shared by the pooled and the streamed programs.
 
     Args:
-      method, loss_fn, synflow_fn, batch_size, batches_per_step,
-        track_objective, mesh, invert_scores: as in `force_jax.prune`.
+      method: the method's record (`force_jax.core.methods`).
+      loss_fn, synflow_fn, batch_size, batches_per_step, track_objective,
+        mesh, invert_scores: as in `force_jax.prune`.
       streamed: whether `data` holds this step's stacked micro-batches
         (True) or the pool to draw them from (False).
 
@@ -83,8 +85,8 @@ def step_fn(method: str, loss_fn: LossFn, synflow_fn: LossFn | None, batch_size:
       draws its micro-batches with `step_key` (pooled), or this step's
       micro-batches stacked on a leading axis of batches_per_step (streamed).
     """
-    score_fn = scores_lib.METHODS[method]
-    extra_gradient = method in ("synflow",) and track_objective
+    score_fn = method.score
+    extra_gradient = method.objective == methods_lib.OBJECTIVE_EXTRA and track_objective
 
     def step(params, data, mask, step_key, count, is_last):
         has_data = data is not None

@@ -1,6 +1,6 @@
 """Score functions, one per pruning method, on the same machinery.
 
-Each method is a pure function of a `StepInputs` and returns the scores
+Each method's score is a pure function of a `StepInputs` and returns the scores
 (a pytree shaped like the params; higher means keep) and, where it computed
 one, the data-loss gradient at the masked weights (which `prune` reuses for the
 FORCE objective instead of paying for another gradient).
@@ -8,7 +8,8 @@ FORCE objective instead of paying for another gradient).
 Connection sensitivity (SNIP, Iterative SNIP, FORCE) is |theta0 * g|, with g
 the gradient of the loss at w = theta0 * mask; for a mask c it equals
 |dL(c * theta0)/dc|. Pruned weights get -inf in the methods where they must
-never come back; FORCE scores every weight.
+never come back; FORCE scores every weight. What else the library knows
+about each method is its record in `force_jax.core.methods`.
 """
 
 from __future__ import annotations
@@ -120,19 +121,3 @@ def random(inputs: StepInputs) -> Scores:
     return treedef.unflatten(
         [jax.random.uniform(k, jnp.shape(x)) for k, x in zip(keys, leaves)]
     ), None
-
-
-METHODS: dict[str, Callable[[StepInputs], Scores]] = {
-    "force": force,
-    "iter_snip": iter_snip,
-    "snip": snip,
-    "grasp_it": grasp_it,
-    "grasp": grasp,
-    "synflow": synflow,
-    "magnitude": magnitude,
-    "random": random,
-}
-# Methods that score once; the others anneal the sparsity over `steps`.
-ONE_SHOT = ("snip", "grasp", "magnitude", "random")
-# Methods whose scores need data batches.
-NEEDS_DATA = ("force", "iter_snip", "snip", "grasp_it", "grasp")

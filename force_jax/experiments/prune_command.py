@@ -15,15 +15,14 @@ from __future__ import annotations
 import os
 import time
 
-import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
 from force_jax.core import masks
 from force_jax.errors import ConfigError
-from force_jax.experiments import plots, train
+from force_jax.experiments import plots, setup, validate
 from force_jax.experiments import workdir as workdir_lib
-from force_jax.training import checkpoint, data
+from force_jax.training import checkpoint
 
 
 def prune_and_save(config: ml_collections.ConfigDict, workdir: str) -> masks.SparsityReport:
@@ -40,7 +39,7 @@ def prune_and_save(config: ml_collections.ConfigDict, workdir: str) -> masks.Spa
       ConfigError: for bad config values, or a workdir of another config or
         in use by another run.
     """
-    train.validate_config(config)
+    validate.validate_config(config)
     if config.prune.get("ablation", "none") == "reinit":
         raise ConfigError("config.prune.ablation='reinit' changes the initial weights training "
                           "starts from, not the mask: run it with python -m force_jax.train")
@@ -50,22 +49,16 @@ def prune_and_save(config: ml_collections.ConfigDict, workdir: str) -> masks.Spa
 
 def _prune_and_save(config: ml_collections.ConfigDict, workdir: str) -> masks.SparsityReport:
     """The body of `prune_and_save`, on a locked workdir that answers to `config`."""
-    info = data.dataset_info(config.data.name, config.data.data_dir,
-                             validation_fraction=config.data.validation_fraction,
-                             download=config.data.download)
-    train.check_data_sizes(config, info)
-    model = train.build_model(config, info.num_classes)
-    init_key, prune_key = jax.random.split(jax.random.key(config.seed))
-    variables = train.init_variables(model, info.image_shape, init_key)
+    exp = setup.experiment(config)
     start = time.perf_counter()
-    mask, history = train.prune_at_init(config, model, variables, prune_key)
+    mask, history = setup.prune_at_init(config, exp.model, exp.variables, exp.prune_key)
     seconds = time.perf_counter() - start
     report = masks.sparsity_report(mask)
     mask_dir = os.path.abspath(os.path.join(workdir, "mask"))
     with ocp.StandardCheckpointer() as ckpt:
         ckpt.save(mask_dir, mask, force=True)
     checkpoint.write_json(os.path.join(workdir, "prune.json"),
-                          train.prune_record(config, seconds, report, history))
+                          setup.prune_record(config, seconds, report, history))
     plots.plot_layer_density(
         {config.prune.method: report}, os.path.join(workdir, "layer_density.png"),
         title=f"{config.model.name}, {config.prune.method}, sparsity {config.prune.sparsity}",

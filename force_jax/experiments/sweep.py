@@ -44,11 +44,11 @@ from typing import Any
 import ml_collections
 from tqdm.auto import tqdm
 
-from force_jax.core import mask_analysis, sanity, schedules, scores
+from force_jax.core import mask_analysis, methods, sanity, schedules
 from force_jax.core.masks import SparsityReport
 from force_jax.core.pruning import release_compiled
 from force_jax.errors import ConfigError, WorkdirError
-from force_jax.experiments import plots, train
+from force_jax.experiments import plots, train, validate
 from force_jax.experiments import workdir as workdir_lib
 from force_jax.experiments.sweep_report import (
     report_from_dict,
@@ -111,9 +111,10 @@ def cell_config(
     cell.prune.sparsity = float(sparsity)
     cell.seed = int(seed)
     sweep = config.get("sweep", ml_collections.ConfigDict())
-    if method in scores.ONE_SHOT:
+    record = methods.get(method)
+    if not record.progressive:
         cell.prune.steps = None
-    elif method == "synflow":
+    elif record.needs_synflow:
         cell.prune.steps = sweep.get("synflow_steps")
     if method == "grasp" and sweep.get("grasp_temperature") is not None:
         cell.prune.temperature = float(sweep.grasp_temperature)
@@ -238,10 +239,10 @@ def validate_grid(sweep: ml_collections.ConfigDict) -> None:
             raise ConfigError(
                 f"config.sweep.{name}={values} repeats {', '.join(map(repr, repeated))}; each "
                 "value must appear once (a repeated seed would count one run as several)")
-    unknown = [m for m in axes["methods"] if m not in scores.METHODS]
+    unknown = [m for m in axes["methods"] if m not in methods.METHODS]
     if unknown:
         raise ConfigError(f"config.sweep.methods has unknown {unknown}; expected some of "
-                          f"{', '.join(scores.METHODS)}")
+                          f"{', '.join(methods.names())}")
     unknown = [a for a in axes["ablations"] if a not in sanity.ABLATIONS]
     if unknown:
         raise ConfigError(f"config.sweep.ablations has unknown {unknown}; expected some of "
@@ -339,7 +340,7 @@ def run_sweep(
     sweep = config.sweep
     validate_grid(sweep)
     for cell in grid(sweep):  # one error now, not one failed cell each
-        train.validate_config(cell_config(config, *cell))
+        validate.validate_config(cell_config(config, *cell))
     cluster.initialize_distributed(config.distributed, config.get("cluster"))
     with workdir_lib.claim(workdir, check=lambda: check_cells(config, workdir)):
         return _run_cells(config, workdir, train_fn or train.train_and_evaluate)

@@ -73,7 +73,8 @@ def read_jsonl(path: str) -> list[dict]:
       path: the file.
 
     Returns:
-      One dict per non-blank line.
+      One dict per non-blank line; a last line without its newline that is
+      not valid JSON (an append cut short) is dropped.
 
     Raises:
       ResultFileError: naming the file and line of a line that is not a JSON object.
@@ -82,17 +83,20 @@ def read_jsonl(path: str) -> list[dict]:
         return []
     records = []
     with open(path) as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ResultFileError(f"{path} line {number} is not valid JSON ({e.msg}): "
-                                      f"{line.strip()[:60]!r}") from None
-            if not isinstance(record, dict):
-                raise ResultFileError(f"{path} line {number} is not a JSON object")
-            records.append(record)
+        lines = f.readlines()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            if number == len(lines) and not line.endswith("\n"):
+                break  # an append cut short by a kill: its record was never checkpointed
+            raise ResultFileError(f"{path} line {number} is not valid JSON ({e.msg}): "
+                                  f"{line.strip()[:60]!r}") from None
+        if not isinstance(record, dict):
+            raise ResultFileError(f"{path} line {number} is not a JSON object")
+        records.append(record)
     return records
 
 

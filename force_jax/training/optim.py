@@ -1,7 +1,9 @@
-"""Optax pieces for training a pruned network: mask keeping and LR schedules.
+"""Optax pieces for training a pruned network: the mask wrapper, optimizers, LR schedules.
 
-The mask lives in the optimizer state (`KeepMaskedState`), so it is checkpointed
-with it and reaches a jitted step as data: a new mask needs no recompilation.
+`masked_updates(inner, mask)` wraps any optax optimizer so that pruned
+weights get zero updates. The mask lives once in the wrapper's state
+(`MaskedUpdatesState`), so it is checkpointed with the optimizer state and
+reaches a jitted step as data: a new mask needs no recompilation.
 """
 
 from __future__ import annotations
@@ -16,94 +18,92 @@ import optax
 from force_jax.core.masks import check_mask
 
 PyTree = Any
+OPTIMIZERS = ("sgd", "adamw", "lamb")
 
 
-class KeepMaskedState(NamedTuple):
-    """State of `keep_masked`: the mask (bool leaves) applied to every update."""
+class MaskedUpdatesState(NamedTuple):
+    """State of `masked_updates`: the mask (bool leaves) and the inner optimizer's state."""
 
     mask: PyTree
+    inner_state: optax.OptState
 
 
 def _where_kept(update: jax.Array, mask: jax.Array) -> jax.Array:
     return jnp.where(mask, update, jnp.zeros((), update.dtype))
 
 
-def keep_masked(mask: PyTree) -> optax.GradientTransformation:
-    """Multiplies updates by a mask: where(mask, update, 0), leaf by leaf.
+def masked_updates(inner: optax.GradientTransformation,
+                   mask: PyTree) -> optax.GradientTransformation:
+    """Any optax optimizer with pruned weights frozen at exactly zero.
 
-    Placed last in a chain, pruned weights that start at zero stay exactly zero
-    whatever comes before (momentum, coupled or decoupled weight decay, Adam).
-    The mask given here only initialises the state; `update` reads the mask
-    from the state, so a restored or replaced state mask is the one applied.
+    The gradient is masked before the inner optimizer sees it, so its
+    statistics of pruned weights (momentum, Adam moments) stay zero, and its
+    update is masked after, so nothing it adds (coupled or decoupled weight
+    decay, trust ratios) moves a pruned weight. Pruned weights must start at
+    zero: apply the mask to the params first (`force_jax.apply_mask`). The
+    mask given here only initialises the state; `update` reads the one in
+    the state, so a restored or replaced state mask is the one applied.
 
     Args:
+      inner: the optimizer to wrap (sgd, momentum, adamw, lamb, any chain).
       mask: mask pytree with the structure of the params (see force_jax.core.masks).
 
     Returns:
-      An optax GradientTransformation whose state is a `KeepMaskedState`.
+      An optax GradientTransformation whose state is a `MaskedUpdatesState`.
     """
 
-    def init_fn(params: PyTree) -> KeepMaskedState:
+    def init_fn(params: PyTree) -> MaskedUpdatesState:
         check_mask(params, mask)
         # A fresh copy: the state may be donated to a jitted step, and the
         # same buffer must not appear twice in its arguments.
-        return KeepMaskedState(mask=jax.tree.map(lambda m: jnp.array(m, bool, copy=True), mask))
+        own = jax.tree.map(lambda m: jnp.array(m, bool, copy=True), mask)
+        return MaskedUpdatesState(mask=own, inner_state=inner.init(params))
 
-    def update_fn(
-        updates: PyTree, state: KeepMaskedState, params: PyTree | None = None
-    ) -> tuple[PyTree, KeepMaskedState]:
-        del params
-        return jax.tree.map(_where_kept, updates, state.mask), state
+    def update_fn(updates: PyTree, state: MaskedUpdatesState,
+                  params: PyTree | None = None) -> tuple[PyTree, MaskedUpdatesState]:
+        updates = jax.tree.map(_where_kept, updates, state.mask)
+        updates, inner_state = inner.update(updates, state.inner_state, params)
+        updates = jax.tree.map(_where_kept, updates, state.mask)
+        return updates, MaskedUpdatesState(mask=state.mask, inner_state=inner_state)
 
     return optax.GradientTransformation(init_fn, update_fn)
 
 
 def mask_from_state(opt_state: PyTree) -> PyTree:
-    """The mask held by the first `KeepMaskedState` found in an optimizer state.
+    """The mask of a `masked_updates` optimizer state.
 
     Args:
-      opt_state: any optimizer state (chained, nested, or a bare KeepMaskedState).
+      opt_state: the state `masked_updates(...).init` returned (or a later one).
 
     Returns:
       The mask pytree (bool leaves).
 
     Raises:
-      ValueError: if the state holds no KeepMaskedState.
+      ValueError: if the state is not a MaskedUpdatesState.
     """
-    leaves = jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, KeepMaskedState))
-    found = [x for x in leaves if isinstance(x, KeepMaskedState)]
-    if not found:
-        raise ValueError("optimizer state holds no KeepMaskedState (was keep_masked used?)")
-    return found[0].mask
+    if not isinstance(opt_state, MaskedUpdatesState):
+        raise ValueError(f"expected the MaskedUpdatesState of masked_updates, got "
+                         f"{type(opt_state).__name__} (wrap the optimizer in masked_updates)")
+    return opt_state.mask
 
 
-def sgd_with_mask(
-    *,
-    mask: PyTree,
-    learning_rate: optax.ScalarOrSchedule,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-    nesterov: bool = False,
-) -> optax.GradientTransformation:
-    """The paper's optimiser: masked SGD as torch.optim.SGD computes it.
+def sgd(*, learning_rate: optax.ScalarOrSchedule, momentum: float = 0.9,
+        weight_decay: float = 5e-4, nesterov: bool = False) -> optax.GradientTransformation:
+    """SGD as torch.optim.SGD computes it (the paper's optimizer), unmasked.
 
-    Per step: g = mask * grad; g += weight_decay * param (coupled decay, as in
-    torch.optim.SGD); buf = momentum * buf + g; d = g + momentum * buf if
-    nesterov else buf; param -= lr * mask * d. Masking the gradient first keeps
-    the momentum buffers of pruned weights at zero; masking last keeps pruned
-    weights (which must start at zero: apply the mask to params first) exactly
-    zero. Weight decay applies to all parameters, biases and norms included, as
-    in the paper's PyTorch code. Both masking steps hold the mask in their state.
+    Per step: g += weight_decay * param (coupled decay); buf = momentum * buf
+    + g; d = g + momentum * buf if nesterov else buf; param -= lr * d. Weight
+    decay applies to every parameter, biases and norms included, as in the
+    paper's PyTorch code.
 
     Args:
-      mask: mask pytree with the structure of the params.
       learning_rate: a float or an optax schedule of the step count.
       momentum: momentum coefficient (0 for plain SGD).
       weight_decay: coupled L2 coefficient added to the gradient.
       nesterov: Nesterov momentum, as torch.optim.SGD(nesterov=True).
 
     Returns:
-      An optax GradientTransformation (an optax.chain).
+      An optax GradientTransformation.
 
     Raises:
       ValueError: for negative momentum or weight decay, or Nesterov without momentum.
@@ -113,12 +113,57 @@ def sgd_with_mask(
     if nesterov and momentum == 0:
         raise ValueError("nesterov momentum needs momentum > 0")
     return optax.chain(
-        keep_masked(mask),
         optax.add_decayed_weights(weight_decay) if weight_decay else optax.identity(),
         optax.trace(decay=momentum, nesterov=nesterov) if momentum else optax.identity(),
         optax.scale_by_learning_rate(learning_rate),
-        keep_masked(mask),
     )
+
+
+def sgd_with_mask(*, mask: PyTree, learning_rate: optax.ScalarOrSchedule,
+                  momentum: float = 0.9, weight_decay: float = 5e-4,
+                  nesterov: bool = False) -> optax.GradientTransformation:
+    """The paper's training optimizer: `masked_updates(sgd(...), mask)`.
+
+    Args:
+      mask: mask pytree with the structure of the params.
+      learning_rate, momentum, weight_decay, nesterov: as in `sgd`.
+
+    Returns:
+      An optax GradientTransformation whose state is a `MaskedUpdatesState`.
+    """
+    return masked_updates(sgd(learning_rate=learning_rate, momentum=momentum,
+                              weight_decay=weight_decay, nesterov=nesterov), mask)
+
+
+def make_optimizer(name: str, *, learning_rate: optax.ScalarOrSchedule, momentum: float = 0.9,
+                   nesterov: bool = False, weight_decay: float = 5e-4, b1: float = 0.9,
+                   b2: float = 0.999, eps: float = 1e-8) -> optax.GradientTransformation:
+    """An unmasked optimizer by name; wrap it in `masked_updates` to train a pruned net.
+
+    Args:
+      name: "sgd" (torch-style SGD with momentum and coupled weight decay, the
+        paper's), "adamw" (decoupled weight decay) or "lamb".
+      learning_rate: a float or an optax schedule of the step count.
+      momentum, nesterov: SGD's momentum (sgd only; 0 for plain SGD).
+      weight_decay: coupled (sgd) or decoupled (adamw, lamb) decay.
+      b1, b2, eps: Adam's moments and epsilon (adamw, lamb).
+
+    Returns:
+      An optax GradientTransformation.
+
+    Raises:
+      ValueError: for an unknown name or bad hyperparameters.
+    """
+    if name == "sgd":
+        return sgd(learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay,
+                   nesterov=nesterov)
+    if weight_decay < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+    if name == "adamw":
+        return optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
+    if name == "lamb":
+        return optax.lamb(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}: expected one of {', '.join(OPTIMIZERS)}")
 
 
 def piecewise_constant_schedule(

@@ -1,0 +1,232 @@
+"""What every command builds from a config: model, variables, pruning examples, loss, mask.
+
+`python -m force_jax.train` and `python -m force_jax.prune` both start with
+`experiment(config)` (dataset description, model, initial variables and the
+pruning key, all from config.seed) and `prune_at_init` (pruning examples,
+scoring loss, the method's run and its sanity ablation), so the two commands
+cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh
+
+from force_jax import models as models_lib
+from force_jax.core import losses, masks, methods, pruning, pruning_stream, sanity
+from force_jax.errors import ConfigError
+from force_jax.training import data
+
+PyTree = Any
+
+
+class Experiment(NamedTuple):
+    """The start of every run of a config.
+
+    Attributes:
+      info: the dataset's description (sizes after the validation hold-out).
+      model: the Flax model.
+      variables: its variables at initialisation.
+      prune_key: PRNG key of the pruning schedule.
+    """
+
+    info: data.DatasetInfo
+    model: nn.Module
+    variables: PyTree
+    prune_key: jax.Array
+
+
+def experiment(config: ml_collections.ConfigDict) -> Experiment:
+    """Reads the dataset's description and builds the model and its initial variables.
+
+    Args:
+      config: a validated experiment config (see `force_jax.experiments.validate`).
+
+    Returns:
+      An `Experiment`; the initialisation and pruning keys both come from config.seed.
+
+    Raises:
+      ConfigError: for a dataset that is missing or too small for the batches.
+    """
+    from force_jax.experiments import validate
+
+    info = data.dataset_info(config.data.name, config.data.data_dir,
+                             validation_fraction=config.data.validation_fraction,
+                             download=config.data.download)
+    validate.check_data_sizes(config, info)
+    model = build_model(config, info.num_classes)
+    init_key, prune_key = jax.random.split(jax.random.key(config.seed))
+    return Experiment(info, model, init_variables(model, info.image_shape, init_key), prune_key)
+
+
+def build_model(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
+    """The configured Flax model.
+
+    Args:
+      config: experiment config (uses config.model).
+      num_classes: classifier width.
+
+    Returns:
+      A Flax Linen module.
+    """
+    kwargs = {k: v for k, v in config.model.items() if k != "name"}
+    return models_lib.get_model(config.model.name, num_classes, **kwargs)
+
+
+def init_variables(model: nn.Module, image_shape: tuple[int, ...], key: jax.Array) -> PyTree:
+    """Initialises the model's variables on a dummy batch of one.
+
+    Args:
+      model: the Flax model.
+      image_shape: shape of one input image.
+      key: PRNG key of the initialisation.
+
+    Returns:
+      The variables ({"params", and "batch_stats" for BatchNorm models}).
+    """
+    return jax.jit(functools.partial(model.init, train=False))(
+        key, jnp.zeros((1, *image_shape), jnp.float32)
+    )
+
+
+def prune_at_init(
+    config: ml_collections.ConfigDict, model: nn.Module, variables: PyTree, key: jax.Array,
+    mesh: Mesh | None = None,
+) -> tuple[PyTree, Any]:
+    """Runs the configured pruning method on training examples (`pruning_examples`).
+
+    Every process computes the same mask: from the same pool, or from one
+    stream of global batches to which each process gives its own slice.
+    With ``config.prune.ablation`` "invert" the method keeps its lowest scores
+    at every step; with "shuffle" the final mask's kept positions are redrawn
+    at random within each layer (key `sanity.ablation_key(config.seed)`).
+
+    Args:
+      config: experiment config (uses config.data, config.prune, config.seed).
+      model: the Flax model.
+      variables: its variables at initialisation.
+      key: PRNG key of the pruning schedule.
+      mesh: device mesh the pruning batches are split over (None: one device).
+
+    Returns:
+      (mask, history) from `force_jax.prune`, the mask after the ablation.
+    """
+    cfg = config.prune
+    method = methods.get(cfg.method)
+    # A method that reads no data (magnitude, random) gets none: no pool loaded, no stream.
+    reads_data = method.needs_data or method.objective == methods.OBJECTIVE_EXTRA
+    examples = pruning_examples(config) if reads_data else None
+    loss_fn = losses.classification_loss(
+        model, variables, loss=cfg.scoring_loss, temperature=cfg.temperature
+    )
+    synflow_fn = None
+    if method.needs_synflow:
+        if examples is None or pruning_stream.is_stream(examples):
+            image_shape = data.dataset_info(
+                config.data.name, config.data.data_dir,
+                validation_fraction=config.data.validation_fraction).image_shape
+        else:
+            image_shape = examples["image"].shape[1:]
+        synflow_fn = losses.synflow_objective(model, variables, image_shape)
+    ablation = cfg.get("ablation", "none")
+    mask, history = pruning.prune(
+        loss_fn, variables["params"], examples, method=cfg.method, sparsity=cfg.sparsity,
+        steps=cfg.steps, schedule=cfg.schedule,
+        batch_size=cfg.batch_size, batches_per_step=cfg.batches_per_step, key=key,
+        synflow_fn=synflow_fn, on_collapse=cfg.on_collapse, mesh=mesh,
+        invert_scores=ablation == "invert",
+    )
+    if ablation == "shuffle":
+        mask = sanity.shuffle_within_layers(mask, sanity.ablation_key(config.seed))
+    return mask, history
+
+
+def pruning_examples(config: ml_collections.ConfigDict) -> Any:
+    """The examples the pruning batches come from: a pool, or a stream of fresh batches.
+
+    With config.prune.pool_size > 0, a pool of that many unaugmented training
+    examples, the same on every process (`data.load_examples`, seed
+    config.seed). With pool_size 0, the paper code's way: an endless stream of
+    training batches (augmented if config.prune.augment), each process reading
+    its own slice of the split and holding batch_size / process_count
+    examples of each batch, from which every pruning step takes fresh ones.
+    Its shuffle seed is -1 - config.seed, never a training run's seed.
+
+    Args:
+      config: experiment config (uses config.data, config.prune, config.seed).
+
+    Returns:
+      A dict of numpy arrays (pool) or an iterator of such dicts (stream).
+
+    Raises:
+      ConfigError: when prune.batch_size does not divide over the processes.
+    """
+    cfg = config.prune
+    if cfg.pool_size:
+        return data.load_examples(
+            config.data.name, "train", num_examples=cfg.pool_size,
+            data_dir=config.data.data_dir, seed=config.seed,
+            validation_fraction=config.data.validation_fraction, download=config.data.download)
+    processes = jax.process_count()
+    if cfg.batch_size % processes:
+        raise ConfigError(f"config.prune.batch_size={cfg.batch_size} does not divide over "
+                          f"{processes} processes: use a multiple of {processes}")
+    return data.train_iterator(
+        config.data.name, batch_size=cfg.batch_size // processes, seed=-1 - config.seed,
+        data_dir=config.data.data_dir, validation_fraction=config.data.validation_fraction,
+        augment=bool(cfg.get("augment", False)), process_index=jax.process_index(),
+        process_count=processes, download=config.data.download)
+
+
+def initial_variables(config: ml_collections.ConfigDict, model: nn.Module,
+                      image_shape: tuple[int, ...], variables: PyTree, mask: PyTree) -> PyTree:
+    """The variables training starts from: those pruned, or new ones for "reinit".
+
+    Args:
+      config: experiment config (uses config.prune.ablation and config.seed).
+      model: the Flax model.
+      image_shape: shape of one input image.
+      variables: the variables the mask was found at.
+      mask: the mask.
+
+    Returns:
+      `variables`, or with ablation "reinit" the model's own initialisation at
+      `sanity.ablation_key(config.seed)`, masked.
+    """
+    if config.prune.get("ablation", "none") != "reinit":
+        return variables
+    return sanity.reinitialize(lambda k: init_variables(model, image_shape, k),
+                               sanity.ablation_key(config.seed), mask)
+
+
+def prune_record(config: ml_collections.ConfigDict, seconds: float,
+                 report: masks.SparsityReport, history: Any) -> dict:
+    """The JSON record of a pruning run (prune.json).
+
+    Args:
+      config: experiment config.
+      seconds: wall time of the pruning.
+      report: sparsity report of the mask.
+      history: the `History` returned by `prune`.
+
+    Returns:
+      A JSON-ready dict: method, sparsity, ablation, seconds, backend, the
+      kernels the model used ("cpu" rewrites or "plain"), report, history.
+    """
+    return {
+        "method": config.prune.method, "sparsity": config.prune.sparsity,
+        "ablation": config.prune.get("ablation", "none"), "seconds": seconds,
+        # What config.model.kernels resolved to here: numerics differ between the two.
+        "backend": jax.default_backend(),
+        "kernels": "cpu" if models_lib.kernels.use_cpu_kernels(
+            config.model.get("kernels", "auto")) else "plain",
+        "report": report.as_dict(),
+        "history": {k: np.asarray(v).tolist() for k, v in history._asdict().items()},
+    }

@@ -1,0 +1,139 @@
+"""Metric writers: one interface for the console, a JSON-lines file and TensorBoard.
+
+In the manner of clu's metric_writers, written here to keep the dependencies
+few. Every writer takes `write_scalars(step, scalars)`; `MultiWriter` fans
+a record out to several, and `create_writer` builds the usual set for a
+workdir (only process 0 writes files).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+Scalars = Mapping[str, Any]
+
+
+class MetricWriter(Protocol):
+    """Anything that records scalars by step."""
+
+    def write_scalars(self, step: int, scalars: Scalars) -> None:
+        """Records one evaluation's scalars at `step`."""
+
+    def close(self) -> None:
+        """Flushes and releases the writer."""
+
+
+class ConsoleWriter:
+    """One line per record, "key=value" with 4 significant digits.
+
+    Args:
+      print_fn: where lines go (e.g. a progress bar's write, so the bar is not broken).
+    """
+
+    def __init__(self, print_fn: Callable[[str], None] = print):
+        self._print = print_fn
+
+    def write_scalars(self, step: int, scalars: Scalars) -> None:
+        """Prints the record."""
+        del step  # the record carries its own step
+        self._print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                             for k, v in scalars.items()))
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class JsonlWriter:
+    """Appends one JSON object per record to a file, flushed to disk each time.
+
+    An append writes only the new line: a run killed mid-write leaves at most
+    one torn last line, which `force_jax.training.checkpoint.read_jsonl`
+    drops (that record's checkpoint was never written, so the resumed run
+    writes it again).
+
+    Args:
+      path: the JSON-lines file (created if missing).
+    """
+
+    def __init__(self, path: str):
+        self._path = path
+
+    def write_scalars(self, step: int, scalars: Scalars) -> None:
+        """Appends the record (with its step) as one line and fsyncs it."""
+        line = json.dumps({"step": step, **scalars}, sort_keys=True) + "\n"
+        with open(self._path, "a") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def close(self) -> None:
+        """Nothing held open between records."""
+
+
+class TensorBoardWriter:
+    """Scalar summaries in a TensorBoard event folder (tf.summary, imported lazily).
+
+    Args:
+      logdir: the event folder.
+    """
+
+    def __init__(self, logdir: str):
+        import tensorflow as tf
+
+        self._tf = tf
+        self._writer = tf.summary.create_file_writer(logdir)
+
+    def write_scalars(self, step: int, scalars: Scalars) -> None:
+        """Writes the numeric values as scalars at `step` and flushes."""
+        with self._writer.as_default(step=step):
+            for name, value in scalars.items():
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    self._tf.summary.scalar(name, value)
+        self._writer.flush()
+
+    def close(self) -> None:
+        """Closes the event file."""
+        self._writer.close()
+
+
+class MultiWriter:
+    """Writes every record to each of `writers`, in order.
+
+    Args:
+      writers: the writers.
+    """
+
+    def __init__(self, writers: Sequence[MetricWriter]):
+        self._writers = tuple(writers)
+
+    def write_scalars(self, step: int, scalars: Scalars) -> None:
+        """Passes the record to every writer."""
+        for writer in self._writers:
+            writer.write_scalars(step, scalars)
+
+    def close(self) -> None:
+        """Closes every writer."""
+        for writer in self._writers:
+            writer.close()
+
+
+def create_writer(workdir: str, *, is_main: bool,
+                  print_fn: Callable[[str], None] = print) -> MultiWriter:
+    """The writers of a training run: console, workdir/metrics.jsonl, workdir/tensorboard.
+
+    Args:
+      workdir: the run's folder.
+      is_main: whether this is process 0; other processes write nothing.
+      print_fn: the console's line printer.
+
+    Returns:
+      A MultiWriter (empty on processes other than 0).
+    """
+    if not is_main:
+        return MultiWriter(())
+    return MultiWriter((ConsoleWriter(print_fn),
+                        JsonlWriter(os.path.join(workdir, "metrics.jsonl")),
+                        TensorBoardWriter(os.path.join(workdir, "tensorboard"))))
