@@ -17,11 +17,9 @@ results:
     ... --config.prune.pool_size=54000               # the pool: the whole training split
 """
 
-import os
-
 import ml_collections
 
-from force_jax.experiments import cli
+from configs import claim_fashion_mnist
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -30,8 +28,7 @@ def get_config() -> ml_collections.ConfigDict:
     Returns:
       The sweep config for `python -m force_jax.sweep`.
     """
-    path = os.path.join(os.path.dirname(__file__), "claim_fashion_mnist.py")
-    config = cli.load_config_file(path)
+    config = claim_fashion_mnist.get_config()
     config.prune.scoring_loss = "nll_on_logits"
     config.train.num_steps = 150  # 0.36 epoch: the budget the other variants start from
     config.eval_every_steps = -1  # a single evaluation, at the end

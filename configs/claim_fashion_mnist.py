@@ -30,15 +30,13 @@ accuracy_vs_sparsity.png, objective_vs_sparsity.png, layer_density_0.998.png,
 density_trajectory_<method>_0.998.png and cells/<cell>/.
 """
 
-import os
-
 import ml_collections
 
-from force_jax.experiments import cli
+from configs import default
 
 
 def _default_config() -> ml_collections.ConfigDict:
-    return cli.load_config_file(os.path.join(os.path.dirname(__file__), "default.py"))
+    return default.get_config()
 
 
 def get_config() -> ml_collections.ConfigDict:

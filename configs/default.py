@@ -56,7 +56,8 @@ def get_config() -> ml_collections.ConfigDict:
     # None: train num_epochs epochs. An integer >= 1 trains exactly that many steps and
     # stretches the learning-rate schedule (epoch boundaries, warmup, cosine) to span them.
     config.train.num_steps = ml_collections.config_dict.placeholder(int)
-    config.train.momentum = 0.9
+    config.train.optimizer = "sgd"  # sgd (the paper's), adamw or lamb; always mask-wrapped
+    config.train.momentum = 0.9  # sgd only
     config.train.nesterov = False
     config.train.weight_decay = 5e-4
     config.train.lr_schedule = ml_collections.ConfigDict()

@@ -8,11 +8,9 @@ the default method at the default sparsity for each seed and writes
 results.csv and summary.md (mean ± std of the test accuracy over the seeds).
 """
 
-import os
-
 import ml_collections
 
-from force_jax.experiments import cli
+from configs import default
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -21,7 +19,7 @@ def get_config() -> ml_collections.ConfigDict:
     Returns:
       The sweep config for `python -m force_jax.sweep`.
     """
-    config = cli.load_config_file(os.path.join(os.path.dirname(__file__), "default.py"))
+    config = default.get_config()
     config.sweep = ml_collections.ConfigDict()
     config.sweep.methods = (config.prune.method,)
     config.sweep.sparsities = (config.prune.sparsity,)

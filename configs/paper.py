@@ -23,18 +23,16 @@ lr 0.1 x0.1 at epochs 30, 60 and 80. The pruning pool holds 10,240 images in
 memory (about 6 GB as float32).
 """
 
-import os
-
 import ml_collections
 
-from force_jax.experiments import cli
+from configs import default
 
 _MODELS = {("cifar", "vgg19"): "vgg19", ("cifar", "resnet50"): "resnet50",
            ("imagenet2012", "resnet50"): "resnet50_imagenet"}
 
 
 def _default_config() -> ml_collections.ConfigDict:
-    return cli.load_config_file(os.path.join(os.path.dirname(__file__), "default.py"))
+    return default.get_config()
 
 
 def get_config(arg: str = "cifar10,vgg19") -> ml_collections.ConfigDict:

@@ -16,11 +16,9 @@ resumes where it stopped, seed by seed. summary.md has one row per
 (method, ablation): "force+shuffle" is FORCE's mask shuffled.
 """
 
-import os
-
 import ml_collections
 
-from force_jax.experiments import cli
+from configs import claim_fashion_mnist
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -29,8 +27,7 @@ def get_config() -> ml_collections.ConfigDict:
     Returns:
       The sweep config for `python -m force_jax.sweep`.
     """
-    path = os.path.join(os.path.dirname(__file__), "claim_fashion_mnist.py")
-    config = cli.load_config_file(path)
+    config = claim_fashion_mnist.get_config()
     config.sweep.methods = ("force", "iter_snip", "snip", "synflow")
     config.sweep.sparsities = (0.98, 0.995, 0.998)
     config.sweep.seeds = (0, 1, 2)

@@ -1,20 +1,32 @@
 """Every config file loads, passes validation and names a real model."""
 
-import importlib.util
+import importlib
 import os
+import subprocess
+import sys
 
 import pytest
 
-from force_jax.experiments import validate
+from force_jax.experiments import cli, validate
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
 
 
 def load(name, arg=None):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(CONFIGS, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    """A config by a plain import of the configs package."""
+    module = importlib.import_module(f"configs.{name}")
     return module.get_config(arg) if arg else module.get_config()
+
+
+def test_a_config_file_imports_its_siblings_from_any_folder(tmp_path):
+    """--config loads a file by path; its `from configs import ...` works from elsewhere."""
+    path = os.path.abspath(os.path.join(CONFIGS, "sanity_fashion_mnist.py"))
+    code = ("import sys; from force_jax.experiments import cli; "
+            f"c = cli.load_config_file({path!r}); print(c.sweep.ablations, c.model.name)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True, timeout=300,
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""})
+    assert "('none', 'shuffle', 'reinit', 'invert') vgg11" in out.stdout
+    assert cli.load_config_file(path).to_dict() == load("sanity_fashion_mnist").to_dict()
 
 
 @pytest.mark.parametrize("arg", ["cifar10,vgg19", "cifar10,resnet50", "cifar100,vgg19",

@@ -15,13 +15,11 @@ import pytest
 import tensorflow_datasets as tfds
 from conftest import SHARED_TFDS, write_metadata
 
+from configs import default
 from force_jax.core import masks
 from force_jax.errors import ConfigError
 from force_jax.experiments import cli, setup, train
 from force_jax.training import checkpoint, data, optim
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from configs import default  # noqa: E402
 
 needs_real_data = pytest.mark.skipif(not SHARED_TFDS.is_dir(), reason="no shared TFDS folder")
 

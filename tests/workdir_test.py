@@ -36,7 +36,7 @@ def test_a_key_added_later_matches_records_made_before_it_at_its_neutral_value()
     del recorded["model"]["kernels"]  # and before the per-backend kernel choice
     del recorded["prune"]["augment"]  # and before streamed pruning batches
     assert workdir.ADDED_KEYS == {"prune.ablation": "none", "model.kernels": "auto",
-                                  "prune.augment": False}
+                                  "prune.augment": False, "train.optimizer": "sgd"}
     assert workdir.differences(recorded, workdir.config_record(tiny_config())) == []
     shuffled = workdir.config_record(tiny_config(**{"prune.ablation": "shuffle"}))
     assert workdir.differences(recorded, shuffled) == ['prune.ablation: "none" -> "shuffle"']

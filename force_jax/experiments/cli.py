@@ -65,6 +65,13 @@ def run_config_command(
     from absl import app, flags, logging
     from ml_collections import config_flags
 
+    argv = sys.argv[1:]
+    for previous, token in zip(["", *argv], argv):
+        path = token[len("--config="):] if token.startswith("--config=") else (
+            token if previous == "--config" else None)
+        if path:
+            importable_configs(path.split(":", 1)[0])  # file.py:arg
+
     config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
     flags.DEFINE_string("workdir", None, workdir_help)
     flags.mark_flags_as_required(["config", "workdir"])
@@ -96,11 +103,28 @@ def run_config_command(
     app.run(run, flags_parser=parse)
 
 
+def importable_configs(path: str) -> None:
+    """Lets a config file import its siblings: `from configs import default`.
+
+    When the file's folder is a package (it holds __init__.py), the folder
+    above it goes first on sys.path, wherever the command is run from.
+
+    Args:
+      path: the config file given to --config.
+    """
+    import os
+
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(os.path.join(folder, "__init__.py")):
+        root = os.path.dirname(folder)
+        if root not in sys.path:
+            sys.path.insert(0, root)
+
+
 def load_config_file(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
     """Loads a config file by path and calls its get_config (with arg if given).
 
-    Config files are loaded by path, not imported, so one config that builds on
-    another (e.g. on configs/default.py) loads it with this.
+    As --config does: the file is loaded by path, after `importable_configs`.
 
     Args:
       path: a .py file defining get_config().
@@ -112,6 +136,7 @@ def load_config_file(path: str, arg: str | None = None) -> ml_collections.Config
     import importlib.util
     import os
 
+    importable_configs(path)
     name = "force_jax_config_" + os.path.splitext(os.path.basename(path))[0]
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)

@@ -248,7 +248,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
         # Redraw every 30 s when the output is a log file rather than a terminal.
         bar = tqdm(total=total_steps, initial=step, desc="train", disable=not is_main,
                    mininterval=0.1 if sys.stderr.isatty() else 30.0)
-        writer = metrics_lib.create_writer(workdir, is_main=is_main, print_fn=bar.write)
+        writer = metrics_lib.create_writer(workdir, is_main=is_main, records=records,
+                                            print_fn=bar.write)
         window_start, window_steps, train_sums = time.perf_counter(), 0, {}
         while step < total_steps:
             state, metrics = p_train_step(state, sharding.global_batch(next(train_iter), mesh))

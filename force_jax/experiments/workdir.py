@@ -36,7 +36,8 @@ NON_DEFINING = (
 )
 # Keys added after runs were recorded, with the value that reproduces those runs: a
 # config.json without the key counts as having that value, so older workdirs still resume.
-ADDED_KEYS = {"prune.ablation": "none", "model.kernels": "auto", "prune.augment": False}
+ADDED_KEYS = {"prune.ablation": "none", "model.kernels": "auto", "prune.augment": False,
+              "train.optimizer": "sgd"}
 # Files whose presence means the workdir already holds results of some run (a
 # checkpoints folder counts once it holds anything).
 RESULT_FILES = ("prune.json", "metrics.jsonl", "metrics.json", "checkpoints", "mask")

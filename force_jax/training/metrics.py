@@ -13,6 +13,8 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+from force_jax.training import checkpoint
+
 Scalars = Mapping[str, Any]
 
 
@@ -52,22 +54,33 @@ class JsonlWriter:
     An append writes only the new line: a run killed mid-write leaves at most
     one torn last line, which `force_jax.training.checkpoint.read_jsonl`
     drops (that record's checkpoint was never written, so the resumed run
-    writes it again).
+    writes it again). The writer remembers its records and the file's size:
+    a file deleted or changed by someone else during the run is rewritten
+    whole, atomically, at the next record.
 
     Args:
-      path: the JSON-lines file (created if missing).
+      path: the JSON-lines file.
+      records: the records the file holds already (a resumed run's).
     """
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, records: Sequence[Scalars] = ()):
         self._path = path
+        self._lines = [json.dumps(dict(r), sort_keys=True) + "\n" for r in records]
+        self._size = os.path.getsize(path) if os.path.exists(path) else None
 
     def write_scalars(self, step: int, scalars: Scalars) -> None:
         """Appends the record (with its step) as one line and fsyncs it."""
         line = json.dumps({"step": step, **scalars}, sort_keys=True) + "\n"
-        with open(self._path, "a") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        self._lines.append(line)
+        size = os.path.getsize(self._path) if os.path.exists(self._path) else None
+        if size is None or size != self._size:
+            checkpoint.write_atomic(self._path, "".join(self._lines))
+        else:
+            with open(self._path, "a") as f:
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+        self._size = os.path.getsize(self._path)
 
     def close(self) -> None:
         """Nothing held open between records."""
@@ -120,13 +133,14 @@ class MultiWriter:
             writer.close()
 
 
-def create_writer(workdir: str, *, is_main: bool,
+def create_writer(workdir: str, *, is_main: bool, records: Sequence[Scalars] = (),
                   print_fn: Callable[[str], None] = print) -> MultiWriter:
     """The writers of a training run: console, workdir/metrics.jsonl, workdir/tensorboard.
 
     Args:
       workdir: the run's folder.
       is_main: whether this is process 0; other processes write nothing.
+      records: the records metrics.jsonl holds already (a resumed run's).
       print_fn: the console's line printer.
 
     Returns:
@@ -135,5 +149,5 @@ def create_writer(workdir: str, *, is_main: bool,
     if not is_main:
         return MultiWriter(())
     return MultiWriter((ConsoleWriter(print_fn),
-                        JsonlWriter(os.path.join(workdir, "metrics.jsonl")),
+                        JsonlWriter(os.path.join(workdir, "metrics.jsonl"), records),
                         TensorBoardWriter(os.path.join(workdir, "tensorboard"))))
