@@ -1,6 +1,6 @@
 """Several finished sweeps side by side: one table and one figure per ablation.
 
-    python -m force_jax.sweep_compare --out=docs/ablation_fashion_mnist \
+    python -m force_jax.experiments.sweep_compare --out=docs/ablation_fashion_mnist \
         --runs=base=runs/ablation/base,cross_entropy=runs/ablation/ce
 
 Each run is a sweep folder (its results.csv) and a label; a label given to
