@@ -123,10 +123,10 @@ def build(name: str, batch_size: int, *, key: int = 0, examples: int | None = No
     from force_jax import models as models_lib
 
     registry_name, shape = MODELS[name]
-    from force_jax.models import common
+    from force_jax.models import fast_conv
 
     # set_plain_conv(True) zeroes the tiny-map limit; loop_conv goes off with it.
-    extra = {"fast_loop_grad": False} if common.SMALL_CONV_MAX_PIXELS == 0 else {}
+    extra = {"fast_loop_grad": False} if fast_conv.SMALL_CONV_MAX_PIXELS == 0 else {}
     model = models_lib.get_model(registry_name, NUM_CLASSES, kernels=kernels, **extra)
     k_init, k_img, k_lab = jax.random.split(jax.random.key(key), 3)
     variables = model.init(k_init, jnp.zeros((1, *shape), jnp.float32), train=False)
@@ -144,10 +144,10 @@ def set_plain_conv(plain: bool) -> None:
     Affects the models ``build`` creates afterwards (the "before" of the two
     conv reformulations in ``force_jax.models``).
     """
-    from force_jax.models import common
+    from force_jax.models import fast_conv
 
     if plain:
-        common.SMALL_CONV_MAX_PIXELS = 0
+        fast_conv.SMALL_CONV_MAX_PIXELS = 0
 
 
 def parser(description: str, name: str, models: str = "vgg19,resnet50,lenet5"):

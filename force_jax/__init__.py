@@ -2,6 +2,8 @@
 
 from force_jax import models as models
 from force_jax.core import masks as masks
+from force_jax.core import methods as methods
+from force_jax.core import nnx_models as nnx
 from force_jax.core import sharding as sharding
 from force_jax.core.losses import classification_loss as classification_loss
 from force_jax.core.losses import logits_loss as logits_loss
@@ -16,6 +18,7 @@ from force_jax.core.masks import topk_mask as topk_mask
 from force_jax.core.pruning import History as History
 from force_jax.core.pruning import prune as prune
 from force_jax.core.schedules import keep_fractions as keep_fractions
+from force_jax.training.optim import masked_updates as masked_updates
 
 __all__ = [
     "History",
@@ -26,8 +29,11 @@ __all__ = [
     "init_mask",
     "keep_fractions",
     "logits_loss",
+    "masked_updates",
     "masks",
+    "methods",
     "models",
+    "nnx",
     "num_kept",
     "sharding",
     "prune",

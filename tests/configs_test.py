@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from force_jax.experiments import cli, validate
+from force_jax.experiments import cli, sweep_grid, validate
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
 
@@ -76,11 +76,10 @@ def test_seed_sweep_of_the_default_run():
 
 def test_sanity_sweep_asks_every_check_of_the_claim_setting():
     from force_jax.core import sanity
-    from force_jax.experiments import sweep
 
     config, claim = load("sanity_fashion_mnist"), load("claim_fashion_mnist")
-    sweep.validate_grid(config.sweep)
-    assert sweep.ablations(config.sweep) == sanity.ABLATIONS
+    sweep_grid.validate_grid(config.sweep)
+    assert sweep_grid.ablations(config.sweep) == sanity.ABLATIONS
     assert config.sweep.sparsities == (0.98, 0.995, 0.998) and len(config.sweep.seeds) >= 3
     # The setting is the claim's: only the grid differs, so its "none" cells are claim cells.
     del config.sweep, claim.sweep

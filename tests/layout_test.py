@@ -55,11 +55,12 @@ def test_the_prune_command_module_cannot_hide_the_prune_function():
     assert callable(fj.prune) and fj.prune.__module__ == "force_jax.core.pruning"
 
 
-def test_importing_the_package_imports_no_application():
+def test_importing_the_package_loads_no_application_and_no_tensorflow():
     import subprocess
     import sys
 
     code = ("import sys, force_jax; bad = [m for m in sys.modules if m.startswith("
-            "('force_jax.experiments', 'force_jax.training'))]; print(bad); "
+            "'force_jax.experiments') or m in ('force_jax.training.data', "
+            "'force_jax.training.checkpoint')]; print(bad); "
             "assert not bad; assert 'tensorflow' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)

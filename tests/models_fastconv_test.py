@@ -1,4 +1,4 @@
-"""Tests for the one-matmul conv over tiny maps (force_jax.models.common.Conv)."""
+"""Tests for the one-matmul conv over tiny maps (force_jax.models.fast_conv.Conv)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from force_jax.models import VGG, common
+from force_jax.models import VGG, common, fast_conv
 
 
 def _reference_conv(x: jax.Array, kernel: jax.Array, padding) -> jax.Array:
@@ -35,7 +35,7 @@ def test_small_map_conv_matches_lax(size, kernel_size):
     def loss(fn, x, kernel):
         return jnp.sum(jnp.sin(fn(x, kernel)))
 
-    fast = lambda x, k: common.small_map_conv(x, k, padding, precision=lax.Precision.HIGHEST)  # noqa: E731
+    fast = lambda x, k: fast_conv.small_map_conv(x, k, padding, precision=lax.Precision.HIGHEST)  # noqa: E731
     plain = lambda x, k: _reference_conv(x, k, padding)  # noqa: E731
     np.testing.assert_allclose(fast(x, kernel), plain(x, kernel), rtol=1e-5, atol=1e-5)
     fast_grads = jax.grad(lambda x, k: loss(fast, x, k), argnums=(0, 1))(x, kernel)
@@ -50,8 +50,8 @@ def test_conv_module_matches_nn_conv(padding, size):
     """Same params, outputs and kernel gradients as nn.Conv, matmul path forced on."""
     if padding == "VALID" and size == (1, 1):
         pytest.skip("a 3x3 VALID conv needs at least a 3x3 map")
-    fast = common.Conv(7, (3, 3), padding=padding, use_bias=True, max_matmul_pixels=9)
-    plain = common.Conv(7, (3, 3), padding=padding, use_bias=True, max_matmul_pixels=0)
+    fast = fast_conv.Conv(7, (3, 3), padding=padding, use_bias=True, max_matmul_pixels=9)
+    plain = fast_conv.Conv(7, (3, 3), padding=padding, use_bias=True, max_matmul_pixels=0)
     x = jax.random.normal(jax.random.key(1), (2, *size, 4))
     variables = plain.init(jax.random.key(2), x)
     fast_variables = fast.init(jax.random.key(2), x)

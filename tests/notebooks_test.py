@@ -28,10 +28,14 @@ def test_notebook_runs_without_errors(path, monkeypatch):
     assert not any(o.output_type == "error" for o in outputs)
 
 
-def test_notebooks_are_saved_without_outputs():
+def test_notebooks_are_saved_with_their_outputs():
+    """Committed executed in order, figures included, so the repository page shows them."""
     assert "walkthrough.ipynb" in [p.name for p in NOTEBOOKS]
     for path in NOTEBOOKS:
         notebook = nbformat.read(path, as_version=4)
-        for cell in notebook.cells:
-            if cell.cell_type == "code":
-                assert not cell.outputs and cell.execution_count is None, path.name
+        code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+        assert [cell.execution_count for cell in code] == list(range(1, len(code) + 1)), path.name
+        outputs = [o for cell in code for o in cell.outputs]
+        assert not any(o.output_type == "error" for o in outputs), path.name
+        images = [o for o in outputs if "image/png" in o.get("data", {})]
+        assert len(images) >= 2, path.name  # the layer densities, the density trajectory

@@ -14,7 +14,7 @@ from train_test import needs_real_data, tiny_config
 
 from force_jax.core import masks, sanity
 from force_jax.errors import ConfigError
-from force_jax.experiments import setup, sweep, workdir
+from force_jax.experiments import setup, sweep, sweep_grid, workdir
 from force_jax.training import data
 
 
@@ -89,7 +89,7 @@ def test_the_sweep_axis_names_cells_and_reports_one_series_per_method_and_ablati
     config.sweep.ablations = ("none", "shufle")
     with pytest.raises(ConfigError, match="config.sweep.ablations has unknown"):
         sweep.run_sweep(config, str(tmp_path), train_fn=finishes)
-    assert sweep.cell_name("force", 0.9, 0) == "force_s0.9_seed0"
+    assert sweep_grid.cell_name("force", 0.9, 0) == "force_s0.9_seed0"
     assert sanity.ABLATIONS[0] == "none"
 
 

@@ -14,7 +14,7 @@ from conftest import SHARED_TFDS
 from train_test import tiny_config
 
 from force_jax.errors import ConfigError, WorkdirError
-from force_jax.experiments import sweep, sweep_report, train, workdir
+from force_jax.experiments import sweep, sweep_grid, sweep_report, train, workdir
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 needs_real_data = pytest.mark.skipif(not SHARED_TFDS.is_dir(), reason="no shared TFDS folder")
@@ -40,17 +40,17 @@ def test_cell_config_sets_steps_and_grasp_temperature():
     config.sweep.synflow_steps = 7
     config.sweep.grasp_temperature = 200.0
     config.sweep.grasp_scoring_loss = "cross_entropy"
-    force = sweep.cell_config(config, "force", 0.95, 2)
+    force = sweep_grid.cell_config(config, "force", 0.95, 2)
     assert (force.prune.method, force.prune.sparsity, force.seed) == ("force", 0.95, 2)
     assert force.prune.steps == 3 and force.prune.temperature == 1.0
-    assert sweep.cell_config(config, "snip", 0.95, 0).prune.steps is None
-    assert sweep.cell_config(config, "synflow", 0.95, 0).prune.steps == 7
-    grasp = sweep.cell_config(config, "grasp", 0.95, 0)
+    assert sweep_grid.cell_config(config, "snip", 0.95, 0).prune.steps is None
+    assert sweep_grid.cell_config(config, "synflow", 0.95, 0).prune.steps == 7
+    grasp = sweep_grid.cell_config(config, "grasp", 0.95, 0)
     assert grasp.prune.steps is None and grasp.prune.temperature == 200.0
     assert grasp.prune.scoring_loss == "cross_entropy" and force.prune.scoring_loss == (
         config.prune.scoring_loss)
     assert config.prune.method == "force" and config.seed == 0  # the sweep config is untouched
-    assert sweep.cell_name("force", 0.995, 1) == "force_s0.995_seed1"
+    assert sweep_grid.cell_name("force", 0.995, 1) == "force_s0.995_seed1"
 
 
 def test_cells_run_seed_by_seed_and_rows_sort_by_method(tmp_path):

@@ -102,6 +102,22 @@ def test_default_config_trains_on_fashion_mnist_and_resumes_identically(tmp_path
         3, 6]
 
 
+@needs_real_data
+@pytest.mark.parametrize("optimizer", ["adamw", "lamb"])
+def test_config_chooses_any_optimizer_and_pruned_weights_stay_zero(tmp_path, optimizer):
+    config = tiny_config(**{"train.optimizer": optimizer, "train.weight_decay": 0.05,
+                            "train.lr_schedule.base_lr": 1e-3})
+    metrics = train.train_and_evaluate(config, str(tmp_path))
+    assert np.isfinite(metrics["train_loss"])
+    state, step = final_state(config, str(tmp_path))
+    assert step == 6
+    assert isinstance(state.opt_state, optim.MaskedUpdatesState)
+    assert_pruned_weights_are_zero(state)
+    # The mask is held once, at the top of the optimizer state.
+    assert sum(isinstance(x, optim.MaskedUpdatesState) for x in jax.tree.leaves(
+        state.opt_state, is_leaf=lambda x: isinstance(x, optim.MaskedUpdatesState))) == 1
+
+
 @pytest.mark.parametrize(
     "name, splits, model, width",
     [
@@ -202,6 +218,9 @@ def test_a_config_mistake_on_the_command_line_is_one_line(tmp_path):
      ("prune.ablation", "shufle", "config.prune.ablation='shufle': expected one of none, "
                                   "shuffle, reinit, invert"),
      ("model.kernels", "gpu", "config.model.kernels='gpu': expected one of auto, cpu, plain"),
+     ("train.optimizer", "adagrad", "config.train.optimizer='adagrad': expected one of sgd, "
+                                    "adamw, lamb"),
+     ("train.weight_decay", -0.1, "config.train.weight_decay=-0.1: expected >= 0"),
      ("cluster.coordinator_address", "127.0.0.1:1", "names a cluster, but config.distributed "
                                                    "is False: add --config.distributed=True")],
 )

@@ -31,7 +31,8 @@ def path_name(path: tuple) -> str:
       path: a key path from `jax.tree_util.tree_flatten_with_path`.
 
     Returns:
-      The keys joined with "/".
+      The keys joined with "/"; the ".value" attribute an NNX Variable adds
+      at the end of a path is left out ("fc/kernel", not "fc/kernel/value").
     """
     parts = []
     for entry in path:
@@ -41,6 +42,8 @@ def path_name(path: tuple) -> str:
                 break
         else:
             parts.append(str(entry))
+    if len(parts) > 1 and parts[-1] == "value" and isinstance(path[-1], jax.tree_util.GetAttrKey):
+        parts.pop()
     return "/".join(parts)
 
 

@@ -109,41 +109,6 @@ def _program(
     return compile_options.jit(program)
 
 
-def _run_streamed(step: Callable, params: PyTree, batches: Any, counts: jax.Array,
-                  key: jax.Array, mask: PyTree, *, batches_per_step: int, batch_size: int,
-                  fresh_final: bool, mesh: Mesh | None) -> tuple[PyTree, tuple]:
-    """The streamed schedule: the pooled scan's steps, one call each, fresh batches each.
-
-    Keys follow the scan's chain, so a stream that yields the batches the
-    pool would have drawn gives the pooled schedule's mask. The final
-    objective reuses the last step's batches unless `fresh_final`.
-    """
-    counts = np.asarray(counts)
-    steps = counts.shape[0] - 1
-    step_keys = _key_chain(key, steps + 1)  # one dispatch, not one per step
-    outputs, step_data, expected = [], None, None
-    for index in range(steps + 1):
-        is_last = index == steps
-        if not is_last or fresh_final:
-            step_data, expected = pruning_stream.draw_step(
-                batches, batches_per_step=batches_per_step, batch_size=batch_size,
-                step=index + 1, steps=steps, expected=expected, mesh=mesh)
-        mask, *out = step(params, step_data, mask, step_keys[index], counts[index],
-                          np.bool_(is_last))
-        outputs.append(out)
-    return mask, tuple(jnp.stack(column) for column in zip(*outputs))
-
-
-@functools.partial(jax.jit, static_argnums=1)
-def _key_chain(key: jax.Array, length: int) -> jax.Array:
-    """The keys the pooled scan gives its steps: split, keep the second, carry the first."""
-    def body(carry, _):
-        carry, this = jax.random.split(carry)
-        return carry, this
-
-    return jax.lax.scan(body, key, None, length=length)[1]
-
-
 def _check_data(data: PyTree, batch_size: int, batches_per_step: int) -> None:
     """Checks that `data` has one leading example axis, big enough for a step."""
     sizes = {jnp.shape(x)[0] if jnp.ndim(x) else None for x in jax.tree.leaves(data)}
@@ -309,7 +274,7 @@ def prune(
               bool(track_objective), mesh, bool(invert_scores))
     padded = jnp.asarray(np.append(counts, counts[-1]), jnp.int32)
     if streamed:
-        mask, (objective, finite, revived, layer_kept) = _run_streamed(
+        mask, (objective, finite, revived, layer_kept) = pruning_stream.run_schedule(
             _program(*static, True), params, data, padded, key, start_mask,
             batches_per_step=int(batches_per_step), batch_size=int(batch_size),
             fresh_final=bool(track_objective), mesh=mesh)

@@ -44,12 +44,19 @@ from typing import Any
 import ml_collections
 from tqdm.auto import tqdm
 
-from force_jax.core import mask_analysis, methods, sanity, schedules
+from force_jax.core import mask_analysis
 from force_jax.core.masks import SparsityReport
 from force_jax.core.pruning import release_compiled
-from force_jax.errors import ConfigError, WorkdirError
 from force_jax.experiments import plots, train, validate
 from force_jax.experiments import workdir as workdir_lib
+from force_jax.experiments.sweep_grid import (
+    ablations,
+    cell_config,
+    cell_name,
+    check_cells,
+    grid,
+    validate_grid,
+)
 from force_jax.experiments.sweep_report import (
     report_from_dict,
     series_name,
@@ -65,62 +72,6 @@ from force_jax.training import checkpoint, cluster
 CELL_RECORD = "sweep_cell.json"
 
 TrainFn = Callable[[ml_collections.ConfigDict, str], dict]
-
-
-def cell_name(method: str, sparsity: float, seed: int, ablation: str = "none") -> str:
-    """Folder name of one cell, e.g. ``force_s0.995_seed0`` or ``force_s0.995_seed0_shuffle``.
-
-    Args:
-      method: pruning method.
-      sparsity: fraction of prunable weights removed (written in full, via repr).
-      seed: the cell's seed.
-      ablation: the cell's sanity check (none adds nothing to the name).
-
-    Returns:
-      The folder name under DIR/cells.
-    """
-    suffix = "" if ablation == "none" else f"_{ablation}"
-    return f"{method}_s{float(sparsity)!r}_seed{int(seed)}{suffix}"
-
-
-def cell_config(
-    config: ml_collections.ConfigDict, method: str, sparsity: float, seed: int,
-    ablation: str = "none",
-) -> ml_collections.ConfigDict:
-    """The experiment config of one cell.
-
-    One-shot methods get `prune.steps = None` (their default of 1 step); SynFlow
-    gets `sweep.synflow_steps` if set (else None: its default of 100); GraSP gets
-    `sweep.grasp_temperature` and `sweep.grasp_scoring_loss` if set. Other
-    methods keep `prune.steps`.
-
-    Args:
-      config: the sweep config.
-      method: pruning method.
-      sparsity: fraction of prunable weights removed.
-      seed: seed of initialisation, pruning batches and training.
-      ablation: the sanity check applied (prune.ablation).
-
-    Returns:
-      An unlocked copy of `config` with prune.method/sparsity/steps/ablation and
-      seed set.
-    """
-    cell = ml_collections.ConfigDict(config.copy_and_resolve_references().to_dict())
-    cell.prune.ablation = ablation
-    cell.prune.method = method
-    cell.prune.sparsity = float(sparsity)
-    cell.seed = int(seed)
-    sweep = config.get("sweep", ml_collections.ConfigDict())
-    record = methods.get(method)
-    if not record.progressive:
-        cell.prune.steps = None
-    elif record.needs_synflow:
-        cell.prune.steps = sweep.get("synflow_steps")
-    if method == "grasp" and sweep.get("grasp_temperature") is not None:
-        cell.prune.temperature = float(sweep.grasp_temperature)
-    if method == "grasp" and sweep.get("grasp_scoring_loss") is not None:
-        cell.prune.scoring_loss = sweep.grasp_scoring_loss
-    return cell
 
 
 def _read_json(path: str) -> dict | None:
@@ -215,103 +166,6 @@ def run_cell(
     train_seconds = seconds - (pruned["seconds"] if pruned else 0.0)
     checkpoint.write_json(
         os.path.join(workdir, CELL_RECORD), {"train_seconds": train_seconds, "error": error})
-
-
-def validate_grid(sweep: ml_collections.ConfigDict) -> None:
-    """Rejects a grid that would count one run twice or cannot run.
-
-    Args:
-      sweep: config.sweep (methods, sparsities, seeds, optionally ablations).
-
-    Raises:
-      ConfigError: naming the key, for an empty axis, a repeated value (a
-        repeated seed would make one run look like several), an unknown
-        method or ablation, a sparsity outside [0, 1) or a seed that is not
-        an integer.
-    """
-    axes = {"methods": tuple(sweep.methods), "sparsities": tuple(sweep.sparsities),
-            "seeds": tuple(sweep.seeds), "ablations": ablations(sweep)}
-    for name, values in axes.items():
-        if not values:
-            raise ConfigError(f"config.sweep.{name} is empty; give at least one value")
-        repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
-        if repeated:
-            raise ConfigError(
-                f"config.sweep.{name}={values} repeats {', '.join(map(repr, repeated))}; each "
-                "value must appear once (a repeated seed would count one run as several)")
-    unknown = [m for m in axes["methods"] if m not in methods.METHODS]
-    if unknown:
-        raise ConfigError(f"config.sweep.methods has unknown {unknown}; expected some of "
-                          f"{', '.join(methods.names())}")
-    unknown = [a for a in axes["ablations"] if a not in sanity.ABLATIONS]
-    if unknown:
-        raise ConfigError(f"config.sweep.ablations has unknown {unknown}; expected some of "
-                          f"{', '.join(sanity.ABLATIONS)}")
-    for sparsity in axes["sparsities"]:
-        try:
-            schedules.check_sparsity(sparsity)
-        except (TypeError, ValueError):
-            raise ConfigError(f"config.sweep.sparsities holds {sparsity!r}; each must be a "
-                              "fraction removed in [0, 1)") from None
-    bad_seeds = [s for s in axes["seeds"] if not isinstance(s, int) or isinstance(s, bool)]
-    if bad_seeds:
-        raise ConfigError(f"config.sweep.seeds holds {bad_seeds}; seeds must be integers")
-
-
-def check_cells(config: ml_collections.ConfigDict, workdir: str) -> None:
-    """Refuses a sweep whose existing cells were made by other settings.
-
-    Every cell folder that already exists must record the config the sweep
-    would now give it, so that a rerun never reports old results as new ones
-    or mixes two configs in one table. Nothing is run or written.
-
-    Args:
-      config: the sweep config.
-      workdir: the sweep folder.
-
-    Raises:
-      WorkdirError: listing the first differing cells and keys.
-    """
-    problems = []
-    for cell in grid(config.sweep):
-        cell_dir = os.path.join(workdir, "cells", cell_name(*cell))
-        if not os.path.isdir(cell_dir):
-            continue
-        try:
-            workdir_lib.check_config(cell_dir, cell_config(config, *cell))
-        except WorkdirError as e:
-            problems.append(str(e))
-    if problems:
-        more = f"\n({len(problems) - 1} more cells differ)" if len(problems) > 1 else ""
-        raise WorkdirError(
-            f"{workdir} holds cells of another sweep config; nothing was run.\n{problems[0]}"
-            f"{more}")
-
-
-def ablations(sweep: ml_collections.ConfigDict) -> tuple[str, ...]:
-    """The sweep's sanity checks: config.sweep.ablations, or ("none",) without it.
-
-    Args:
-      sweep: config.sweep.
-
-    Returns:
-      The ablation names, in the grid's order.
-    """
-    return tuple(sweep.get("ablations") or ("none",))
-
-
-def grid(sweep: ml_collections.ConfigDict) -> list[tuple[str, float, int, str]]:
-    """The (method, sparsity, seed, ablation) cells, seed by seed.
-
-    Args:
-      sweep: config.sweep.
-
-    Returns:
-      Every cell, ordered so that an interrupted sweep covers the grid once
-      before it repeats a seed.
-    """
-    return [(m, float(s), int(seed), a) for seed in sweep.seeds for s in sweep.sparsities
-            for m in sweep.methods for a in ablations(sweep)]
 
 
 def run_sweep(

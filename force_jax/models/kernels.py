@@ -3,7 +3,7 @@
 Three exact rewrites in :mod:`force_jax.models` exist because XLA:CPU runs the
 plain ops slowly on the shapes of pruning at initialisation, as measured on CPU
 (``benchmarks/layer_bench.py``): stride-1 convs over maps of at most four
-pixels as one matmul (:func:`force_jax.models.common.small_map_conv`), conv
+pixels as one matmul (:func:`force_jax.models.fast_conv.small_map_conv`), conv
 gradients through a custom VJP that stays fast inside ``lax.scan``
 (:mod:`force_jax.models.loop_conv`), and non-overlapping max-pooling through
 strided slices (:mod:`force_jax.models.pooling`). Nothing says they help on
