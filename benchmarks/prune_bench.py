@@ -39,7 +39,7 @@ def _train_step_memory(model, variables, data, batch_size: int) -> dict | None:
     """Static memory of one jitted plain training step (masked SGD, donated state)."""
     from force_jax.core import compile_options, masks
     from force_jax.experiments import train
-    from force_jax.training import steps
+    from force_jax.training import steps as train_steps
 
     config = ml_collections.ConfigDict(
         {"train": {"momentum": 0.9, "weight_decay": 5e-4, "nesterov": True}}
@@ -47,15 +47,17 @@ def _train_step_memory(model, variables, data, batch_size: int) -> dict | None:
     mask = masks.init_mask(variables["params"])
     state = train.initial_state(config, model, variables, mask, optax.constant_schedule(0.1))
     batch = jax.tree.map(lambda x: x[:batch_size], data)
-    compiled = compile_options.jit(steps.train_step, donate_argnums=0).lower(state, batch).compile()
+    step = compile_options.jit(train_steps.train_step, donate_argnums=0)
+    compiled = step.lower(state, batch).compile()
     return bu.compiled_memory(compiled)
 
 
 def bench_one(name: str, batch_size: int, methods: list[str], *, quick: bool,
               repeats: int = 3, kernels: str = "auto") -> list[dict]:
     """All measurements for one model and batch size."""
-    from force_jax.core import compile_options, losses, masks, methods, scores
+    from force_jax.core import compile_options, losses, masks, scores
     from force_jax.core import pruning as prune
+    from force_jax.core.methods import METHODS
 
     model, variables, data = bu.build(name, batch_size, kernels=kernels)
     params = variables["params"]
@@ -92,7 +94,7 @@ def bench_one(name: str, batch_size: int, methods: list[str], *, quick: bool,
         )
         # The jitted schedule prune() itself uses (the same cache entry).
         program = prune._program(
-            methods.METHODS[method], loss_fn, synflow_fn if method == "synflow" else None, flags,
+            METHODS[method], loss_fn, synflow_fn if method == "synflow" else None, flags,
             batch_size, 1, True, None, False,
         )
         if method != "synflow":

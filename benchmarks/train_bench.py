@@ -25,7 +25,7 @@ def bench_one(name: str, batch_size: int, steps: int) -> dict:
     """Images/s of `steps` chained train steps (after one compiling step)."""
     from force_jax.core import compile_options, masks
     from force_jax.experiments import train
-    from force_jax.training import steps
+    from force_jax.training import steps as train_steps
 
     model, variables, data = bu.build(name, batch_size, examples=batch_size)
     config = ml_collections.ConfigDict(
@@ -40,7 +40,7 @@ def bench_one(name: str, batch_size: int, steps: int) -> dict:
     keep = int((1 - SPARSITY) * masks.num_prunable(dense))
     mask = masks.topk_mask(random_scores, dense, keep)
     state = train.initial_state(config, model, variables, mask, optax.constant_schedule(0.1))
-    step = compile_options.jit(steps.train_step, donate_argnums=0)
+    step = compile_options.jit(train_steps.train_step, donate_argnums=0)
     start = time.perf_counter()
     state, metrics = bu.block(step(state, data))
     compile_s = time.perf_counter() - start

@@ -90,7 +90,7 @@ def test_conv_helper_routes_small_stride_one_maps_to_the_matmul(monkeypatch):
     assert _route(common.conv(4, 3, strides=2), x_small) == "loop_conv"
     assert _route(common.conv(4, 3, fast_loop_grad=False), x_big) == "plain"
     assert _route(common.conv(4, 3, fast_loop_grad=False), x_small) == "matmul"
-    monkeypatch.setattr(common, "SMALL_CONV_MAX_PIXELS", 0)
+    monkeypatch.setattr(fast_conv, "SMALL_CONV_MAX_PIXELS", 0)
     assert _route(layer, x_small) == "loop_conv"
 
 
@@ -107,7 +107,7 @@ def test_vgg19_forward_and_grads_match_plain_convs(monkeypatch):
         return jnp.sum(logits**2), logits
 
     (_, fast_logits), fast_grads = jax.value_and_grad(loss, has_aux=True)(variables["params"])
-    monkeypatch.setattr(common, "SMALL_CONV_MAX_PIXELS", 0)
+    monkeypatch.setattr(fast_conv, "SMALL_CONV_MAX_PIXELS", 0)
     (_, plain_logits), plain_grads = jax.value_and_grad(loss, has_aux=True)(variables["params"])
     np.testing.assert_allclose(fast_logits, plain_logits, rtol=1e-4, atol=1e-4)
     for layer in ("conv_12", "conv_15"):

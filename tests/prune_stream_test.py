@@ -137,3 +137,11 @@ def test_a_stream_on_8_devices_selects_what_one_device_selects(tiny):
     for got, want in zip(jax.tree.leaves(again), jax.tree.leaves(eight)):
         np.testing.assert_array_equal(got, want)
 
+
+
+def test_a_list_of_batches_is_told_to_pass_an_iterator(tiny):
+    loss_fn, params, data = tiny
+    batches = [{k: v[i * 32:(i + 1) * 32] for k, v in data.items()} for i in range(4)]
+    with pytest.raises(TypeError, match=r"pass iter\(data\)"):
+        fj.prune(loss_fn, params, batches, sparsity=0.9, steps=2, batch_size=32,
+                 key=jax.random.key(0))

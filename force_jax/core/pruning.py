@@ -111,6 +111,14 @@ def _program(
 
 def _check_data(data: PyTree, batch_size: int, batches_per_step: int) -> None:
     """Checks that `data` has one leading example axis, big enough for a step."""
+    leaves = jax.tree.leaves(data)
+    batches_in_a_list = isinstance(data, list | tuple) and data and isinstance(data[0], Mapping)
+    opaque_iterable = leaves == [data] and not hasattr(data, "shape") and hasattr(
+        data, "__iter__")
+    if batches_in_a_list or opaque_iterable:
+        raise TypeError(f"data is an iterable of batches ({type(data).__name__}) but not an "
+                        "iterator: pass iter(data) to stream it, or one pytree of arrays with "
+                        "a leading example axis as a pool")
     sizes = {jnp.shape(x)[0] if jnp.ndim(x) else None for x in jax.tree.leaves(data)}
     if not sizes or None in sizes or len(sizes) != 1:
         raise ValueError(
