@@ -209,12 +209,18 @@ def csv_list(text: str, cast: Callable[[str], Any] = str) -> list:
 
 
 def write_results(name: str, payload: dict[str, Any], out_dir: Path | None = None) -> Path:
-    """Writes ``payload`` plus machine info to ``<out_dir>/<name>.json`` and returns the path."""
+    """Writes ``payload`` and machine info to ``<out_dir>/<name>.json`` atomically.
+
+    Returns:
+      The path written.
+    """
     out_dir = Path(out_dir) if out_dir else RESULTS_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.json"
     payload = {"benchmark": name, "machine": machine_info(), **payload}
-    path.write_text(json.dumps(payload, indent=2, default=_jsonable))
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=_jsonable))
+    os.replace(tmp, path)  # a reader never sees half a file
     return path
 
 

@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> dict:
                                               / max(pair["cpu"]["prune_step_s"], 1e-9))
                 rows.append(row)
             bu.print_table(list(pair.values()), COLUMNS)
+            # The figures so far, in case a time limit stops the run before the end.
+            bu.write_results(args.name, {"rows": rows, "partial": True}, args.out_dir)
     return bu.finish(args, rows, COLUMNS, repeats=repeats, prune_steps=steps,
                      timing="median wall seconds")
 
