@@ -75,9 +75,20 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int) -> nn.Modul
 
     Returns:
       A Flax Linen module.
+
+    Raises:
+      ConfigError: naming a config.model key the model does not take.
     """
     kwargs = {k: v for k, v in config.model.items() if k != "name"}
-    return models_lib.get_model(config.model.name, num_classes, **kwargs)
+    try:
+        return models_lib.get_model(config.model.name, num_classes, **kwargs)
+    except TypeError as e:
+        unknown = [k for k in kwargs if f"'{k}'" in str(e)]
+        if not unknown:
+            raise
+        raise ConfigError(f"config.model.{unknown[0]}={kwargs[unknown[0]]!r} is not a setting "
+                          f"of {config.model.name}: remove it or choose another model.name"
+                          ) from None
 
 
 def init_variables(model: nn.Module, image_shape: tuple[int, ...], key: jax.Array) -> PyTree:
