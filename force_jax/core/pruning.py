@@ -90,7 +90,7 @@ def _program(
     """
     del flags  # part of the cache key: the mask's structure
     step = pruning_step.step_fn(method, loss_fn, synflow_fn, batch_size, batches_per_step,
-                              track_objective, mesh, invert_scores, streamed=streamed)
+                                track_objective, mesh, invert_scores, streamed=streamed)
     if streamed:
         return compile_options.jit(step)
 
@@ -113,13 +113,13 @@ def _check_data(data: PyTree, batch_size: int, batches_per_step: int) -> None:
     """Checks that `data` has one leading example axis, big enough for a step."""
     leaves = jax.tree.leaves(data)
     batches_in_a_list = isinstance(data, list | tuple) and data and isinstance(data[0], Mapping)
-    opaque_iterable = leaves == [data] and not hasattr(data, "shape") and hasattr(
-        data, "__iter__")
+    opaque_iterable = (len(leaves) == 1 and leaves[0] is data and not hasattr(data, "shape")
+                       and hasattr(data, "__iter__"))
     if batches_in_a_list or opaque_iterable:
         raise TypeError(f"data is an iterable of batches ({type(data).__name__}) but not an "
                         "iterator: pass iter(data) to stream it, or one pytree of arrays with "
                         "a leading example axis as a pool")
-    sizes = {jnp.shape(x)[0] if jnp.ndim(x) else None for x in jax.tree.leaves(data)}
+    sizes = {jnp.shape(x)[0] if jnp.ndim(x) else None for x in leaves}
     if not sizes or None in sizes or len(sizes) != 1:
         raise ValueError(
             f"data must be a pytree of arrays sharing a leading example axis, got sizes {sizes}"

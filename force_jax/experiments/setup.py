@@ -22,6 +22,7 @@ from jax.sharding import Mesh
 from force_jax import models as models_lib
 from force_jax.core import losses, masks, methods, pruning, pruning_stream, sanity
 from force_jax.errors import ConfigError
+from force_jax.experiments import validate
 from force_jax.training import data
 
 PyTree = Any
@@ -55,8 +56,6 @@ def experiment(config: ml_collections.ConfigDict) -> Experiment:
     Raises:
       ConfigError: for a dataset that is missing or too small for the batches.
     """
-    from force_jax.experiments import validate
-
     info = data.dataset_info(config.data.name, config.data.data_dir,
                              validation_fraction=config.data.validation_fraction,
                              download=config.data.download)
