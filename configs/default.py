@@ -57,8 +57,8 @@ def get_config() -> ml_collections.ConfigDict:
     # stretches the learning-rate schedule (epoch boundaries, warmup, cosine) to span them.
     config.train.num_steps = ml_collections.config_dict.placeholder(int)
     config.train.optimizer = "sgd"  # sgd (the paper's), adamw or lamb; always mask-wrapped
-    config.train.momentum = 0.9  # sgd only
-    config.train.nesterov = False
+    config.train.momentum = 0.9  # sgd's momentum; b1 of adamw and lamb
+    config.train.nesterov = False  # sgd and adamw
     config.train.weight_decay = 5e-4
     config.train.lr_schedule = ml_collections.ConfigDict()
     config.train.lr_schedule.name = "cosine"

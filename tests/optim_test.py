@@ -344,3 +344,33 @@ def test_make_schedule_errors():
             {"name": "step", "base_lr": 0.1, "boundaries": (1,), "warmup_epochs": 1},
             total_steps=10, steps_per_epoch=10,
         )
+
+
+@pytest.mark.parametrize("name", ["adamw", "lamb"])
+def test_momentum_is_adams_b1(name):
+    """train.momentum is not ignored by Adam-type optimizers: it sets b1."""
+    params0, _ = make_problem(seed=7)
+
+    def two_steps(tx):  # different gradients: with a constant one, Adam's step ignores b1
+        state, params = tx.init(params0), params0
+        for i in range(2):
+            updates, state = tx.update(noisy_grad(params0, jax.random.key(i)), state, params)
+            params = optax.apply_updates(params, updates)
+        return params
+
+    ours = two_steps(optim.make_optimizer(name, learning_rate=0.01, momentum=0.5,
+                                          weight_decay=0.01))
+    ref_fn = optax.adamw if name == "adamw" else optax.lamb
+    ref = two_steps(ref_fn(0.01, b1=0.5, eps=1e-8, weight_decay=0.01))
+    default = two_steps(optim.make_optimizer(name, learning_rate=0.01, weight_decay=0.01))
+    for k in ours:
+        np.testing.assert_allclose(ours[k], ref[k], rtol=1e-6)
+    assert any(not np.allclose(ours[k], default[k]) for k in ours)
+
+
+def test_adam_hyperparameters_are_checked():
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        optim.make_optimizer("adamw", learning_rate=0.1, momentum=1.0)
+    with pytest.raises(ValueError, match="lamb has no Nesterov"):
+        optim.make_optimizer("lamb", learning_rate=0.1, nesterov=True)
+    optim.make_optimizer("adamw", learning_rate=0.1, nesterov=True)

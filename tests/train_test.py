@@ -230,6 +230,19 @@ def test_bad_config_values_fail_before_any_work(tmp_path, key, value, message):
     assert not os.listdir(tmp_path)
 
 
+@pytest.mark.parametrize(
+    "overrides, message",
+    [({"train.optimizer": "lamb", "train.nesterov": True},
+      "config.train.nesterov=True: expected False with train.optimizer=lamb"),
+     ({"train.optimizer": "adamw", "train.momentum": 1.0},
+      "config.train.momentum=1.0: expected < 1 with train.optimizer=adamw \\(it is Adam's b1")],
+)
+def test_sgd_keys_are_not_ignored_by_other_optimizers(tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        train.train_and_evaluate(tiny_config(**overrides), str(tmp_path))
+    assert not os.listdir(tmp_path)
+
+
 @needs_real_data
 @pytest.mark.parametrize(
     "key, value, message",

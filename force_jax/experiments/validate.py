@@ -91,6 +91,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
            train_cfg.get("optimizer"), f"one of {', '.join(optim.OPTIMIZERS)}")
     _check(train_cfg.momentum >= 0 and not (train_cfg.nesterov and train_cfg.momentum == 0),
            "train.momentum", train_cfg.momentum, ">= 0, and > 0 with train.nesterov=True")
+    if train_cfg.get("optimizer", "sgd") != "sgd":
+        _check(train_cfg.momentum < 1, "train.momentum", train_cfg.momentum,
+               f"< 1 with train.optimizer={train_cfg.optimizer} (it is Adam's b1 there)")
+    _check(not (train_cfg.nesterov and train_cfg.get("optimizer", "sgd") == "lamb"),
+           "train.nesterov", train_cfg.nesterov, "False with train.optimizer=lamb, which has "
+           "no Nesterov momentum")
     _check(train_cfg.weight_decay >= 0, "train.weight_decay", train_cfg.weight_decay, ">= 0")
     schedule = train_cfg.lr_schedule
     _check(schedule.name in ("cosine", "step"), "train.lr_schedule.name", schedule.name,

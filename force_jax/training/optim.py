@@ -136,17 +136,22 @@ def sgd_with_mask(*, mask: PyTree, learning_rate: optax.ScalarOrSchedule,
 
 
 def make_optimizer(name: str, *, learning_rate: optax.ScalarOrSchedule, momentum: float = 0.9,
-                   nesterov: bool = False, weight_decay: float = 5e-4, b1: float = 0.9,
-                   b2: float = 0.999, eps: float = 1e-8) -> optax.GradientTransformation:
+                   nesterov: bool = False, weight_decay: float = 5e-4, b2: float = 0.999,
+                   eps: float = 1e-8) -> optax.GradientTransformation:
     """An unmasked optimizer by name; wrap it in `masked_updates` to train a pruned net.
+
+    `momentum` is the decay of the first moment for every optimizer: SGD's
+    momentum, Adam's b1 (both default to 0.9), so no hyperparameter of the
+    config is left unused whichever optimizer is chosen.
 
     Args:
       name: "sgd" (torch-style SGD with momentum and coupled weight decay, the
         paper's), "adamw" (decoupled weight decay) or "lamb".
       learning_rate: a float or an optax schedule of the step count.
-      momentum, nesterov: SGD's momentum (sgd only; 0 for plain SGD).
+      momentum: SGD's momentum (0 for plain SGD), or b1 of adamw and lamb (in [0, 1)).
+      nesterov: Nesterov momentum (sgd and adamw; lamb has none).
       weight_decay: coupled (sgd) or decoupled (adamw, lamb) decay.
-      b1, b2, eps: Adam's moments and epsilon (adamw, lamb).
+      b2, eps: Adam's second-moment decay and epsilon (adamw, lamb).
 
     Returns:
       An optax GradientTransformation.
@@ -157,13 +162,18 @@ def make_optimizer(name: str, *, learning_rate: optax.ScalarOrSchedule, momentum
     if name == "sgd":
         return sgd(learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay,
                    nesterov=nesterov)
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}: expected one of {', '.join(OPTIMIZERS)}")
     if weight_decay < 0:
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+    if not 0 <= momentum < 1:
+        raise ValueError(f"momentum (b1 of {name}) must be in [0, 1), got {momentum}")
     if name == "adamw":
-        return optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
-    if name == "lamb":
-        return optax.lamb(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
-    raise ValueError(f"unknown optimizer {name!r}: expected one of {', '.join(OPTIMIZERS)}")
+        return optax.adamw(learning_rate, b1=momentum, b2=b2, eps=eps,
+                           weight_decay=weight_decay, nesterov=nesterov)
+    if nesterov:
+        raise ValueError("lamb has no Nesterov momentum: set nesterov=False")
+    return optax.lamb(learning_rate, b1=momentum, b2=b2, eps=eps, weight_decay=weight_decay)
 
 
 def piecewise_constant_schedule(
