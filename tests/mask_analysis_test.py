@@ -80,3 +80,60 @@ def test_density_trajectory_plot_is_a_png(tmp_path):
     plots.plot_density_trajectory({"conv/kernel": [0.5, 0.2], "dense/kernel": [0.4, 0.1]},
                                   [0.45, 0.15], str(path))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def two_layer_relu(params, batch=None):
+    """All-ones input of 3 features -> 2 hidden ReLU units -> 2 outputs, summed."""
+    del batch
+    hidden = jax.nn.relu(jnp.ones((1, 3)) @ params["w1"] + params["b1"])
+    return jnp.sum(hidden @ params["w2"])
+
+
+def test_input_output_paths_by_hand():
+    params = {"w1": jnp.full((3, 2), -0.7), "b1": jnp.zeros(2), "w2": jnp.full((2, 2), 0.3)}
+    # Input 0 -> hidden 0 -> output 1 and input 2 -> hidden 0 -> output 0: 2 paths.
+    connected = {"w1": jnp.array([[True, False], [False, False], [True, False]]),
+                 "b1": jnp.ones((), bool), "w2": jnp.array([[True, True], [False, False]])}
+    assert mask_analysis.input_output_paths(two_layer_relu, params, connected) == 4.0
+    # Every layer keeps weights, but layer 1 reaches hidden 1 and layer 2 leaves only hidden 0.
+    cut = {"w1": jnp.array([[False, True], [False, True], [False, False]]),
+           "b1": jnp.ones((), bool), "w2": jnp.array([[True, True], [False, False]])}
+    assert mask_analysis.input_output_paths(two_layer_relu, params, cut) == 0.0
+    net = mask_analysis.path_network(params, connected)
+    np.testing.assert_array_equal(net["w1"], np.asarray(connected["w1"], np.float32))
+    np.testing.assert_array_equal(net["b1"], np.zeros(2))
+
+
+def test_a_3x3_conv_on_a_1x1_map_uses_only_its_centre_tap():
+    from flax import linen as nn
+
+    from force_jax.core import losses
+
+    model = nn.Sequential([nn.Conv(4, (3, 3), padding="SAME"), nn.relu,
+                           lambda x: x.reshape(x.shape[0], -1), nn.Dense(2)])
+    variables = model.init(jax.random.key(0), jnp.ones((1, 1, 1, 2)))
+    objective = losses.synflow_objective(_ignore_train(model), variables, (1, 1, 2))
+    params = variables["params"]
+    mask = fj.init_mask(params)
+    corners = np.zeros((3, 3, 2, 4), bool)
+    corners[0, 0] = corners[2, 2] = True
+    only_corners = jax.tree.map(lambda m: m, mask)
+    only_corners["layers_0"]["kernel"] = jnp.asarray(corners)
+    assert mask_analysis.input_output_paths(objective, params, only_corners) == 0.0
+    centre = corners.copy()
+    centre[1, 1, 0, 0] = True
+    with_centre = dict(only_corners, layers_0=dict(only_corners["layers_0"],
+                                                  kernel=jnp.asarray(centre)))
+    assert mask_analysis.input_output_paths(objective, params, with_centre) > 0
+    # 1 of the 17 kept conv weights is on the centre tap; Dense kernels are not convs.
+    assert mask_analysis.center_tap_fraction(with_centre) == {
+        "layers_0/kernel": pytest.approx(1 / 17)}
+
+
+def _ignore_train(module):
+    """The module behind the `model.apply(..., train=False)` call of synflow_objective."""
+    class Wrapped:
+        def apply(self, variables, x, train=False):
+            del train
+            return module.apply(variables, x)
+    return Wrapped()

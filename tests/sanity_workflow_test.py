@@ -7,6 +7,7 @@ import json
 import os
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 from sweep_test import read_csv, tiny_sweep_config
@@ -108,3 +109,29 @@ def test_an_ablation_sweep_runs_for_real_and_resumes(tmp_path):
     assert record["ablation"] == "reinit"
     again = sweep.run_sweep(config, str(tmp_path), train_fn=lambda *a: pytest.fail("reran"))
     assert [r["test_accuracy"] for r in again] == [r["test_accuracy"] for r in rows]
+    # The masks read back from the checkpoints are the pruned ones, and they connect.
+    from force_jax.experiments import mask_paths
+
+    cell = tmp_path / "cells" / "snip_s0.95_seed0"
+    cell_config = ml_collections.ConfigDict(json.loads((cell / "config.json").read_text()))
+    mask, _, variables, _ = pruned(cell_config)
+    for a, b in zip(jax.tree.leaves(mask),
+                    jax.tree.leaves(mask_paths.trained_mask(str(cell), variables["params"]))):
+        np.testing.assert_array_equal(a, b)
+    conv = masks.path_name(next(path for path, leaf in jax.tree_util.tree_flatten_with_path(mask)[0]
+                                if np.ndim(leaf) == 4))
+    paths = mask_paths.write_paths(str(tmp_path), center_layers=[conv])
+    assert [(r["ablation"], r["paths"] > 0) for r in paths] == [("none", True), ("reinit", True)]
+    kernel = np.asarray(mask_paths.trained_mask(str(cell), variables["params"])
+                        [conv.split("/")[0]]["kernel"])
+    h, w = kernel.shape[:2]
+    assert paths[0]["center_tap"][conv] == pytest.approx(
+        kernel[h // 2, w // 2].sum() / kernel.sum())
+    assert "| snip+reinit | 0.95 | 1/1 |" in (tmp_path / "paths.md").read_text()
+    assert len(read_csv(tmp_path / "paths.csv")) == 2
+    # A checkpoint that disagrees with the count pruning recorded is refused.
+    record = json.loads((cell / "prune.json").read_text())
+    record["history"]["kept"][-1] += 1
+    (cell / "prune.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="pruning kept"):
+        mask_paths.trained_mask(str(cell), variables["params"])

@@ -7,14 +7,20 @@ Pure functions of a `prune.History`, of masks, or of their reports:
 - `consecutive_iou`: the intersection over union of the masks of steps t-1
   and t, from the history's kept and revived counts alone;
 - `layer_iou`: for two masks, the IoU of every prunable layer and of the
-  whole.
+  whole;
+- `path_network` and `input_output_paths`: whether any path from input to
+  output survives a mask (SynFlow's objective on the mask's 0/1 network);
+- `center_tap_fraction`: per conv layer, the share of kept weights on the
+  kernel's centre tap, the only tap a 3x3 conv on a 1x1 map ever uses.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from force_jax.core import masks as masks_lib
@@ -102,4 +108,75 @@ def layer_iou(mask_a: PyTree, mask_b: PyTree) -> dict[str, float]:
         all_a.append(a.ravel())
         all_b.append(b.ravel())
     result["global"] = _iou(np.concatenate(all_a), np.concatenate(all_b))
+    return result
+
+
+def path_network(params: PyTree, mask: PyTree) -> PyTree:
+    """The network whose input-output paths are exactly the mask's.
+
+    Each prunable weight becomes 1 if kept and 0 if pruned; every other leaf
+    becomes its absolute value. With the non-prunable leaves at their
+    initial values (zero biases, BatchNorm scale 1 with statistics 0 and 1),
+    every layer is then linear with nonnegative weights, ReLU passes its
+    input through and max pooling keeps a positive value positive, so the
+    output on an all-ones input is positive exactly when some path of kept
+    weights joins the input to the output.
+
+    Args:
+      params: the parameters at initialisation.
+      mask: a mask of them.
+
+    Returns:
+      A pytree of float arrays with the structure of `params`.
+    """
+    return jax.tree.map(
+        lambda p, m: m.astype(p.dtype) * jnp.ones_like(p) if masks_lib.is_prunable_leaf(m)
+        else jnp.abs(p), params, mask)
+
+
+def input_output_paths(objective: Callable[[PyTree], jax.Array], params: PyTree,
+                       mask: PyTree) -> float:
+    """SynFlow's objective on the mask's path network: 0 when the mask disconnects.
+
+    Args:
+      objective: fn(params) -> the sum of the model's outputs on an all-ones
+        input, e.g. ``losses.synflow_objective(model, variables, shape)``
+        (BatchNorm in inference mode with its initial statistics).
+      params: the parameters at initialisation (zero biases).
+      mask: a mask of them.
+
+    Returns:
+      The objective, >= 0; it is 0 exactly when no path of kept weights
+      joins the input to the output (the network then ignores its input).
+      For linear layers and average pooling it counts the paths; max pooling
+      keeps one path per window, so read a positive value as "connected".
+    """
+    return float(objective(path_network(params, mask)))
+
+
+def center_tap_fraction(mask: PyTree) -> dict[str, float]:
+    """Per 2-d conv layer, the fraction of kept weights on the kernel's centre tap.
+
+    On a 1x1 feature map a SAME-padded 3x3 conv multiplies its 8 outer taps by
+    padding zeros only, so only centre-tap weights can carry signal there.
+    A mask with positions drawn uniformly puts 1/9 of them at the centre.
+
+    Args:
+      mask: a mask; conv kernels are prunable leaves of shape (h, w, in, out)
+        with odd h and w.
+
+    Returns:
+      {layer name: fraction} for every such layer with kept weights, in tree
+      order (layers with none kept are left out).
+    """
+    result = {}
+    for path, m in jax.tree_util.tree_flatten_with_path(mask)[0]:
+        if not masks_lib.is_prunable_leaf(m) or np.ndim(m) != 4:
+            continue
+        m = np.asarray(m, bool)
+        h, w = m.shape[:2]
+        if h % 2 == 0 or w % 2 == 0 or not m.any():
+            continue
+        result[masks_lib.path_name(path)] = float(
+            np.count_nonzero(m[h // 2, w // 2]) / np.count_nonzero(m))
     return result
