@@ -9,6 +9,11 @@ initialisation; a method passes a check when the ablated network trains
   layer, with exactly the same count per layer. If nothing is lost, the
   method chose per-layer densities, not weights. `random_with_densities_of`
   is the same draw under the name of that baseline, for any reference mask.
+- **shuffle_taps**: the same, keeping also the count at every spatial tap of
+  a convolution kernel (positions redrawn among its input and output
+  channels). It separates the taps a method uses (on a 1×1 feature map only
+  the centre tap of a SAME-padded 3×3 kernel sees data) from the weights it
+  picks within them.
 - **reinit**: the same mask on new initial weights (the model's own
   initialiser, another key). If nothing is lost, the kept weights' values
   did not matter.
@@ -31,7 +36,9 @@ from force_jax.core import masks as masks_lib
 
 PyTree = Any
 
-ABLATIONS = ("none", "shuffle", "reinit", "invert")
+ABLATIONS = ("none", "shuffle", "reinit", "invert", "shuffle_taps")
+# The ablations that redraw the final mask, and the shuffle_within_layers options of each.
+MASK_SHUFFLES = {"shuffle": {}, "shuffle_taps": {"per_tap": True}}
 # Folded into the run's seed for the ablation's own randomness, so that it is
 # independent of the keys of initialisation and pruning.
 _ABLATION_STREAM = 0x5A4E
@@ -49,7 +56,19 @@ def ablation_key(seed: int) -> jax.Array:
     return jax.random.fold_in(jax.random.key(seed), _ABLATION_STREAM)
 
 
-def _shuffle_leaf(mask: jax.Array, key: jax.Array, per_output_channel: bool) -> jax.Array:
+def _shuffle_leaf(mask: jax.Array, key: jax.Array, per_output_channel: bool,
+                  per_tap: bool = False) -> jax.Array:
+    if per_tap and mask.ndim > 2:
+        # A Flax conv kernel is (*spatial, in, out): permute within each tap's (in, out) slice,
+        # or, per output channel too, within each (tap, out) column of inputs.
+        taps = mask.reshape(-1, mask.shape[-2], mask.shape[-1])
+        if per_output_channel:
+            groups = jnp.swapaxes(taps, 1, 2).reshape(-1, mask.shape[-2])
+            shuffled = jax.random.permutation(key, groups, axis=1, independent=True)
+            return jnp.swapaxes(shuffled.reshape(taps.shape[0], mask.shape[-1], mask.shape[-2]),
+                                1, 2).reshape(mask.shape)
+        groups = taps.reshape(taps.shape[0], -1)
+        return jax.random.permutation(key, groups, axis=1, independent=True).reshape(mask.shape)
     if not per_output_channel:
         return jax.random.permutation(key, mask.reshape(-1)).reshape(mask.shape)
     # Flax kernels put the output channel last: permute each column of (fan_in, out) apart.
@@ -58,19 +77,24 @@ def _shuffle_leaf(mask: jax.Array, key: jax.Array, per_output_channel: bool) -> 
 
 
 def shuffle_within_layers(mask: PyTree, key: jax.Array, *,
-                          per_output_channel: bool = False) -> PyTree:
+                          per_output_channel: bool = False, per_tap: bool = False) -> PyTree:
     """Redraws the kept positions of every prunable layer uniformly at random.
 
     Each prunable leaf keeps exactly its number of kept weights (or, with
     per_output_channel, the number kept in each output channel: the last
     axis of a Flax kernel); where they sit is a uniform random arrangement.
-    Non-prunable leaves (scalar True) are unchanged.
+    With per_tap, a kernel of more than two axes (a convolution,
+    (*spatial, in, out)) also keeps its count at every spatial tap; a
+    two-axis (dense) kernel has one tap. Non-prunable leaves (scalar True)
+    are unchanged.
 
     Args:
       mask: a mask pytree (bool arrays on prunable leaves).
       key: PRNG key; one independent draw per leaf.
       per_output_channel: keep the count of every output channel, not only
         of the layer.
+      per_tap: keep the count of every spatial tap of a convolution kernel
+        (with per_output_channel: of every tap and output channel).
 
     Returns:
       The shuffled mask, of the same structure, shapes and dtypes.
@@ -78,7 +102,7 @@ def shuffle_within_layers(mask: PyTree, key: jax.Array, *,
     leaves, treedef = jax.tree.flatten(mask)
     keys = jax.random.split(key, len(leaves))
     return treedef.unflatten([
-        _shuffle_leaf(m, k, per_output_channel) if masks_lib.is_prunable_leaf(m) else m
+        _shuffle_leaf(m, k, per_output_channel, per_tap) if masks_lib.is_prunable_leaf(m) else m
         for m, k in zip(leaves, keys)])
 
 

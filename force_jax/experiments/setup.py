@@ -116,7 +116,8 @@ def prune_at_init(
     stream of global batches to which each process gives its own slice.
     With ``config.prune.ablation`` "invert" the method keeps its lowest scores
     at every step; with "shuffle" the final mask's kept positions are redrawn
-    at random within each layer (key `sanity.ablation_key(config.seed)`).
+    at random within each layer, with "shuffle_taps" within each spatial tap
+    of a convolution kernel (key `sanity.ablation_key(config.seed)`).
 
     Args:
       config: experiment config (uses config.data, config.prune, config.seed).
@@ -153,8 +154,9 @@ def prune_at_init(
         synflow_fn=synflow_fn, on_collapse=cfg.on_collapse, mesh=mesh,
         invert_scores=ablation == "invert",
     )
-    if ablation == "shuffle":
-        mask = sanity.shuffle_within_layers(mask, sanity.ablation_key(config.seed))
+    if ablation in sanity.MASK_SHUFFLES:
+        mask = sanity.shuffle_within_layers(mask, sanity.ablation_key(config.seed),
+                                            **sanity.MASK_SHUFFLES[ablation])
     return mask, history
 
 

@@ -44,7 +44,7 @@ from typing import Any
 import ml_collections
 from tqdm.auto import tqdm
 
-from force_jax.core import mask_analysis
+from force_jax.core import mask_analysis, sanity
 from force_jax.core.masks import SparsityReport
 from force_jax.core.pruning import release_compiled
 from force_jax.experiments import plots, train, validate
@@ -109,7 +109,7 @@ def cell_row(workdir: str, method: str, sparsity: float, seed: int,
     pruned = _read_json(os.path.join(workdir, "prune.json")) or {}
     record = _read_json(os.path.join(workdir, CELL_RECORD)) or {}
     objective = pruned.get("history", {}).get("objective") or [None]
-    if ablation == "shuffle":  # S(m) was measured on the method's mask, not the one trained
+    if ablation in sanity.MASK_SHUFFLES:  # S(m) was measured on the method's mask, not this one
         objective = [None]
     report = pruned.get("report")
     return {
