@@ -79,11 +79,23 @@ def test_sanity_sweep_asks_every_check_of_the_claim_setting():
 
     config, claim = load("sanity_fashion_mnist"), load("claim_fashion_mnist")
     sweep_grid.validate_grid(config.sweep)
-    assert sweep_grid.ablations(config.sweep) == sanity.ABLATIONS
+    assert sweep_grid.ablations(config.sweep) == ("none", "shuffle", "reinit", "invert")
+    assert set(sweep_grid.ablations(config.sweep)) < set(sanity.ABLATIONS)
     assert config.sweep.sparsities == (0.98, 0.995, 0.998) and len(config.sweep.seeds) >= 3
     # The setting is the claim's: only the grid differs, so its "none" cells are claim cells.
     del config.sweep, claim.sweep
     assert config.to_dict() == claim.to_dict()
+
+
+def test_the_tap_shuffle_sweep_is_the_sanity_setting_at_the_sparsities_where_shuffle_failed():
+    config, sanity_sweep = load("sanity_taps_fashion_mnist"), load("sanity_fashion_mnist")
+    sweep_grid.validate_grid(config.sweep)
+    assert sweep_grid.ablations(config.sweep) == ("shuffle_taps",)
+    assert config.sweep.sparsities == (0.995, 0.998)
+    assert config.sweep.seeds == sanity_sweep.sweep.seeds
+    assert config.sweep.methods == sanity_sweep.sweep.methods
+    del config.sweep, sanity_sweep.sweep
+    assert config.to_dict() == sanity_sweep.to_dict()
 
 
 def test_the_ablation_base_keeps_its_own_budget():

@@ -52,6 +52,45 @@ def test_shuffle_per_output_channel_keeps_every_channel_count():
         assert not np.array_equal(shuffled[name], mask[name])
 
 
+def test_shuffle_per_tap_keeps_every_tap_count():
+    mask = example_mask()
+    shuffled = sanity.shuffle_within_layers(mask, jax.random.key(4), per_tap=True)
+    assert counts(shuffled) == counts(mask)
+    # w2 is a 3x3 conv kernel: the count at each of its 9 taps is kept, positions move.
+    np.testing.assert_array_equal(np.sum(shuffled["w2"], axis=(2, 3)),
+                                  np.sum(mask["w2"], axis=(2, 3)))
+    assert int(np.sum(shuffled["w2"] & mask["w2"])) < 0.5 * int(np.sum(mask["w2"]))
+    # Output channels are not kept apart unless asked...
+    assert not np.array_equal(np.sum(shuffled["w2"], axis=2), np.sum(mask["w2"], axis=2))
+    both = sanity.shuffle_within_layers(mask, jax.random.key(4), per_tap=True,
+                                        per_output_channel=True)
+    np.testing.assert_array_equal(np.sum(both["w2"], axis=2), np.sum(mask["w2"], axis=2))
+    assert not np.array_equal(both["w2"], mask["w2"])
+    # ...and a dense kernel has a single tap: its shuffle is the layer-wise one.
+    layer = sanity.shuffle_within_layers(mask, jax.random.key(4))
+    np.testing.assert_array_equal(shuffled["w1"], layer["w1"])
+    jitted = jax.jit(lambda m, k: sanity.shuffle_within_layers(m, k, per_tap=True))(
+        mask, jax.random.key(4))
+    np.testing.assert_array_equal(jitted["w2"], shuffled["w2"])
+
+
+def test_per_tap_positions_are_uniform_within_each_tap():
+    # A (2, 1, 2, 2) kernel: tap 0 keeps 1 of its 4 weights, tap 1 keeps 3 of its 4. Over
+    # 4,000 draws every weight of tap 0 is kept a quarter of the time, every one of tap 1
+    # three quarters of the time; a layer-wise shuffle would give one half to all eight.
+    kernel = np.zeros((2, 1, 2, 2), bool)
+    kernel[0, 0, 0, 0] = True
+    kernel[1, 0] = [[True, True], [True, False]]
+    keys = jax.random.split(jax.random.key(8), 4000)
+    draws = jax.vmap(lambda k: sanity.shuffle_within_layers(
+        {"w": jnp.asarray(kernel)}, k, per_tap=True)["w"])(keys)
+    np.testing.assert_array_equal(np.sum(draws, axis=(2, 3, 4)), np.tile([1, 3], (4000, 1)))
+    frequency = np.asarray(np.mean(draws, axis=0)).reshape(2, 4)
+    # Binomial(4000, 1/4) and (4000, 3/4): std 0.0068 of a frequency; 4 sigma is 0.0275.
+    np.testing.assert_allclose(frequency[0], 0.25, atol=0.0275)
+    np.testing.assert_allclose(frequency[1], 0.75, atol=0.0275)
+
+
 def test_shuffled_positions_are_uniform():
     # One kept weight among 4: over 4,000 draws each position should hold it about 1,000 times.
     mask = {"w": jnp.array([[True, False], [False, False]])}
@@ -112,12 +151,16 @@ def test_ablation_key_is_not_a_key_of_initialisation_or_pruning():
     data = [jax.random.key_data(k).tolist() for k in (key, init_key, prune_key)]
     assert len({str(d) for d in data}) == 3
     assert jax.random.key_data(sanity.ablation_key(0)).tolist() == data[0]
-    assert sanity.ABLATIONS == ("none", "shuffle", "reinit", "invert")
+    assert sanity.ABLATIONS == ("none", "shuffle", "reinit", "invert", "shuffle_taps")
+    assert set(sanity.MASK_SHUFFLES) == {"shuffle", "shuffle_taps"}
 
 
+@pytest.mark.parametrize("per_tap", [False, True])
 @pytest.mark.parametrize("per_output_channel", [False, True])
-def test_shuffle_of_an_empty_or_full_layer_is_itself(per_output_channel):
-    mask = {"empty": jnp.zeros((4, 3), bool), "full": jnp.ones((2, 5), bool)}
-    shuffled = sanity.shuffle_within_layers(mask, jax.random.key(0),
+def test_shuffle_of_an_empty_or_full_layer_is_itself(per_output_channel, per_tap):
+    mask = {"empty": jnp.zeros((4, 3), bool), "full": jnp.ones((2, 5), bool),
+            "empty_conv": jnp.zeros((3, 3, 2, 4), bool), "full_conv": jnp.ones((1, 3, 2, 2), bool)}
+    shuffled = sanity.shuffle_within_layers(mask, jax.random.key(0), per_tap=per_tap,
                                             per_output_channel=per_output_channel)
+    assert not np.any(shuffled["empty_conv"]) and np.all(shuffled["full_conv"])
     assert not np.any(shuffled["empty"]) and np.all(shuffled["full"])

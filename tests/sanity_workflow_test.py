@@ -42,6 +42,17 @@ def test_each_ablation_changes_what_it_names_and_nothing_else():
     overlap = float(masks.num_kept(jax.tree.map(lambda a, b: a & b, shuffled, base_mask)))
     assert overlap < 0.5 * sum(counts) and start is found_at
 
+    by_tap, history, found_at, start = pruned(tiny_config(**{"prune.ablation": "shuffle_taps"}))
+    np.testing.assert_array_equal(history.layer_kept, base_history.layer_kept)
+    convs = 0
+    for new, old in zip(jax.tree.leaves(by_tap), jax.tree.leaves(base_mask)):
+        if masks.is_prunable_leaf(old):
+            axes = tuple(range(old.ndim - 2, old.ndim)) if old.ndim > 2 else None
+            np.testing.assert_array_equal(np.sum(new, axis=axes), np.sum(old, axis=axes))
+            convs += old.ndim > 2
+    assert convs > 0 and start is found_at
+    assert float(masks.num_kept(jax.tree.map(lambda a, b: a & b, by_tap, base_mask))) < sum(counts)
+
     mask, _, _, start = pruned(tiny_config(**{"prune.ablation": "reinit"}))
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(mask),
                                                     jax.tree.leaves(base_mask)))
