@@ -225,6 +225,13 @@ def test_cluster_settings_come_from_the_config_or_the_environment():
         cluster.cluster_arguments({}, {**env, "FORCE_JAX_PROCESS_ID": "x"})
     with pytest.raises(ConfigError, match="process_id=4 is not below num_processes=4"):
         cluster.cluster_arguments({}, {**env, "FORCE_JAX_PROCESS_ID": "4"})
+    # Variables naming a cluster for a run that is not distributed would be silently unused.
+    with pytest.raises(ConfigError, match="FORCE_JAX_COORDINATOR, FORCE_JAX_NUM_PROCESSES, "
+                       "FORCE_JAX_PROCESS_ID name a cluster, but config.distributed is False"):
+        cluster.initialize_distributed(False, {}, env)
+    with pytest.raises(ConfigError, match="FORCE_JAX_PROCESS_ID name a cluster"):
+        cluster.initialize_distributed(False, None, {"FORCE_JAX_PROCESS_ID": "0"})
+    cluster.initialize_distributed(False, {}, {"FORCE_JAX_PROCESS_ID": ""})  # empty is unset
 
 
 def test_a_coordinator_that_never_answers_is_a_clear_error_in_bounded_time(tmp_path):

@@ -9,6 +9,7 @@ process's check fails. With one process every function here is a no-op.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -44,8 +45,6 @@ def cluster_arguments(cluster: Mapping[str, Any] | None,
       ConfigError: for a number that is not one, or an address without the
         other two (or the reverse), naming the key or variable.
     """
-    import os
-
     cluster = dict(cluster or {})
     environ = os.environ if environ is None else environ
     unset = {"coordinator_address": "", "num_processes": 0, "process_id": -1}
@@ -111,7 +110,8 @@ def wait_for_coordinator(address: str, timeout: float) -> None:
             time.sleep(0.2)
 
 
-def initialize_distributed(enabled: bool, cluster: Mapping[str, Any] | None = None) -> None:
+def initialize_distributed(enabled: bool, cluster: Mapping[str, Any] | None = None,
+                           environ: Mapping[str, str] | None = None) -> None:
     """Starts JAX's multi-process runtime when asked.
 
     Args:
@@ -119,14 +119,25 @@ def initialize_distributed(enabled: bool, cluster: Mapping[str, Any] | None = No
       cluster: config.cluster: the coordinator, process count and process id
         (see `cluster_arguments`); left unset, JAX detects them on TPU pods
         and SLURM or Open MPI clusters.
+      environ: the environment (default: os.environ).
 
     Raises:
-      ConfigError: for bad cluster settings, or a coordinator that did not
-        answer within the initialization timeout.
+      ConfigError: for bad cluster settings, FORCE_JAX_* variables naming a
+        cluster while `enabled` is False (the run would silently be one
+        process), or a coordinator that did not answer within the
+        initialization timeout.
     """
-    if not enabled or jax.distributed.is_initialized():
+    environ = os.environ if environ is None else environ
+    if not enabled:
+        named = [variable for variable in CLUSTER_ENV.values() if environ.get(variable, "")]
+        if named:
+            raise ConfigError(f"{', '.join(named)} name a cluster, but config.distributed is "
+                              "False: add --config.distributed=True, or unset them to run one "
+                              "process")
         return
-    args = cluster_arguments(cluster)
+    if jax.distributed.is_initialized():
+        return
+    args = cluster_arguments(cluster, environ)
     if args.get("process_id", 0) != 0:
         # JAX aborts the process (no exception) when the coordinator never answers.
         wait_for_coordinator(args["coordinator_address"], args["initialization_timeout"])
