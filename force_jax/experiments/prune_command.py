@@ -5,7 +5,7 @@
 
 Writes workdir/mask (an orbax checkpoint of the mask pytree), prune.json
 (per-layer table, schedule history, timing) and layer_density.png, and prints
-the per-layer density table. `--config.prune.ablation=shuffle` or `invert`
+the per-layer density table. `--config.prune.ablation=shuffle`, `shuffle_taps` or `invert`
 writes the ablated mask (see `force_jax.core.sanity`); `reinit` concerns training
 only and is refused here.
 """
