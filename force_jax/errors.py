@@ -14,3 +14,7 @@ class ConfigError(ValueError):
 
 class WorkdirError(ConfigError):
     """A workdir that belongs to another config, or is in use by another run."""
+
+
+class DivergedError(ConfigError):
+    """A run whose loss became NaN or infinite: its settings cannot train the model."""

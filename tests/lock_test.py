@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -107,3 +108,46 @@ def test_the_lock_is_released_when_the_run_fails(tmp_path):
     with workdir_lock(str(tmp_path), enabled=False):  # processes other than 0 take none
         with workdir_lock(str(tmp_path)):
             pass
+
+
+def _train_command(workdir) -> subprocess.CompletedProcess:
+    root = os.path.join(os.path.dirname(__file__), "..")
+    return subprocess.run(
+        [sys.executable, "-m", "force_jax.train", "--config=configs/default.py",
+         f"--workdir={workdir}", f"--config.data.data_dir={tiny_config().data.data_dir}",
+         "--config.mesh.num_devices=1"],
+        cwd=root, capture_output=True, text=True, timeout=300)
+
+
+@needs_real_data
+def test_a_workdir_that_is_a_file_is_one_line_and_left_alone(tmp_path):
+    path = tmp_path / "results.txt"
+    path.write_text("keep me\n")
+    result = _train_command(path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: --workdir={path} is an existing file, not a folder; give a folder")
+    assert path.read_text() == "keep me\n" and sorted(os.listdir(tmp_path)) == ["results.txt"]
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A real read-only filesystem (a tmpfs mounted ro), where this process may mount one."""
+    target = tmp_path / "ro"
+    target.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs",
+                              str(target)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a read-only tmpfs here (needs root)")
+    yield target
+    subprocess.run(["umount", str(target)], check=True)
+
+
+@needs_real_data
+def test_a_workdir_on_a_read_only_filesystem_is_one_line(read_only_dir):
+    result = _train_command(read_only_dir / "run")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: --workdir={read_only_dir / 'run'} cannot be written: Read-only file system; "
+        "give a folder on a writable filesystem")
+    assert os.listdir(read_only_dir) == []

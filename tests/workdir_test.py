@@ -1,6 +1,7 @@
 """A workdir answers to its config: a rerun with other defining settings is refused with the
-differing keys listed, config.json is left as it was, and settings that do not change the
-result (where the data lives, evaluation frequency) may differ."""
+differing keys listed, config.json is left as it was, and settings that change neither the
+result nor what its numbers mean (where the data lives, the device layout, how the evaluated
+examples are cut into batches) may differ."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ from force_jax.training import checkpoint
 
 
 def test_only_defining_settings_count_as_differences():
-    base = tiny_config()
-    moved = tiny_config(**{"data.data_dir": "/elsewhere", "eval_every_steps": 1,
-                           "eval_batch_size": 50, "mesh.num_devices": 8})
+    base = tiny_config()  # evaluations of 2 batches of 100 examples
+    moved = tiny_config(**{"data.data_dir": "/elsewhere", "eval_batch_size": 50,
+                           "eval_max_batches": 4, "mesh.num_devices": 8, "distributed": True,
+                           "cluster.num_processes": 2, "data.download": True})
     assert workdir.differences(workdir.config_record(base), workdir.config_record(moved)) == []
     changed = tiny_config(**{"prune.method": "random", "prune.sparsity": 0.5, "seed": 3})
     assert workdir.differences(workdir.config_record(base), workdir.config_record(changed)) == [
@@ -28,6 +30,23 @@ def test_only_defining_settings_count_as_differences():
     del recorded["prune"]["temperature"]  # a key the recorded run did not have
     assert workdir.differences(recorded, workdir.config_record(base)) == [
         'prune.temperature: "(absent)" -> 1.0']
+
+
+@pytest.mark.parametrize("overrides, line", [
+    ({"eval_batch_size": 50}, f"{workdir.EVALUATED_EXAMPLES}: 200 -> 100"),
+    ({"eval_max_batches": 3}, f"{workdir.EVALUATED_EXAMPLES}: 200 -> 300"),
+    ({"eval_max_batches": -1}, f'{workdir.EVALUATED_EXAMPLES}: 200 -> "whole split"'),
+    ({"eval_every_steps": 1}, "eval_every_steps: 3 -> 1"),
+])
+def test_what_changes_the_evaluation_is_defining(overrides, line):
+    base = workdir.config_record(tiny_config())
+    assert workdir.differences(base, workdir.config_record(tiny_config(**overrides))) == [line]
+
+
+def test_the_evaluation_batch_size_is_free_when_whole_splits_are_evaluated():
+    whole = workdir.config_record(tiny_config(eval_max_batches=-1))
+    resized = workdir.config_record(tiny_config(eval_max_batches=0, eval_batch_size=50))
+    assert workdir.differences(whole, resized) == []
 
 
 def test_a_key_added_later_matches_records_made_before_it_at_its_neutral_value():
@@ -88,13 +107,18 @@ def test_a_changed_config_on_a_finished_run_is_refused_and_its_record_kept(tmp_p
     assert (run / "config.json").read_text() == recorded
     assert {name: (run / name).read_text() for name in results} == results
 
-    # Where the data lives and how often to evaluate do not define the result: accepted.
+    # Where the data lives, and how the same evaluated examples are cut into batches, do
+    # not define the result: accepted, with the same numbers.
     copy = tmp_path / "copy"
     shutil.copytree(run, copy)
-    moved = tiny_config(**{"data.data_dir": config.data.data_dir + "/", "eval_batch_size": 50})
+    moved = tiny_config(**{"data.data_dir": config.data.data_dir + "/", "eval_batch_size": 50,
+                           "eval_max_batches": 4})
     again = train.train_and_evaluate(moved, str(copy))
     assert again["test_accuracy"] == final["test_accuracy"]
     assert json.loads((copy / "config.json").read_text())["eval_batch_size"] == 50
+    # Fewer evaluated examples would change what the accuracy means: refused.
+    with pytest.raises(WorkdirError, match="evaluated examples .*: 200 -> 100"):
+        train.train_and_evaluate(tiny_config(eval_batch_size=50), str(copy))
 
 
 def test_a_run_that_failed_before_any_result_does_not_block_its_fix(tmp_path):

@@ -113,6 +113,23 @@ def _open_locked(path: str) -> tuple[int, dict, bool]:
         os.close(fd)
 
 
+def unusable_workdir(workdir: str, error: OSError) -> str:
+    """The one-line reason a workdir cannot be created or written.
+
+    Args:
+      workdir: the folder asked for.
+      error: what the filesystem said.
+
+    Returns:
+      A message naming --workdir, the path at fault and the fix.
+    """
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        return f"--workdir={workdir} is an existing file, not a folder; give a folder"
+    where = f" ({error.filename})" if error.filename and error.filename != workdir else ""
+    return (f"--workdir={workdir} cannot be written{where}: {error.strerror or error}; give a "
+            "folder on a writable filesystem")
+
+
 @contextlib.contextmanager
 def workdir_lock(workdir: str, *, enabled: bool = True) -> Iterator[None]:
     """Holds the workdir's lock for the duration of a ``with`` block.
@@ -126,15 +143,19 @@ def workdir_lock(workdir: str, *, enabled: bool = True) -> Iterator[None]:
       Nothing; the lock is held inside the block and released after it.
 
     Raises:
-      WorkdirError: when another live run holds the lock, or when a lock
-        left on another host cannot be checked.
+      WorkdirError: when another live run holds the lock, when a lock left
+        on another host cannot be checked, or when the workdir is a file or
+        cannot be written.
     """
     if not enabled:
         yield
         return
-    os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, LOCK_FILE)
-    fd, previous, flock_works = _open_locked(path)
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        fd, previous, flock_works = _open_locked(path)
+    except OSError as e:
+        raise WorkdirError(unusable_workdir(workdir, e)) from None
     host = socket.gethostname()
     try:
         if previous:

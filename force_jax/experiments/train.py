@@ -11,6 +11,7 @@ checkpointed step.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -25,6 +26,7 @@ from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from force_jax.core import compile_options, masks, sharding
+from force_jax.errors import DivergedError
 from force_jax.experiments import setup, validate
 from force_jax.experiments import workdir as workdir_lib
 from force_jax.training import checkpoint, cluster, data, optim, steps
@@ -197,6 +199,37 @@ def _evaluate_splits(config: ml_collections.ConfigDict, eval_fn,
     return record
 
 
+def check_finite(config: ml_collections.ConfigDict, record: dict, first_step: int,
+                 last_step: int) -> None:
+    """Stops a run whose training or evaluation loss is NaN or infinite.
+
+    Called at each evaluation before anything is recorded or checkpointed, so
+    the last checkpoint on disk is the last finite state and no metrics that
+    look like results are written.
+
+    Args:
+      config: experiment config (named in the message).
+      record: metrics of the evaluation step (keys ending in "loss" are checked).
+      first_step: the last checkpointed step before this window.
+      last_step: the step being evaluated.
+
+    Raises:
+      DivergedError: naming the loss, the steps and the likely keys.
+    """
+    bad = {k: v for k, v in record.items() if k.endswith("loss") and not math.isfinite(v)}
+    if not bad:
+        return
+    name, value = next(iter(bad.items()))
+    lr = config.train.lr_schedule
+    raise DivergedError(
+        f"{name} is {value} at step {last_step} (steps {first_step + 1} to {last_step}): the "
+        f"run diverged. Likely keys: config.train.lr_schedule.base_lr={lr.base_lr!r} (try a "
+        f"smaller one), config.train.weight_decay={config.train.weight_decay!r}, "
+        f"config.train.momentum={config.train.momentum!r}; a label outside the model's classes "
+        f"also gives NaN. The checkpoint of step {first_step} is kept; no final metrics were "
+        "written.")
+
+
 def _final_metrics(records: list[dict]) -> dict:
     """The last evaluation record plus the best validation accuracy of the run."""
     final = records[-1]
@@ -251,29 +284,36 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
         writer = metrics_lib.create_writer(workdir, is_main=is_main, records=records,
                                             print_fn=bar.write)
         window_start, window_steps, train_sums = time.perf_counter(), 0, {}
-        while step < total_steps:
-            state, metrics = p_train_step(state, sharding.global_batch(next(train_iter), mesh))
-            step += 1
-            window_steps += 1
-            train_sums = {k: train_sums.get(k, 0.0) + v for k, v in metrics.items()}
-            bar.update(1)
-            if step % eval_every and step != total_steps:
-                continue
-            mask = optim.mask_from_state(state.opt_state)
-            record = {
-                "step": step, "epoch": step / steps_per_epoch,
-                "learning_rate": float(schedule(step)),
-                "global_density": float(masks.num_kept(mask)) / masks.num_prunable(mask),
-                "images_per_second": window_steps * config.train.batch_size
-                / (time.perf_counter() - window_start),
-                **{f"train_{k}": float(v) / window_steps for k, v in train_sums.items()},
-                **_evaluate_splits(config, p_eval_step, state),
-            }
-            records.append(record)
-            writer.write_scalars(step, record)  # before the checkpoint: see JsonlWriter
-            checkpoint.save_state(mngr, step, state)
-            window_start, window_steps, train_sums = time.perf_counter(), 0, {}
-        bar.close()
+        try:
+            while step < total_steps:
+                state, metrics = p_train_step(state, sharding.global_batch(next(train_iter), mesh))
+                step += 1
+                window_steps += 1
+                train_sums = {k: train_sums.get(k, 0.0) + v for k, v in metrics.items()}
+                bar.update(1)
+                if step % eval_every and step != total_steps:
+                    continue
+                train_means = {f"train_{k}": float(v) / window_steps for k, v in train_sums.items()}
+                # Before any evaluation, record or checkpoint: a NaN sum means some step of the
+                # window diverged, and the last checkpoint is then the last finite state.
+                check_finite(config, train_means, step - window_steps, step)
+                mask = optim.mask_from_state(state.opt_state)
+                record = {
+                    "step": step, "epoch": step / steps_per_epoch,
+                    "learning_rate": float(schedule(step)),
+                    "global_density": float(masks.num_kept(mask)) / masks.num_prunable(mask),
+                    "images_per_second": window_steps * config.train.batch_size
+                    / (time.perf_counter() - window_start),
+                    **train_means,
+                    **_evaluate_splits(config, p_eval_step, state),
+                }
+                check_finite(config, record, step - window_steps, step)
+                records.append(record)
+                writer.write_scalars(step, record)  # before the checkpoint: see JsonlWriter
+                checkpoint.save_state(mngr, step, state)
+                window_start, window_steps, train_sums = time.perf_counter(), 0, {}
+        finally:
+            bar.close()
         writer.close()
         final = _final_metrics(records)
         if is_main:

@@ -2,10 +2,12 @@
 
 ``DIR/config.json`` records the config of the run whose results the workdir
 holds. A rerun on the same workdir (to resume, or to reread the results)
-must have the same *defining* settings, the ones that decide the result:
-data, model, prune, train and seed. Settings that only say where or how often
-(``data.data_dir``, ``data.download``, the device mesh, ``distributed``, the
-evaluation batch size and frequency, a sweep's grid) may differ. A rerun whose
+must have the same *defining* settings, the ones that decide the result or
+what its numbers mean: data, model, prune, train, seed and the evaluation
+(how often, and how many examples). Settings that only say where or how
+(``data.data_dir``, ``data.download``, the device mesh, ``distributed``,
+``cluster``, the evaluation batch size when whole splits are evaluated, a
+sweep's grid) may differ. A rerun whose
 defining settings differ is refused before any data is read or any result
 written, with the differing keys listed; config.json is written only once the
 run is known to be the one it describes. A workdir that holds no result yet
@@ -29,11 +31,19 @@ from force_jax.training import cluster
 from force_jax.training.checkpoint import write_atomic
 
 CONFIG_FILE = "config.json"
-# Keys (dotted prefixes) that do not change a run's result.
+# Keys (dotted prefixes) that change neither a run's result nor what its numbers mean:
+# where the data is read from (its name and version are defining), how the devices and
+# processes are laid out, and a sweep's grid (each cell records its own config). The
+# evaluation's batch size and batch limit only cut a split into batches; what they decide
+# together, how many examples one evaluation reads, is the derived EVALUATED_EXAMPLES,
+# which is defining. eval_every_steps is defining: it decides which evaluations
+# best_validation_accuracy is the best of, and which records metrics.jsonl holds.
 NON_DEFINING = (
     "data.data_dir", "data.download", "mesh", "distributed", "eval_batch_size",
-    "eval_every_steps", "sweep", "cluster",
+    "eval_max_batches", "sweep", "cluster",
 )
+# A derived defining setting: how many examples of each split one evaluation reads.
+EVALUATED_EXAMPLES = "evaluated examples (eval_max_batches x eval_batch_size)"
 # Keys added after runs were recorded, with the value that reproduces those runs: a
 # config.json without the key counts as having that value, so older workdirs still resume.
 ADDED_KEYS = {"prune.ablation": "none", "model.kernels": "auto", "prune.augment": False,
@@ -94,7 +104,26 @@ def defining_settings(record: dict) -> dict[str, Any]:
     Returns:
       The flattened settings minus the NON_DEFINING keys.
     """
-    return {k: v for k, v in _flatten(record).items() if _is_defining(k)}
+    flat = _flatten(record)
+    settings = {k: v for k, v in flat.items() if _is_defining(k)}
+    settings[EVALUATED_EXAMPLES] = evaluated_examples(flat)
+    return settings
+
+
+def evaluated_examples(flat: dict[str, Any]) -> int | str:
+    """How many examples of each split one evaluation reads, from a flattened config record.
+
+    Args:
+      flat: {dotted key: value} of a config record.
+
+    Returns:
+      eval_max_batches * eval_batch_size when eval_max_batches > 0, else
+      "whole split" (then the batch size changes nothing but float rounding).
+    """
+    max_batches = flat.get("eval_max_batches")
+    if not isinstance(max_batches, int) or max_batches <= 0:
+        return "whole split"
+    return max_batches * flat.get("eval_batch_size", 0)
 
 
 def differences(recorded: dict, current: dict) -> list[str]:
