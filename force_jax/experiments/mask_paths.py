@@ -64,8 +64,8 @@ def trained_mask(cell_dir: str, params_template: PyTree) -> PyTree:
                         os.path.join(cell_dir, "checkpoints")) else []
     if not steps:
         raise ValueError(f"{cell_dir} has no checkpoint")
-    restored = ocp.StandardCheckpointer().restore(
-        os.path.join(cell_dir, "checkpoints", str(steps[0]), "default"))
+    restored = ocp.StandardCheckpointer().restore(  # orbax takes absolute paths only
+        os.path.abspath(os.path.join(cell_dir, "checkpoints", str(steps[0]), "default")))
     template_mask = masks_lib.init_mask(params_template)
     leaves, treedef = jax.tree.flatten(template_mask)
     trained = jax.tree.leaves(restored["params"])
@@ -113,6 +113,34 @@ def cell_paths(cell_dir: str, data_dir: str | None = None) -> dict[str, Any]:
             "center_tap": mask_analysis.center_tap_fraction(mask)}
 
 
+PATHS_FILE = "paths.json"
+
+
+def cached_cell_paths(cell_dir: str, data_dir: str | None = None) -> dict[str, Any]:
+    """`cell_paths`, measured once per cell and kept in CELL/paths.json.
+
+    A cell's trained mask never changes once its metrics.json exists, so the
+    measurement is written beside it (atomically) and read back afterwards,
+    also where the cell's checkpoints are no longer kept.
+
+    Args:
+      cell_dir: a finished cell's folder.
+      data_dir: TFDS folder for the dataset's description.
+
+    Returns:
+      The `cell_paths` dict.
+    """
+    path = os.path.join(cell_dir, PATHS_FILE)
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    measured = cell_paths(cell_dir, data_dir)
+    measured["paths"] = float(measured["paths"])
+    measured["center_tap"] = {k: float(v) for k, v in measured["center_tap"].items()}
+    checkpoint.write_json(path, measured)
+    return measured
+
+
 def summary_markdown(rows: Sequence[dict[str, Any]], center_layers: Sequence[str]) -> str:
     """Per (method+ablation, sparsity): connected seeds and the centre-tap share.
 
@@ -157,7 +185,8 @@ def write_paths(sweep_dir: str, data_dir: str | None = None,
     cells = os.path.join(sweep_dir, "cells")
     if not os.path.isdir(cells):
         raise FileNotFoundError(f"{cells} does not exist: is {sweep_dir} a sweep folder?")
-    rows = [cell_paths(os.path.join(cells, name), data_dir) for name in sorted(os.listdir(cells))
+    rows = [cached_cell_paths(os.path.join(cells, name), data_dir)
+            for name in sorted(os.listdir(cells))
             if os.path.exists(os.path.join(cells, name, "metrics.json"))]
     layers = sorted({layer for r in rows for layer in r["center_tap"]})
     out = io.StringIO()

@@ -136,7 +136,16 @@ def write_plots(sweep_dir: str, rows: Sequence[dict[str, Any]],
     return written
 
 
-def _mean_std(values: Sequence[float]) -> str:
+def mean_std(values: Sequence[float]) -> str:
+    """Mean ± sample standard deviation to 4 decimals, as every table of a sweep shows them.
+
+    Args:
+      values: one value per seed.
+
+    Returns:
+      "0.8650 ± 0.0040"; "0.8650 (n=1)" for a single value (no spread to
+      report); "n/a" for none.
+    """
     if not values:
         return "n/a"
     mean = statistics.fmean(values)
@@ -176,7 +185,7 @@ def summary_markdown(rows: Sequence[dict[str, Any]], methods: Sequence[str],
     rule = "|---|" + "---|" * len(sparsities)
     sections = []
     for key, title, cell in (
-        ("test_accuracy", "Test accuracy (mean ± std over seeds):", _mean_std),
+        ("test_accuracy", "Test accuracy (mean ± std over seeds):", mean_std),
         ("force_objective", "Seeds whose final mask has S(m) = 0 (disconnected):",
          _disconnected),
     ):
