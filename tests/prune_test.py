@@ -242,6 +242,15 @@ def test_bad_input_is_rejected(tiny, kwargs, message):
         fj.prune(loss_fn, params, data, **kwargs)
 
 
+@pytest.mark.parametrize("sparsity, shown", [("0.9", "str '0.9'"),
+                                               (np.array([0.9]), r"ndarray of shape \(1,\)")])
+def test_sparsity_that_is_not_a_number_is_a_type_error(tiny, sparsity, shown):
+    loss_fn, params, data = tiny
+    with pytest.raises(TypeError, match="sparsity must be a float.*got " + shown):
+        fj.prune(loss_fn, params, data, method="snip", sparsity=sparsity, batch_size=64,
+                 key=jax.random.key(0))
+
+
 def test_nan_scores_name_the_step(tiny):
     loss_fn, params, data = tiny
 

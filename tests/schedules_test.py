@@ -1,3 +1,4 @@
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -51,3 +52,22 @@ def test_bad_schedule_and_steps():
 def test_keep_count_below_one():
     with pytest.raises(ValueError, match="keep count below 1 at step 3"):
         schedules.keep_counts(schedules.keep_fractions("exp", 1e-4, 3), 1000)
+
+
+@pytest.mark.parametrize("bad, shown", [
+    ("0.9", "str '0.9'"),
+    (np.array([0.9]), r"ndarray of shape \(1,\)"),
+    ([0.9], r"list \[0.9\]"),
+    (None, "NoneType None"),
+    (True, "bool True"),
+])
+def test_sparsity_that_is_not_a_number_is_a_type_error(bad, shown):
+    with pytest.raises(TypeError, match=r"sparsity must be a float in \[0, 1\).*got " + shown):
+        schedules.check_sparsity(bad)
+
+
+@pytest.mark.parametrize("good", [0.9, 0, np.float32(0.5), np.int64(0), np.array(0.9),
+                                  jnp.array(0.25)])
+def test_sparsity_numbers_and_0d_arrays_are_accepted(good):
+    value = schedules.check_sparsity(good)
+    assert type(value) is float and value == float(good)

@@ -20,6 +20,29 @@ LossFn = Callable[[PyTree, Mapping[str, jax.Array]], jax.Array]
 SCORING_LOSSES = ("cross_entropy", "nll_on_logits")
 
 
+def nan_unless_labels_in_range(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """`logits`, or all NaN when some label is not a class index.
+
+    Labels are traced inside jit, so they cannot be checked on the host. An
+    out-of-range label gathers nothing (JAX fills or drops an out-of-bounds
+    index), which gives zero gradients: pruning would rank all-zero scores,
+    i.e. keep weights in index order, without any error. NaN logits make the
+    loss NaN, and so the finiteness checks of `prune` and of training fire.
+    The logits are multiplied, not replaced (`jnp.where`): the cotangent of
+    every logit is then NaN, even one the loss never reads, so every
+    gradient is NaN too; `where` would pass zeros back.
+
+    Args:
+      logits: (batch, classes) float array.
+      labels: (batch,) integer labels (may be traced).
+
+    Returns:
+      `logits` unchanged when every label is in [0, classes), else NaN logits.
+    """
+    in_range = jnp.all((labels >= 0) & (labels < logits.shape[-1]))
+    return logits * jnp.where(in_range, 1.0, jnp.nan).astype(logits.dtype)
+
+
 def logits_loss(logits: jax.Array, labels: jax.Array, kind: str = "cross_entropy") -> jax.Array:
     """Mean classification loss of a batch of logits.
 
@@ -31,9 +54,10 @@ def logits_loss(logits: jax.Array, labels: jax.Array, kind: str = "cross_entropy
         FORCE computes (it applies `nll_loss` to raw logits).
 
     Returns:
-      A float32 scalar.
+      A float32 scalar; NaN, with NaN gradients, when a label lies outside
+      [0, classes) (see `nan_unless_labels_in_range`).
     """
-    logits = logits.astype(jnp.float32)
+    logits = nan_unless_labels_in_range(logits.astype(jnp.float32), labels)
     if kind == "cross_entropy":
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
     if kind == "nll_on_logits":

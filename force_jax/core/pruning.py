@@ -189,7 +189,8 @@ def prune(
       method: a name in `force_jax.core.methods.METHODS` (force, iter_snip,
         snip, grasp_it, grasp, synflow, magnitude, random), or a `Method`
         record built elsewhere: what the program does follows the record.
-      sparsity: fraction of prunable weights removed, in [0, 1).
+      sparsity: fraction of prunable weights removed, in [0, 1): a Python
+        float, a numpy scalar or a 0-d array.
       steps: number of pruning steps T; defaults to the method's
         `default_steps` (60 for force, iter_snip and grasp_it, 100 for
         synflow) and must be 1 for a one-shot method.
@@ -217,12 +218,14 @@ def prune(
 
     Returns:
       (mask, history): the mask pytree (bool arrays on prunable leaves, scalar
-      True elsewhere) with exactly floor((1 - sparsity) * N) weights kept, and
-      a `History`.
+      True elsewhere) with exactly floor((1 - sparsity) * N) weights kept
+      (float noise forgiven, so 0.9 of 430,500 keeps 43,050; see
+      `schedules.count_kept`), and a `History`.
 
     Raises:
-      ValueError: bad sparsity, steps, schedule, method, data or NaN/inf scores.
-      TypeError: if key is not a PRNG key.
+      ValueError: bad sparsity, steps, schedule, method, data or NaN/inf scores
+        (including those from labels outside [0, num_classes)).
+      TypeError: if key is not a PRNG key, or sparsity not a number.
     """
     record = methods_lib.get(method)
     method = record.name
@@ -293,7 +296,10 @@ def prune(
     finite = np.asarray(finite)[:-1]
     if not finite.all():
         bad = int(np.argmin(finite)) + 1
-        raise ValueError(f"{method} scores contain NaN or inf at step {bad} of {steps}")
+        # The scoring losses of `losses` turn a label that is not a class index into NaN.
+        raise ValueError(
+            f"{method} scores contain NaN or inf at step {bad} of {steps}: a loss that is NaN "
+            "or inf at these weights, or labels outside [0, num_classes) in the pruning data")
     history = History(
         keep_fraction=fractions,
         kept=counts,

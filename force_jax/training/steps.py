@@ -55,7 +55,8 @@ def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
       batch: {"image", "label"} arrays.
 
     Returns:
-      (new state, {"loss", "accuracy"} of the batch).
+      (new state, {"loss", "accuracy"} of the batch); the loss (and so the
+      update) is NaN when a label lies outside [0, num_classes).
     """
 
     def loss_fn(params):
@@ -79,15 +80,18 @@ def eval_step(state: TrainState, batch: dict) -> dict:
       batch: {"image", "label", "mask"}; mask is 0 on padding examples.
 
     Returns:
-      {"loss", "correct", "count"} sums.
+      {"loss", "correct", "count"} sums; the loss is NaN when a real
+      example's label lies outside [0, num_classes).
     """
     logits = state.apply_fn(
         {"params": state.params, "batch_stats": state.batch_stats}, batch["image"], train=False
     )
-    per_example = optax.softmax_cross_entropy_with_integer_labels(
-        logits.astype(jnp.float32), batch["label"]
-    )
     weight = batch["mask"]
+    # An out-of-range label would count as a wrong answer with a made-up loss; NaN shows it.
+    # Padding examples (weight 0) are not checked: their labels are filler.
+    labels = jnp.where(weight > 0, batch["label"], 0)
+    checked = losses.nan_unless_labels_in_range(logits.astype(jnp.float32), labels)
+    per_example = optax.softmax_cross_entropy_with_integer_labels(checked, labels)
     return {
         "loss": jnp.sum(per_example * weight),
         "correct": jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * weight),
