@@ -190,21 +190,22 @@ def test_sweep_writes_results_skips_finished_cells_and_records_failures(tmp_path
                      "force_s0.99_seed1", "snip_s0.99_seed1"]
 
 
-@needs_real_data
-def test_command_line_records_a_cell_that_keeps_no_weight(tmp_path):
+def test_command_line_refuses_a_cell_that_keeps_no_weight_before_any_runs(tmp_path):
+    """Found from the model's shapes and the dataset's metadata: no data read, nothing written."""
     result = subprocess.run(
         [sys.executable, "-m", "force_jax.sweep", "--config=configs/claim_fashion_mnist.py",
          f"--workdir={tmp_path}", f"--config.data.data_dir={SHARED_TFDS}",
-         "--config.sweep.methods=('random',)", "--config.sweep.sparsities=(0.9999999,)",
+         "--config.sweep.methods=('random',)", "--config.sweep.sparsities=(0.9, 0.9999999)",
          "--config.sweep.seeds=(0,)", "--config.prune.pool_size=128"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
         env={k: v for k, v in os.environ.items() if k != "XLA_FLAGS"},  # one CPU device
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    (row,) = read_csv(tmp_path / "results.csv")
-    assert row["method"] == "random" and float(row["sparsity"]) == 0.9999999
-    assert row["error"].startswith("ValueError: keep count below 1")
-    assert "1 cells, 1 failed" in result.stdout
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: config.prune.sparsity=0.9999999 keeps no weight: floor((1 - 0.9999999) * "
+        "577424) = 0 of the 577,424 prunable weights of vgg11; use at most 0.9999982, which "
+        "keeps 1")
+    assert not os.listdir(tmp_path)
 
 
 def test_ranking_after_each_evaluation_shows_whether_the_budget_changes_it():

@@ -173,8 +173,8 @@ def test_config_typo_is_rejected_on_the_command_line(tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     ours = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert ours == ["error: bad --config override: 'trian' Did you mean \"train\" instead of "
-                    "\"trian\"?"]
+    assert ours == ["error: --config.trian.batch_size: 'trian' is not a key of config; did you "
+                    "mean --config.train.batch_size?"]
     assert not os.listdir(tmp_path)  # rejected before anything was written
 
 

@@ -8,6 +8,8 @@ Flags are defined only when a command runs, so importing a module defines none.
 
 from __future__ import annotations
 
+import difflib
+import errno
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -48,15 +50,134 @@ def _one_line(error: BaseException) -> str:
     return " ".join(text.replace("\\n", " ").split())
 
 
+def unknown_key(config: ml_collections.ConfigDict, key: str) -> str | None:
+    """Why ``--config.KEY`` names nothing in `config`, or None when it names a key.
+
+    Args:
+      config: the loaded config.
+      key: the dotted key of an override, without the --config. prefix.
+
+    Returns:
+      One line naming the first part of `key` that is not a key of its level,
+      and the closest keys of that level (difflib), or a few of its keys when
+      none is close.
+    """
+    node, parts = config, key.split(".")
+    for depth, part in enumerate(parts):
+        level = ".".join(["config", *parts[:depth]])
+        if not isinstance(node, ml_collections.ConfigDict):
+            return (f"--config.{key}: {level} is a value ({node!r}), not a group of keys; "
+                    f"give it as --config.{'.'.join(parts[:depth])}=VALUE")
+        if part not in node:
+            return (f"--config.{key}: {part!r} is not a key of {level}; "
+                    f"{_closest(node, parts, depth)}")
+        node = node[part]
+    return None
+
+
+def _closest(node: ml_collections.ConfigDict, parts: list[str], depth: int) -> str:
+    """The close keys of one config level, as overrides to use; else a few of its keys.
+
+    Args:
+      node: the config level that lacks parts[depth].
+      parts: the override's dotted key, split.
+      depth: the index of the missing part.
+
+    Returns:
+      "did you mean --config.A or --config.B?", or "its keys are ...".
+    """
+    keys = sorted(node.keys())
+    close = difflib.get_close_matches(parts[depth], keys, n=3)
+    if close:
+        options = [".".join([*parts[:depth], c, *parts[depth + 1:]]) for c in close]
+        return "did you mean " + " or ".join(f"--config.{o}" for o in options) + "?"
+    shown = ", ".join(keys[:8]) + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
+    return f"its keys are {shown}"
+
+
+def config_argument(argv: Sequence[str]) -> str | None:
+    """The value of --config on a command line (``file.py`` or ``file.py:arg``), if given.
+
+    Args:
+      argv: the command line.
+
+    Returns:
+      The argument as given, or None.
+    """
+    for previous, token in zip(["", *argv], argv):
+        if token.startswith("--config="):
+            return token[len("--config="):]
+        if previous == "--config":
+            return token
+    return None
+
+
+def _override_error(argv: Sequence[str], error: BaseException) -> str:
+    """The one-line message of an override absl or ml_collections refused.
+
+    Args:
+      argv: the command line.
+      error: what parsing it raised.
+
+    Returns:
+      For a key that does not exist, `unknown_key`'s line (its level and the
+      closest keys; the config file is loaded again to find them); for
+      anything else (a value of the wrong type), the library's own message.
+    """
+    argument = config_argument(argv)
+    if argument:
+        path, _, arg = argument.partition(":")
+        try:
+            config = load_config_file(path, arg or None)
+        except Exception:  # noqa: BLE001 - the library's message is the fallback
+            config = None
+        for token in argv:
+            key = token[len("--config."):].split("=", 1)[0] if token.startswith(
+                "--config.") else None
+            reason = key and config is not None and unknown_key(config, key)
+            if reason:
+                return reason
+    return f"bad --config override: {_one_line(error)}"
+
+
+# The fix of a write the disk refused, by errno.
+_DISK_FIXES = {
+    errno.ENOSPC: "free some space (or use a --workdir on another disk) and rerun the same "
+                  "command: a run resumes from its last complete checkpoint",
+    errno.EDQUOT: "free some of your quota (or use a --workdir on another disk) and rerun the "
+                  "same command: a run resumes from its last complete checkpoint",
+    errno.EROFS: "use a --workdir on a writable disk",
+    errno.EACCES: "use a --workdir (and config.data.data_dir) you may use, or change the "
+                  "permissions",
+}
+
+
+def disk_message(error: OSError, workdir: str) -> str:
+    """The one-line message of a write the disk refused (`checkpoint.disk_error`).
+
+    Args:
+      error: the OSError, errno in `checkpoint.DISK_ERRNOS`.
+      workdir: the run's --workdir, named when the error names no file.
+
+    Returns:
+      "cannot write PATH: REASON; FIX" ("cannot access" for a permission, which
+      a read can lack too).
+    """
+    path = error.filename or f"into --workdir={workdir}"
+    verb = "access" if error.errno == errno.EACCES else "write"
+    return f"cannot {verb} {path}: {error.strerror}; {_DISK_FIXES[error.errno]}"
+
+
 def run_config_command(
     command: Callable[[ml_collections.ConfigDict, str], Any], workdir_help: str
 ) -> None:
     """Parses --config and --workdir and calls command(config, workdir).
 
-    An override of a key the config does not have (a typo), a value of the
-    wrong type or a key given twice is rejected in one line before the command
-    runs; a `ConfigError` raised by the command is printed as one message,
-    without a traceback. Both exit with status 2.
+    An override of a key the config does not have (a typo: its level and the
+    closest keys are named), a value of the wrong type or a key given twice is
+    rejected in one line before the command runs; a `ConfigError` raised by
+    the command, or a write the disk refused, is printed as one message,
+    without a traceback (`run_command`). Both exit with status 2.
 
     Args:
       command: the work to do.
@@ -66,11 +187,8 @@ def run_config_command(
     from ml_collections import config_flags
 
     argv = sys.argv[1:]
-    for previous, token in zip(["", *argv], argv):
-        path = token[len("--config="):] if token.startswith("--config=") else (
-            token if previous == "--config" else None)
-        if path:
-            importable_configs(path.split(":", 1)[0])  # file.py:arg
+    if config_argument(argv):
+        importable_configs(config_argument(argv).split(":", 1)[0])  # file.py:arg
 
     config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
     flags.DEFINE_string("workdir", None, workdir_help)
@@ -86,7 +204,7 @@ def run_config_command(
             _fail(_one_line(e))
         except (KeyError, AttributeError, TypeError, ValueError) as e:
             # A config key that does not exist, or a value of the wrong type.
-            _fail(f"bad --config override: {_one_line(e)}")
+            _fail(_override_error(argv, e))
 
     def run(argv: list[str]) -> None:
         if len(argv) > 1:
@@ -95,12 +213,36 @@ def run_config_command(
         # A preempted job gets SIGTERM: exit through `finally` blocks, so the workdir's
         # lock is released and the checkpoint manager closed.
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-        try:
-            command(flags.FLAGS.config, flags.FLAGS.workdir)
-        except ConfigError as e:  # a user's mistake: the message says the fix
-            _fail(str(e))
+        run_command(command, flags.FLAGS.config, flags.FLAGS.workdir)
 
     app.run(run, flags_parser=parse)
+
+
+def run_command(command: Callable[[ml_collections.ConfigDict, str], Any],
+                config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Calls command(config, workdir); a user's mistake or a refusing disk exits with status 2.
+
+    A `ConfigError` (its message says the fix) and a write the disk refused
+    (full, over quota, read-only, not permitted, anywhere in the run; see
+    `checkpoint.disk_error`) are printed as one ``error:`` line on stderr,
+    without a traceback. Anything else propagates.
+
+    Args:
+      command: the work to do.
+      config: the parsed config.
+      workdir: the parsed --workdir.
+    """
+    from force_jax.training import checkpoint
+
+    try:
+        command(config, workdir)
+    except ConfigError as e:  # a user's mistake: the message says the fix
+        _fail(str(e))
+    except Exception as e:
+        refused = checkpoint.disk_error(e)
+        if refused is None:
+            raise
+        _fail(disk_message(refused, workdir))
 
 
 def importable_configs(path: str) -> None:

@@ -36,27 +36,32 @@ def prune_and_save(config: ml_collections.ConfigDict, workdir: str) -> masks.Spa
       The sparsity report of the mask.
 
     Raises:
-      ConfigError: for bad config values, or a workdir of another config or
-        in use by another run.
+      ConfigError: for bad config values (a sparsity that keeps no weight
+        included), or a workdir of another config or in use by another run;
+        all before anything is written.
+      OSError: naming the path, when the disk refuses a write (see
+        `checkpoint.DISK_ERRNOS`).
     """
     validate.validate_config(config)
     if config.prune.get("ablation", "none") == "reinit":
         raise ConfigError("config.prune.ablation='reinit' changes the initial weights training "
                           "starts from, not the mask: run it with python -m force_jax.train")
-    with workdir_lib.claim(workdir, config):
-        return _prune_and_save(config, workdir)
-
-
-def _prune_and_save(config: ml_collections.ConfigDict, workdir: str) -> masks.SparsityReport:
-    """The body of `prune_and_save`, on a locked workdir that answers to `config`."""
+    # The dataset's description and the model, checked against the config (a sparsity that
+    # keeps no weight, batches larger than the data) before the workdir is touched.
     exp = setup.experiment(config)
+    with workdir_lib.claim(workdir, config):
+        return _prune_and_save(config, workdir, exp)
+
+
+def _prune_and_save(config: ml_collections.ConfigDict, workdir: str,
+                    exp: setup.Experiment) -> masks.SparsityReport:
+    """The body of `prune_and_save`, on a locked workdir that answers to `config`."""
     start = time.perf_counter()
     mask, history = setup.prune_at_init(config, exp.model, exp.variables, exp.prune_key)
     seconds = time.perf_counter() - start
     report = masks.sparsity_report(mask)
     mask_dir = os.path.abspath(os.path.join(workdir, "mask"))
-    with ocp.StandardCheckpointer() as ckpt:
-        ckpt.save(mask_dir, mask, force=True)
+    checkpoint.save_tree(mask_dir, mask)
     checkpoint.write_json(os.path.join(workdir, "prune.json"),
                           setup.prune_record(config, seconds, report, history))
     plots.plot_layer_density(

@@ -54,13 +54,15 @@ def experiment(config: ml_collections.ConfigDict) -> Experiment:
       An `Experiment`; the initialisation and pruning keys both come from config.seed.
 
     Raises:
-      ConfigError: for a dataset that is missing or too small for the batches.
+      ConfigError: for a dataset that is missing or too small for the batches, or
+        a sparsity that keeps no weight of the model (`validate.check_keeps_a_weight`).
     """
     info = data.dataset_info(config.data.name, config.data.data_dir,
                              validation_fraction=config.data.validation_fraction,
                              download=config.data.download)
     validate.check_data_sizes(config, info)
     model = build_model(config, info.num_classes)
+    validate.check_keeps_a_weight(config, num_prunable_weights(model, info.image_shape))
     init_key, prune_key = jax.random.split(jax.random.key(config.seed))
     return Experiment(info, model, init_variables(model, info.image_shape, init_key), prune_key)
 
@@ -88,6 +90,44 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int) -> nn.Modul
         raise ConfigError(f"config.model.{unknown[0]}={kwargs[unknown[0]]!r} is not a setting "
                           f"of {config.model.name}: remove it or choose another model.name"
                           ) from None
+
+
+def num_prunable_weights(model: nn.Module, image_shape: tuple[int, ...]) -> int:
+    """N, the model's prunable weights, from its parameter shapes alone.
+
+    The shapes come from `jax.eval_shape` of the initialisation: nothing is
+    computed or allocated, and no data is read. Prunable leaves are those of
+    `masks.prunable_flags`, as in `force_jax.prune`.
+
+    Args:
+      model: the Flax model.
+      image_shape: shape of one input image.
+
+    Returns:
+      The number of prunable weights.
+    """
+    shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0),
+                            jax.ShapeDtypeStruct((1, *image_shape), jnp.float32))
+    params = shapes["params"]
+    flags = masks.prunable_flags(params)
+    return sum(int(np.prod(leaf.shape)) for leaf, flag in zip(jax.tree.leaves(params), flags)
+               if flag)
+
+
+def config_prunable_weights(config: ml_collections.ConfigDict) -> int:
+    """N of the configured model on the configured dataset, from metadata only.
+
+    Args:
+      config: a validated experiment config (uses config.data and config.model).
+
+    Returns:
+      The number of prunable weights (`num_prunable_weights`).
+
+    Raises:
+      ConfigError: for an unknown dataset or a model setting the model lacks.
+    """
+    image_shape, num_classes = data.input_spec(config.data.name, config.data.data_dir)
+    return num_prunable_weights(build_model(config, num_classes), image_shape)
 
 
 def init_variables(model: nn.Module, image_shape: tuple[int, ...], key: jax.Array) -> PyTree:

@@ -26,17 +26,23 @@ and the first seed).
 Rerunning the command on the same workdir skips every finished cell (its
 metrics.json exists), resumes an interrupted one from its last checkpoint and
 retries the cells that failed. Before any cell runs, the grid is validated (a
-repeated method, sparsity or seed is an error, not a statistic) and every
+repeated method, sparsity or seed is an error, not a statistic), so is every
+cell's config (a sparsity that keeps no weight of the model included), and every
 existing cell must record the config the sweep now gives it (see
 `force_jax.experiments.workdir`): a rerun with other settings is refused, never reported
 with the old results. A failing cell is recorded in results.csv with
-its error ("Type: message") and the sweep goes on with the next one.
+its error ("Type: message") and the sweep goes on with the next one; the
+command then names each failed cell and its error on stderr and exits with
+status 1. A disk that refuses a write (full, read-only) stops the sweep at
+once: the command prints one ``error:`` line naming the path and exits with
+status 2, and the rerun resumes.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -47,7 +53,7 @@ from tqdm.auto import tqdm
 from force_jax.core import mask_analysis, sanity
 from force_jax.core.masks import SparsityReport
 from force_jax.core.pruning import release_compiled
-from force_jax.experiments import plots, train, validate
+from force_jax.experiments import plots, setup, train, validate
 from force_jax.experiments import workdir as workdir_lib
 from force_jax.experiments.sweep_grid import (
     ablations,
@@ -151,6 +157,11 @@ def run_cell(
       config: the cell's config.
       workdir: the cell's folder.
       train_fn: `train.train_and_evaluate` or a stand-in with its signature.
+
+    Raises:
+      OSError: when the disk refuses a write (`checkpoint.disk_error`): every
+        later cell would fail the same way, so the sweep stops; the rerun
+        resumes the cell.
     """
     prune_path = os.path.join(workdir, "prune.json")
     pruned_before = os.path.exists(prune_path)
@@ -159,6 +170,8 @@ def run_cell(
     try:
         train_fn(config, workdir)
     except Exception as e:  # noqa: BLE001 - any failure is recorded, the sweep goes on
+        if checkpoint.disk_error(e) is not None:
+            raise  # a full or read-only disk fails every later cell too: stop the sweep
         error = f"{type(e).__name__}: {e}"
     seconds = time.perf_counter() - start
     pruned = None if pruned_before else _read_json(prune_path)
@@ -189,15 +202,38 @@ def run_sweep(
       seed (as in results.csv).
 
     Raises:
-      ConfigError: for a bad grid, or cells left by another config.
+      ConfigError: for a bad grid, a cell config `validate_cells` refuses, or
+        cells left by another config.
     """
-    sweep = config.sweep
-    validate_grid(sweep)
-    for cell in grid(sweep):  # one error now, not one failed cell each
-        validate.validate_config(cell_config(config, *cell))
+    validate_cells(config)
     cluster.initialize_distributed(config.distributed, config.get("cluster"))
     with workdir_lib.claim(workdir, check=lambda: check_cells(config, workdir)):
         return _run_cells(config, workdir, train_fn or train.train_and_evaluate)
+
+
+def validate_cells(config: ml_collections.ConfigDict) -> None:
+    """Refuses, before any cell runs or anything is written, a grid a cell of which cannot run.
+
+    One error now, not one failed cell each: the grid, the per-method
+    settings, every cell's config, and every cell's sparsity against the
+    model's prunable weights (from the model's shapes and the dataset's
+    metadata; no data is read).
+
+    Args:
+      config: sweep config.
+
+    Raises:
+      ConfigError: naming the key at fault.
+    """
+    sweep = config.sweep
+    validate_grid(sweep)
+    validate.validate_sweep_settings(sweep)
+    cells = [cell_config(config, *cell) for cell in grid(sweep)]
+    for cell in cells:
+        validate.validate_config(cell)
+    num_prunable = setup.config_prunable_weights(cells[0])  # one model for every cell
+    for cell in cells:
+        validate.check_keeps_a_weight(cell, num_prunable)
 
 
 def _run_cells(config: ml_collections.ConfigDict, workdir: str,
@@ -268,11 +304,48 @@ def _write_reports(workdir: str, rows: list[dict[str, Any]], step_rows: list[dic
     _trajectory_plots(workdir, sweep, highest, first_seed)
 
 
-def _sweep_and_summarise(config: ml_collections.ConfigDict, workdir: str) -> None:
-    rows = run_sweep(config, workdir)
-    failed = [r for r in rows if r["error"]]
+def failure_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per failed cell: its name and its error.
+
+    Args:
+      rows: results rows (`cell_row`).
+
+    Returns:
+      "failed: <cell>: <Type: message>", the message on one line and cut at
+      300 characters; empty when no cell failed.
+    """
+    lines = []
+    for row in rows:
+        if row["error"]:
+            name = cell_name(row["method"], row["sparsity"], row["seed"], row["ablation"])
+            text = " ".join(str(row["error"]).split())
+            lines.append(f"failed: {name}: {text[:300]}{'...' if len(text) > 300 else ''}")
+    return lines
+
+
+def _sweep_and_summarise(config: ml_collections.ConfigDict, workdir: str, *,
+                         train_fn: TrainFn | None = None) -> None:
+    """The sweep command: runs the sweep and says how it went; exits 1 if a cell failed.
+
+    Every cell is run (a failed one does not stop the others). The summary
+    line goes to stdout; when some cell failed, one line per failed cell
+    follows on stderr and the process exits with status 1.
+
+    Args:
+      config: sweep config.
+      workdir: sweep folder.
+      train_fn: as in `run_sweep`.
+
+    Raises:
+      SystemExit: with status 1 when some cell failed.
+    """
+    rows = run_sweep(config, workdir, train_fn=train_fn)
+    failed = failure_lines(rows)
     print(f"{len(rows)} cells, {len(failed)} failed; "
-          f"results in {os.path.join(workdir, 'results.csv')}")
+          f"results in {os.path.join(workdir, 'results.csv')}", flush=True)
+    if failed:
+        print("\n".join(failed), file=sys.stderr, flush=True)
+        sys.exit(1)
 
 
 def main() -> None:

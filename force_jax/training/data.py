@@ -76,6 +76,19 @@ def _online(timeout: float = 3.0) -> bool:
     return True
 
 
+def _builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
+    """The TFDS builder of a dataset, prepared or not; an unknown name names close ones."""
+    try:
+        return tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        # TFDS's own message lists every dataset it knows: name a few close ones instead.
+        base = name.split(":")[0].split("/")[0]
+        close = difflib.get_close_matches(base, tfds.list_builders(), n=3)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise DatasetNotFoundError(
+            f"config.data.name={name!r} is not a TFDS dataset{hint}") from None
+
+
 def check_prepared(name: str, data_dir: str | None = None, *,
                    download: bool = False) -> tfds.core.DatasetBuilder:
     """Fails within seconds, with DatasetNotFoundError, unless the dataset can be read.
@@ -85,15 +98,7 @@ def check_prepared(name: str, data_dir: str | None = None, *,
     Returns:
       The prepared ``tfds.core.DatasetBuilder``.
     """
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError:
-        # TFDS's own message lists every dataset it knows: name a few close ones instead.
-        base = name.split(":")[0].split("/")[0]
-        close = difflib.get_close_matches(base, tfds.list_builders(), n=3)
-        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise DatasetNotFoundError(
-            f"config.data.name={name!r} is not a TFDS dataset{hint}") from None
+    builder = _builder(name, data_dir)
     if builder.is_prepared():
         return builder
     message = (f"Dataset {name!r} is not prepared in data_dir={data_dir!r} (no "
@@ -215,6 +220,22 @@ def dataset_info(name: str, data_dir: str | None = None, *, validation_fraction:
         _split_bounds(builder, s, validation_fraction) for s in ("train", "validation", "test"))]
     return DatasetInfo(builder.name, builder.info.features["label"].num_classes, shape, *sizes,
                        mean, std)
+
+
+def input_spec(name: str, data_dir: str | None = None) -> tuple[tuple[int, int, int], int]:
+    """What a model is built from: the preprocessed image shape and the number of classes.
+
+    From the dataset's metadata only (its features), which TFDS knows from
+    the builder's code even before the data is prepared: no record is read.
+
+    Args:
+      name, data_dir: see the module docstring.
+    Returns:
+      (image_shape, num_classes), as in `dataset_info`.
+    """
+    builder = _builder(name, data_dir)
+    shape, _, _ = _image_layout(builder)
+    return shape, builder.info.features["label"].num_classes
 
 
 def train_iterator(
