@@ -31,7 +31,9 @@ and after 150, 421 and 842 steps (docs/ablation_fashion_mnist), and two epochs
 at x1.0 would not fit the grid in 5 hours on 2 cores.
 
 Measured (2-core AMD EPYC, shared): about 1.7 training steps/s at x0.5 and
-1.15 at x1.0; a cell takes about 1, 5 and 8 minutes at x0.25, x0.5 and x1.0.
+1.15 at x1.0, from which a cell is estimated at about 1, 5 and 8 minutes at
+x0.25, x0.5 and x1.0 on an idle machine. Results and status:
+docs/scale_fashion_mnist/README.md.
 """
 
 import ml_collections
