@@ -4,14 +4,16 @@ tables, the figure and the cells' records copied so the report rebuilds from its
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 
 import pytest
+from conftest import SHARED_TFDS
 from PIL import Image
 
 from configs import scale_fashion_mnist
-from force_jax.experiments import scale_report, workdir
+from force_jax.experiments import mask_paths, scale_report, workdir
 from force_jax.experiments.sweep_grid import cell_config, cell_name
 
 LAYERS = [{"name": "classifier/kernel", "total": 4}, {"name": "conv_0/kernel", "total": 9},
@@ -54,9 +56,11 @@ def _fake_cell(root, width: str, method: str, sparsity: float, seed: int, accura
         "report": {"total": total, "kept": kept, "layers": LAYERS},
         "history": {"objective": [1.0, 0.0 if paths == 0 else 0.5],
                     "layer_kept": [[4, 3, 3], [kept, 0, 0] if paths == 0 else [1, 1, 1]]}}))
-    (folder / "metrics.json").write_text(json.dumps({"test_accuracy": accuracy,
-                                                     "best_validation_accuracy": accuracy}))
-    (folder / "paths.json").write_text(json.dumps({"paths": paths, "center_tap": {}}))
+    metrics = json.dumps({"test_accuracy": accuracy, "best_validation_accuracy": accuracy})
+    (folder / "metrics.json").write_text(metrics)
+    (folder / "paths.json").write_text(json.dumps({
+        "paths": paths, "center_tap": {},
+        "metrics_sha256": hashlib.sha256(metrics.encode()).hexdigest()}))
 
 
 def test_the_report_tables_figure_and_records(tmp_path):
@@ -95,3 +99,13 @@ def test_two_protocols_are_refused(tmp_path):
     cells.write_text(json.dumps(record))
     with pytest.raises(ValueError, match="train.num_steps: 421 -> 842"):
         scale_report.write_report(str(tmp_path), str(tmp_path / "out"))
+
+
+@pytest.mark.skipif(not SHARED_TFDS.is_dir(), reason="no shared TFDS folder")
+def test_a_rerun_cell_is_measured_again_not_read_from_the_old_measurement(tmp_path):
+    _fake_cell(tmp_path, "0.25", "force", 0.998, 0, 0.1, 0.0)
+    cell = tmp_path / "w0.25" / "cells" / cell_name("force", 0.998, 0)
+    assert mask_paths.cached_cell_paths(str(cell))["paths"] == 0.0
+    (cell / "metrics.json").write_text(json.dumps({"test_accuracy": 0.8}))  # another run
+    with pytest.raises(ValueError, match="has no checkpoint"):  # measured, not the stale 0.0
+        mask_paths.cached_cell_paths(str(cell), str(SHARED_TFDS))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import hashlib
 import io
 import json
 import os
@@ -120,8 +121,9 @@ def cached_cell_paths(cell_dir: str, data_dir: str | None = None) -> dict[str, A
     """`cell_paths`, measured once per cell and kept in CELL/paths.json.
 
     A cell's trained mask never changes once its metrics.json exists, so the
-    measurement is written beside it (atomically) and read back afterwards,
-    also where the cell's checkpoints are no longer kept.
+    measurement is written beside it (atomically) with a hash of that
+    metrics.json, and read back while the hash matches, also where the
+    cell's checkpoints are no longer kept.
 
     Args:
       cell_dir: a finished cell's folder.
@@ -131,10 +133,17 @@ def cached_cell_paths(cell_dir: str, data_dir: str | None = None) -> dict[str, A
       The `cell_paths` dict.
     """
     path = os.path.join(cell_dir, PATHS_FILE)
+    with open(os.path.join(cell_dir, "metrics.json"), "rb") as f:
+        # Ties the measurement to the run it was made of: a cell rerun (its metrics.json
+        # rewritten) is measured again, never reported with the old run's paths.
+        run = hashlib.sha256(f.read()).hexdigest()
     if os.path.exists(path):
         with open(path) as f:
-            return json.load(f)
+            cached = json.load(f)
+        if cached.get("metrics_sha256") == run:
+            return cached
     measured = cell_paths(cell_dir, data_dir)
+    measured["metrics_sha256"] = run
     measured["paths"] = float(measured["paths"])
     measured["center_tap"] = {k: float(v) for k, v in measured["center_tap"].items()}
     checkpoint.write_json(path, measured)
