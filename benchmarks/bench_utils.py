@@ -126,7 +126,7 @@ def build(name: str, batch_size: int, *, key: int = 0, examples: int | None = No
     from force_jax.models import fast_conv
 
     # set_plain_conv(True) zeroes the tiny-map limit; loop_conv goes off with it.
-    extra = {"fast_loop_grad": False} if fast_conv.SMALL_CONV_MAX_PIXELS == 0 else {}
+    extra = {"forward_mode": True} if fast_conv.SMALL_CONV_MAX_PIXELS == 0 else {}
     model = models_lib.get_model(registry_name, NUM_CLASSES, kernels=kernels, **extra)
     k_init, k_img, k_lab = jax.random.split(jax.random.key(key), 3)
     variables = model.init(k_init, jnp.zeros((1, *shape), jnp.float32), train=False)

@@ -68,7 +68,7 @@ def jax_reference_scores(problem, loss):
     """|theta0 * dL/dw| at w = theta0 * m, with plain lax convs and the loss written out."""
     model, variables, batch, start = problem
     plain = fj.models.VGG(depth=11, num_classes=10, width_multiplier=0.125,
-                          fast_loop_grad=False)
+                          ops=fj.models.make_ops(forward_mode=True))
     labels = batch["label"]
 
     def objective(params):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from force_jax.models import VGG, common, fast_conv
+from force_jax.models import VGG, common, fast_conv, kernels
 
 
 def _reference_conv(x: jax.Array, kernel: jax.Array, padding) -> jax.Array:
@@ -88,8 +88,10 @@ def test_conv_helper_routes_small_stride_one_maps_to_the_matmul(monkeypatch):
     assert _route(layer, x_small) == "matmul"
     assert _route(layer, x_big) == "loop_conv"
     assert _route(common.conv(4, 3, strides=2), x_small) == "loop_conv"
-    assert _route(common.conv(4, 3, fast_loop_grad=False), x_big) == "plain"
-    assert _route(common.conv(4, 3, fast_loop_grad=False), x_small) == "matmul"
+    forward_mode = kernels.make_ops(forward_mode=True)
+    assert _route(common.conv(4, 3, ops=forward_mode), x_big) == "plain"
+    assert _route(common.conv(4, 3, ops=forward_mode), x_small) == "matmul"
+    assert _route(common.conv(4, 3, ops=kernels.make_ops("plain")), x_small) == "plain"
     monkeypatch.setattr(fast_conv, "SMALL_CONV_MAX_PIXELS", 0)
     assert _route(layer, x_small) == "loop_conv"
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from force_jax.models import VGG, LeNet5, ResNet18, common, kernels
+from force_jax.models import VGG, LeNet5, ResNet18, common, fast_conv, kernels
 
 
 def test_choice_per_backend_and_value():
@@ -18,9 +19,41 @@ def test_choice_per_backend_and_value():
     assert kernels.use_cpu_kernels("cpu", backend="gpu")
     assert not kernels.use_cpu_kernels("plain", backend="cpu")
     assert kernels.use_cpu_kernels("auto") == (jax.default_backend() == "cpu")
-    with pytest.raises(ValueError, match="config.model.kernels .* 'fast'; expected one of "
-                                         "auto, cpu, plain"):
+    with pytest.raises(ValueError, match="^`kernels` is 'fast'; expected one of auto, cpu, "
+                                         "plain$"):
         kernels.use_cpu_kernels("fast")
+
+
+def test_ops_is_one_frozen_record_made_once():
+    ops = kernels.make_ops("plain", forward_mode=True)
+    assert ops == kernels.Ops(kernels="plain", forward_mode=True)
+    assert hash(ops) == hash(kernels.Ops(kernels="plain", forward_mode=True))
+    assert kernels.make_ops() == kernels.DEFAULT_OPS == kernels.Ops()
+    # A backend resolves "auto" now; without one it stays "auto" until traced.
+    assert kernels.make_ops("auto", backend="gpu").kernels == "plain"
+    assert kernels.make_ops("auto", backend="cpu").kernels == "cpu"
+    assert kernels.make_ops("cpu", backend="tpu").kernels == "cpu"
+    with pytest.raises(AttributeError):
+        ops.kernels = "cpu"  # frozen
+    # The models layer names its argument, never the experiments' config key.
+    for make in (lambda: kernels.make_ops("gpu"), lambda: kernels.Ops(kernels="gpu")):
+        with pytest.raises(ValueError, match="^`kernels` is 'gpu'") as error:
+            make()
+        assert "config" not in str(error.value)
+
+
+def test_ops_builds_the_conv_and_pool_of_its_choice(monkeypatch):
+    x = jnp.arange(2 * 4 * 4 * 3, dtype=jnp.float32).reshape(2, 4, 4, 3)
+    attributes = {"features": 4, "kernel_size": (3, 3)}
+    assert type(kernels.Ops(kernels="plain").conv(**attributes)) is nn.Conv
+    assert type(kernels.Ops(kernels="cpu").conv(**attributes)) is fast_conv.Conv
+    assert kernels.Ops(kernels="cpu").conv(**attributes).fast_loop_grad
+    assert not kernels.Ops(kernels="cpu", forward_mode=True).conv(**attributes).fast_loop_grad
+    monkeypatch.setattr(kernels.jax, "default_backend", lambda: "gpu")
+    assert type(kernels.Ops().conv(**attributes)) is nn.Conv  # "auto" reads the backend now
+    for choice in kernels.KERNELS:
+        np.testing.assert_array_equal(kernels.Ops(kernels=choice).max_pool(x, 2),
+                                      nn.max_pool(x, (2, 2), strides=(2, 2)))
 
 
 def _primitives(model, x) -> str:
@@ -40,18 +73,20 @@ def test_auto_traces_plain_ops_when_the_backend_is_not_cpu(monkeypatch):
     assert "custom_vjp_call" not in on_gpu and "reduce_window_max" in on_gpu
     assert "conv_general_dilated" in on_gpu
     # "cpu" keeps the rewrites whatever the backend says.
-    assert _primitives(model.clone(kernels="cpu"), x) == on_cpu
-    with pytest.raises(ValueError, match="config.model.kernels"):
-        common.conv(4, 3, kernels="gpu").init(jax.random.key(0), x)
+    assert _primitives(model.clone(ops=kernels.make_ops("cpu")), x) == on_cpu
+    # So does an "auto" resolved for a CPU backend when it was made.
+    assert _primitives(model.clone(ops=kernels.make_ops(backend="cpu")), x) == on_cpu
+    assert "custom_vjp_call" not in _primitives(common.conv(4, 3), x)
 
 
 @pytest.mark.parametrize(
     "make, shape",
     [
-        (lambda k: VGG(depth=11, num_classes=10, width_multiplier=0.125, kernels=k),
-         (2, 32, 32, 3)),
-        (lambda k: ResNet18(num_classes=10, width_multiplier=0.125, kernels=k), (2, 16, 16, 3)),
-        (lambda k: LeNet5(num_classes=10, kernels=k), (2, 28, 28, 1)),
+        (lambda k: VGG(depth=11, num_classes=10, width_multiplier=0.125,
+                       ops=kernels.make_ops(k)), (2, 32, 32, 3)),
+        (lambda k: ResNet18(num_classes=10, width_multiplier=0.125, ops=kernels.make_ops(k)),
+         (2, 16, 16, 3)),
+        (lambda k: LeNet5(num_classes=10, ops=kernels.make_ops(k)), (2, 28, 28, 1)),
     ],
 )
 def test_both_kernel_kinds_give_the_same_outputs_and_gradients(make, shape):
@@ -83,12 +118,18 @@ def test_both_kernel_kinds_give_the_same_outputs_and_gradients(make, shape):
     assert np.isfinite(primal) and np.isfinite(tangent)
 
 
-def test_get_model_takes_the_config_key_for_every_model():
+def test_get_model_fills_ops_from_kernels_for_every_model():
     from force_jax import models
 
-    assert models.get_model("vgg11", 10, kernels="plain").kernels == "plain"
-    assert models.get_model("resnet18", 10).kernels == "auto"
+    assert models.get_model("vgg11", 10, kernels="plain").ops == kernels.Ops(kernels="plain")
+    assert models.get_model("resnet18", 10).ops == kernels.Ops()
+    assert models.get_model("lenet5", 10, forward_mode=True).ops == kernels.Ops(
+        forward_mode=True)
+    assert VGG(depth=11, num_classes=10).ops == kernels.Ops()  # built directly: "auto"
     mlp = models.get_model("mlp", 10, kernels="cpu")  # no convs: accepted, nothing to choose
-    assert "kernels" not in {f for f in vars(mlp)}
-    with pytest.raises(ValueError, match="config.model.kernels"):
+    assert not hasattr(mlp, "ops")
+    with pytest.raises(ValueError, match="^`kernels` is 'tpu'") as error:
         models.get_model("lenet5", 10, kernels="tpu")
+    assert "config" not in str(error.value)
+    with pytest.raises(TypeError, match="builds `ops` from `kernels`"):
+        models.get_model("vgg11", 10, ops=kernels.Ops())

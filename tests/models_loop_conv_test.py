@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from force_jax.models import VGG, LeNet5, ResNet18
+from force_jax.models import get_model
 from force_jax.models.loop_conv import conv2d
 
 CANONICAL = "b01f_01io->b01f"  # NHWC input, HWIO kernel, NHWC output
@@ -96,11 +96,11 @@ def test_gradient_inside_a_loop_compiles_to_canonical_convs_only():
 @pytest.mark.parametrize(
     "make, shape",
     [
-        (lambda fast: VGG(depth=11, num_classes=10, width_multiplier=0.125, fast_loop_grad=fast),
+        (lambda fast: get_model("vgg11", 10, width_multiplier=0.125, forward_mode=not fast),
          (2, 32, 32, 3)),
-        (lambda fast: ResNet18(num_classes=10, width_multiplier=0.125, fast_loop_grad=fast),
+        (lambda fast: get_model("resnet18", 10, width_multiplier=0.125, forward_mode=not fast),
          (2, 16, 16, 3)),
-        (lambda fast: LeNet5(num_classes=10, fast_loop_grad=fast), (2, 28, 28, 1)),
+        (lambda fast: get_model("lenet5", 10, forward_mode=not fast), (2, 28, 28, 1)),
     ],
 )
 def test_models_match_plain_convs_and_allow_forward_mode_when_asked(make, shape):

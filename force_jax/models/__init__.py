@@ -2,12 +2,13 @@
 
 Every model maps NHWC float images to float32 logits of shape
 ``(batch, num_classes)`` via ``model.apply(variables, x, train=...)``. Models
-with BatchNorm need ``mutable=["batch_stats"]`` when ``train=True``.
+with BatchNorm need ``mutable=["batch_stats"]`` when ``train=True``. Models
+with convs take one ``ops`` attribute, how convs and pools are computed
+(:mod:`force_jax.models.kernels`), which :func:`get_model` fills.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +17,8 @@ import flax.linen as nn
 
 from force_jax.models import kernels as kernels_lib
 from force_jax.models.common import kaiming_normal as kaiming_normal
+from force_jax.models.kernels import Ops as Ops
+from force_jax.models.kernels import make_ops as make_ops
 from force_jax.models.lenet import LeNet5 as LeNet5
 from force_jax.models.mlp import MLP as MLP
 from force_jax.models.resnet import BasicBlock as BasicBlock
@@ -53,31 +56,47 @@ def model_names() -> tuple[str, ...]:
     return tuple(sorted(_MODELS))
 
 
-def get_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
+def get_model(
+    name: str,
+    num_classes: int,
+    *,
+    kernels: str = "auto",
+    forward_mode: bool = False,
+    **kwargs: Any,
+) -> nn.Module:
     """Builds a model by name.
+
+    Example: ``get_model("vgg11", 10, kernels="plain", width_multiplier=0.125)``.
 
     Args:
       name: One of :func:`model_names` (case-insensitive), e.g. "vgg19",
         "resnet50" (CIFAR stem) or "resnet50_imagenet".
       num_classes: Number of output logits.
+      kernels: "auto", "cpu" or "plain": how convs and pools are computed
+        (:mod:`force_jax.models.kernels`); "auto" is resolved when the model
+        is traced. Ignored by models without convs (the MLP).
+      forward_mode: Build convs that allow forward-mode differentiation
+        (``jax.jvp``, ``jax.hessian``); see :class:`Ops`.
       **kwargs: Further module attributes, e.g. ``width_multiplier=0.25`` or
-        ``dtype=jnp.bfloat16``. ``kernels`` ("auto", "cpu", "plain"; see
-        :mod:`force_jax.models.kernels`) is accepted by every model and
-        ignored by those without convs (the MLP).
+        ``dtype=jnp.bfloat16``.
 
     Returns:
-      An unbound Flax module.
+      An unbound Flax module; one with convs holds ``make_ops(kernels,
+      forward_mode=forward_mode)`` as its ``ops``.
 
     Raises:
       ValueError: If ``name`` is unknown (the message lists the valid names)
         or ``kernels`` is not a valid choice.
+      TypeError: If ``ops`` is passed: it is built from ``kernels`` and
+        ``forward_mode``.
     """
     key = name.lower()
     if key not in _MODELS:
         raise ValueError(f"Unknown model {name!r}; valid names: {', '.join(model_names())}.")
-    kernels = kwargs.pop("kernels", "auto")
-    kernels_lib.use_cpu_kernels(kernels, backend="cpu")  # validates the value
+    if "ops" in kwargs:
+        raise TypeError("get_model builds `ops` from `kernels` and `forward_mode`; pass those")
+    ops = kernels_lib.make_ops(kernels, forward_mode=forward_mode)
     model = _MODELS[key](num_classes=num_classes, **kwargs)
-    if "kernels" in {field.name for field in dataclasses.fields(model)}:
-        model = model.clone(kernels=kernels)
+    if hasattr(model, "ops"):
+        model = model.clone(ops=ops)
     return model

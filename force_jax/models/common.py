@@ -9,8 +9,8 @@ place, and every model takes it as an overridable ``kernel_init`` attribute.
 Each layer kind is built by a small factory function rather than written
 inline in the models. That keeps the PyTorch-matching choices (padding,
 momentum, epsilon, no conv bias before BatchNorm) in one spot, and lets the
-convs be the exact, faster-on-CPU :class:`force_jax.models.fast_conv.Conv`
-without touching the models.
+conv implementation be chosen in one place, the model's ``ops``
+(:mod:`force_jax.models.kernels`), without touching the models.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from force_jax.models.fast_conv import Conv
+from force_jax.models.kernels import DEFAULT_OPS, Ops
 
 # jax.nn.initializers.Initializer is a typing Protocol; alias it for the hints below.
 Initializer = jax.nn.initializers.Initializer
@@ -62,15 +62,13 @@ def conv(
     use_bias: bool = False,
     dtype: Dtype = jnp.float32,
     kernel_init: Initializer | None = None,
-    fast_loop_grad: bool = True,
-    kernels: str = "auto",
+    ops: Ops = DEFAULT_OPS,
     name: str | None = None,
 ) -> nn.Conv:
     """Creates a square 2-D convolution over NHWC inputs.
 
-    Stride-1 convs over maps of at most ``SMALL_CONV_MAX_PIXELS`` pixels run
-    as one exact matmul (see :class:`Conv`); parameters are those of
-    ``nn.Conv`` either way.
+    ``ops`` picks the implementation (the CPU rewrites or ``nn.Conv``);
+    parameters are those of ``nn.Conv`` either way.
 
     Must be called inside a ``@nn.compact`` method; the layer then becomes a
     child of that module (named ``name`` or auto-named).
@@ -85,10 +83,7 @@ def conv(
       use_bias: Whether to add a bias (off by default: BatchNorm follows).
       dtype: Computation dtype; parameters stay float32.
       kernel_init: Kernel initializer; defaults to :func:`kaiming_normal`.
-      fast_loop_grad: Differentiate through :mod:`force_jax.models.loop_conv`
-        (see :class:`Conv`); False allows forward-mode differentiation.
-      kernels: "auto", "cpu" or "plain": whether the CPU rewrites apply
-        (:mod:`force_jax.models.kernels`).
+      ops: The model's kernel choice (:class:`force_jax.models.kernels.Ops`).
       name: Optional submodule name.
 
     Returns:
@@ -97,7 +92,7 @@ def conv(
     if padding is None:
         pad = kernel_size // 2
         padding = ((pad, pad), (pad, pad))
-    return Conv(
+    return ops.conv(
         features=features,
         kernel_size=(kernel_size, kernel_size),
         strides=(strides, strides),
@@ -107,8 +102,6 @@ def conv(
         param_dtype=jnp.float32,
         kernel_init=kernel_init or kaiming_normal(),
         bias_init=nn.initializers.zeros,
-        fast_loop_grad=fast_loop_grad,
-        kernels=kernels,
         name=name,
     )
 

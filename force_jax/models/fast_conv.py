@@ -18,7 +18,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from force_jax.models import kernels as kernels_lib
 from force_jax.models import loop_conv
 
 # Maps of at most this many pixels (2x2, 1x2, 1x1) take the one-matmul conv
@@ -103,24 +102,20 @@ class Conv(nn.Conv):
       gradients stay fast inside ``lax.scan`` (where ``prune`` computes its
       scores), unless ``fast_loop_grad`` is False.
 
-    Anything else runs ``nn.Conv`` unchanged, and so does every conv whose
-    ``kernels`` does not resolve to the CPU rewrites (on GPU and TPU by
-    default, see :mod:`force_jax.models.kernels`).
+    Anything else runs ``nn.Conv`` unchanged. Models do not build this class
+    directly: :class:`force_jax.models.kernels.Ops` decides where it is used
+    (on CPU by default) and sets ``fast_loop_grad``.
 
     Attributes:
       max_matmul_pixels: Largest ``H * W`` routed to the matmul; None reads
         the module constant ``SMALL_CONV_MAX_PIXELS`` at trace time (set it to
         0 to get plain convs everywhere, e.g. for benchmarks).
-      fast_loop_grad: Use ``loop_conv.conv2d`` (custom VJP). Set it to False
-        to differentiate the model in forward mode (``jax.jvp``,
-        ``jax.hessian``), which a custom VJP does not support.
-      kernels: "auto" (the rewrites on CPU only), "cpu" or "plain"
-        (:func:`force_jax.models.kernels.use_cpu_kernels`).
+      fast_loop_grad: Use ``loop_conv.conv2d`` (custom VJP); False allows
+        forward-mode differentiation (``Ops.forward_mode``).
     """
 
     max_matmul_pixels: int | None = None
     fast_loop_grad: bool = True
-    kernels: str = "auto"
 
     def _explicit_padding(self, x: jax.Array) -> tuple[tuple[int, int], ...] | None:
         """Explicit padding pairs when a reformulation applies, else None."""
@@ -173,8 +168,6 @@ class Conv(nn.Conv):
         Returns:
           The convolved map, as ``nn.Conv`` would compute it.
         """
-        if not kernels_lib.use_cpu_kernels(self.kernels):
-            return super().__call__(inputs)
         padding = self._explicit_padding(inputs)
         limit = SMALL_CONV_MAX_PIXELS if self.max_matmul_pixels is None else self.max_matmul_pixels
         small = padding is not None and inputs.shape[1] * inputs.shape[2] <= limit

@@ -14,7 +14,7 @@ from force_jax.models.common import (
     kaiming_normal,
     logits_float32,
 )
-from force_jax.models.kernels import max_pool
+from force_jax.models.kernels import DEFAULT_OPS, Ops
 
 
 class LeNet5(nn.Module):
@@ -29,19 +29,13 @@ class LeNet5(nn.Module):
       num_classes: Number of output logits.
       dtype: Computation dtype; parameters are always float32.
       kernel_init: Initializer for conv and dense kernels (Kaiming normal, fan_in).
-      fast_loop_grad: Convs use the custom-VJP formulation whose gradients
-        stay fast inside XLA:CPU loops (the default); False allows forward-mode
-        differentiation (``jax.jvp``, ``jax.hessian``) of the model.
-      kernels: "auto" (the CPU rewrites of convs and pooling on CPU, the
-        plain Flax ops elsewhere), "cpu" or "plain"; see
-        :mod:`force_jax.models.kernels`.
+      ops: How convs and pools are computed (:mod:`force_jax.models.kernels`).
     """
 
     num_classes: int
     dtype: Dtype = jnp.float32
     kernel_init: Initializer = kaiming_normal()
-    fast_loop_grad: bool = True
-    kernels: str = "auto"
+    ops: Ops = DEFAULT_OPS
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -65,11 +59,11 @@ class LeNet5(nn.Module):
                 use_bias=True,
                 dtype=self.dtype,
                 kernel_init=self.kernel_init,
-                fast_loop_grad=self.fast_loop_grad, kernels=self.kernels,
+                ops=self.ops,
                 name=f"conv_{i}",
             )(x)
             x = nn.relu(x)
-            x = max_pool(x, 2, self.kernels)
+            x = self.ops.max_pool(x, 2)
         x = x.reshape((x.shape[0], -1))
         x = dense(500, dtype=self.dtype, kernel_init=self.kernel_init, name="dense_0")(x)
         x = nn.relu(x)

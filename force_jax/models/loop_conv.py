@@ -14,8 +14,9 @@ slower than the canonical form.
 custom VJP whose two gradients are themselves canonical convolutions on
 explicitly transposed operands, so every derivative of any order, in or out
 of a loop, runs on the fast kernels. Forward-mode differentiation (`jax.jvp`,
-`jax.hessian`) is not defined through a custom VJP: models built with
-``fast_loop_grad=False`` use the plain convolution instead.
+`jax.hessian`) is not defined through a custom VJP: models whose
+``ops`` allow forward mode (:class:`force_jax.models.kernels.Ops`) use the
+plain convolution instead.
 """
 
 from __future__ import annotations

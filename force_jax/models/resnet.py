@@ -30,6 +30,7 @@ from force_jax.models.common import (
     logits_float32,
     scaled_width,
 )
+from force_jax.models.kernels import DEFAULT_OPS, Ops
 
 
 def _shortcut(
@@ -48,8 +49,7 @@ def _shortcut(
         strides=strides,
         dtype=module.dtype,
         kernel_init=module.kernel_init,
-        fast_loop_grad=module.fast_loop_grad,
-        kernels=module.kernels,
+        ops=module.ops,
         name="proj_conv",
     )(x)
     return batch_norm(train, dtype=module.dtype, name="proj_bn")(x)
@@ -63,19 +63,14 @@ class BasicBlock(nn.Module):
       strides: Stride of the first conv (2 halves the spatial size).
       dtype: Computation dtype; parameters are always float32.
       kernel_init: Conv kernel initializer.
-      fast_loop_grad: Convs use the custom-VJP formulation whose gradients
-        stay fast inside XLA:CPU loops (the default); False allows forward-mode
-        differentiation (``jax.jvp``, ``jax.hessian``) of the model.
-      kernels: "auto" (the CPU conv rewrites on CPU, plain ``nn.Conv``
-        elsewhere), "cpu" or "plain"; see :mod:`force_jax.models.kernels`.
+      ops: How convs are computed (:mod:`force_jax.models.kernels`).
     """
 
     features: int
     strides: int = 1
     dtype: Dtype = jnp.float32
     kernel_init: Initializer = kaiming_normal()
-    fast_loop_grad: bool = True
-    kernels: str = "auto"
+    ops: Ops = DEFAULT_OPS
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -95,13 +90,12 @@ class BasicBlock(nn.Module):
             strides=self.strides,
             dtype=self.dtype,
             kernel_init=self.kernel_init,
-            fast_loop_grad=self.fast_loop_grad,
-            kernels=self.kernels,
+            ops=self.ops,
             name="conv_0",
         )(x)
         y = nn.relu(batch_norm(train, dtype=self.dtype, name="bn_0")(y))
-        y = conv(self.features, 3, dtype=self.dtype, kernel_init=self.kernel_init,
-                 fast_loop_grad=self.fast_loop_grad, kernels=self.kernels, name="conv_1")(y)
+        y = conv(self.features, 3, dtype=self.dtype, kernel_init=self.kernel_init, ops=self.ops,
+                 name="conv_1")(y)
         y = batch_norm(train, dtype=self.dtype, name="bn_1")(y)
         return nn.relu(y + residual)
 
@@ -117,19 +111,14 @@ class Bottleneck(nn.Module):
       strides: Stride of the 3x3 conv.
       dtype: Computation dtype; parameters are always float32.
       kernel_init: Conv kernel initializer.
-      fast_loop_grad: Convs use the custom-VJP formulation whose gradients
-        stay fast inside XLA:CPU loops (the default); False allows forward-mode
-        differentiation (``jax.jvp``, ``jax.hessian``) of the model.
-      kernels: "auto" (the CPU conv rewrites on CPU, plain ``nn.Conv``
-        elsewhere), "cpu" or "plain"; see :mod:`force_jax.models.kernels`.
+      ops: How convs are computed (:mod:`force_jax.models.kernels`).
     """
 
     features: int
     strides: int = 1
     dtype: Dtype = jnp.float32
     kernel_init: Initializer = kaiming_normal()
-    fast_loop_grad: bool = True
-    kernels: str = "auto"
+    ops: Ops = DEFAULT_OPS
     expansion: int = 4
 
     @nn.compact
@@ -155,8 +144,7 @@ class Bottleneck(nn.Module):
                 strides=strides,
                 dtype=self.dtype,
                 kernel_init=self.kernel_init,
-                fast_loop_grad=self.fast_loop_grad,
-                kernels=self.kernels,
+                ops=self.ops,
                 name=f"conv_{i}",
             )(y)
             y = batch_norm(train, dtype=self.dtype, name=f"bn_{i}")(y)
@@ -181,11 +169,7 @@ class ResNet(nn.Module):
       width_multiplier: Scales every channel count (rounded, at least 1).
       dtype: Computation dtype; parameters are always float32.
       kernel_init: Initializer for conv and dense kernels (Kaiming normal, fan_in).
-      fast_loop_grad: Convs use the custom-VJP formulation whose gradients
-        stay fast inside XLA:CPU loops (the default); False allows forward-mode
-        differentiation (``jax.jvp``, ``jax.hessian``) of the model.
-      kernels: "auto" (the CPU conv rewrites on CPU, plain ``nn.Conv``
-        elsewhere), "cpu" or "plain"; see :mod:`force_jax.models.kernels`.
+      ops: How convs are computed (:mod:`force_jax.models.kernels`).
     """
 
     num_classes: int
@@ -196,8 +180,7 @@ class ResNet(nn.Module):
     width_multiplier: float = 1.0
     dtype: Dtype = jnp.float32
     kernel_init: Initializer = kaiming_normal()
-    fast_loop_grad: bool = True
-    kernels: str = "auto"
+    ops: Ops = DEFAULT_OPS
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -229,8 +212,7 @@ class ResNet(nn.Module):
                     strides=2 if stage > 0 and block == 0 else 1,
                     dtype=self.dtype,
                     kernel_init=self.kernel_init,
-                    fast_loop_grad=self.fast_loop_grad,
-                    kernels=self.kernels,
+                    ops=self.ops,
                     name=f"stage{stage}_block{block}",
                 )(x, train)
         x = global_average_pool(x)
@@ -254,8 +236,7 @@ class ResNet(nn.Module):
             strides=strides,
             dtype=self.dtype,
             kernel_init=self.kernel_init,
-            fast_loop_grad=self.fast_loop_grad,
-            kernels=self.kernels,
+            ops=self.ops,
             name="stem_conv",
         )(x)
         x = nn.relu(batch_norm(train, dtype=self.dtype, name="stem_bn")(x))

@@ -23,7 +23,7 @@ from force_jax.models.common import (
     logits_float32,
     scaled_width,
 )
-from force_jax.models.kernels import max_pool
+from force_jax.models.kernels import DEFAULT_OPS, Ops
 
 # Output channels of the 3x3 convs, one tuple per stage (configs A, B, D, E of
 # Simonyan & Zisserman). A 2x2 max-pool separates consecutive stages.
@@ -54,12 +54,7 @@ class VGG(nn.Module):
         1), e.g. 0.125 for a VGG small enough for CPU tests.
       dtype: Computation dtype; parameters are always float32.
       kernel_init: Initializer for conv and dense kernels (Kaiming normal, fan_in).
-      fast_loop_grad: Convs use the custom-VJP formulation whose gradients
-        stay fast inside XLA:CPU loops (the default); False allows forward-mode
-        differentiation (``jax.jvp``, ``jax.hessian``) of the model.
-      kernels: "auto" (the CPU rewrites of convs and pooling on CPU, the
-        plain Flax ops elsewhere), "cpu" or "plain"; see
-        :mod:`force_jax.models.kernels`.
+      ops: How convs and pools are computed (:mod:`force_jax.models.kernels`).
     """
 
     depth: int
@@ -67,8 +62,7 @@ class VGG(nn.Module):
     width_multiplier: float = 1.0
     dtype: Dtype = jnp.float32
     kernel_init: Initializer = kaiming_normal()
-    fast_loop_grad: bool = True
-    kernels: str = "auto"
+    ops: Ops = DEFAULT_OPS
 
     def stage_channels(self) -> tuple[tuple[int, ...], ...]:
         """Looks up the stage configuration for ``depth``.
@@ -100,7 +94,7 @@ class VGG(nn.Module):
         layer = 0
         for stage_index, stage in enumerate(stages):
             if stage_index > 0:
-                x = max_pool(x, 2, self.kernels)
+                x = self.ops.max_pool(x, 2)
             for channels in stage:
                 x = self._conv_bn_relu(
                     x, scaled_width(channels, self.width_multiplier), layer, train
@@ -116,9 +110,7 @@ class VGG(nn.Module):
 
     def _conv_bn_relu(self, x: jax.Array, features: int, layer: int, train: bool) -> jax.Array:
         """Applies one 3x3 conv, BatchNorm and ReLU (called from the compact method)."""
-        x = conv(features, 3, dtype=self.dtype, kernel_init=self.kernel_init,
-                 fast_loop_grad=self.fast_loop_grad, kernels=self.kernels, name=f"conv_{layer}")(
-            x
-        )
+        x = conv(features, 3, dtype=self.dtype, kernel_init=self.kernel_init, ops=self.ops,
+                 name=f"conv_{layer}")(x)
         x = batch_norm(train, dtype=self.dtype, name=f"bn_{layer}")(x)
         return nn.relu(x)
