@@ -18,9 +18,9 @@ every figure it reached:
 3. ``training``: images/s of the masked train step on VGG-19 at batch 128 and
    512 against the same optax step without the mask wrapper.
 4. ``seeds``: masks per second pruning LeNet-5 and VGG-11 x0.25 (T=30) for
-   S = 1, 8 and 32 seeds, one ``prune`` call after another. A vmapped runner
-   needs the public pooled schedule (not there yet); its slot is recorded
-   as null.
+   S = 1, 8 and 32 seeds: one ``prune`` call after another, against one
+   program (``force_jax.program.schedule`` under ``jax.vmap``), with whether
+   the masks are equal.
 5. ``end_to_end``: ``configs/default.py`` on the real Fashion-MNIST through
    ``train_and_evaluate``, when TensorFlow Datasets and ``--data-dir`` are
    there; test accuracy and wall seconds next to the CPU figure.
@@ -53,7 +53,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 # The accelerator's copy of the tree has no installed force_jax: import this tree's
 # (the script's own folder, for bench_utils, is already first on sys.path).
@@ -67,9 +67,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import force_jax  # noqa: E402
-from force_jax.core import compile_options, losses, topk  # noqa: E402
+from force_jax.core import compile_options, losses, program, topk  # noqa: E402
 from force_jax.core import masks as masks_lib  # noqa: E402
-from force_jax.core import pruning as pruning_lib  # noqa: E402
 from force_jax.core.methods import METHODS  # noqa: E402
 from force_jax.training import optim  # noqa: E402
 from force_jax.training import steps as train_steps  # noqa: E402
@@ -82,7 +81,8 @@ SEED_MODELS: dict[str, tuple[str, dict[str, Any], tuple[int, int, int]]] = {
 }
 # The paper's optimiser (SGD, Nesterov momentum, coupled weight decay), as train_bench.py.
 SGD = {"learning_rate": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}
-VMAPPED_NOTE = "needs the public pooled schedule"
+VMAPPED_NOTE = ("vmapped: force_jax.program.schedule under jax.vmap over params and keys, "
+                "one program for S seeds; timed on its second call (the first compiles)")
 # configs/default.py's docstring: the figure the end-to-end accuracy is read against.
 CPU_REFERENCE = {
     "test_accuracy_mean": 0.865,
@@ -401,19 +401,18 @@ def _program_memory(method: str, loss_fn: Callable, params: Any, data: Any,
     Lowered with the arguments ``prune`` passes, the program is found in
     JAX's compilation cache (``aot_lookup_s`` near 0 s; so it is with JAX
     0.10). If a JAX version compiles it again instead, later rows skip this
-    figure rather than pay a second compile each. ``_program`` is private
-    (prune_bench.py reads it the same way), so a change of its signature
-    costs this figure, not the part.
+    figure rather than pay a second compile each.
     """
     if _AOT_LOOKUP["recompiles"]:
         return {"program_static_memory": None,
                 "program_memory_skipped": "lowering recompiled on this JAX (see earlier row)"}
     start = time.perf_counter()
     try:
-        program = pruning_lib._program(METHODS[method], loss_fn, None, flags, batch_size, 1,
-                                       True, None, False)
-        counts = jnp.zeros((steps + 1,), jnp.int32)
-        compiled = program.lower(params, data, counts, jax.random.key(1), dense).compile()
+        schedule = compile_options.outer_jit(program.schedule, static_argnums=0)
+        counts = jnp.zeros((steps,), jnp.int32)
+        pruner = program.Pruner(method, loss_fn, batch_size=batch_size)
+        compiled = schedule.lower(pruner, params, data, counts, jax.random.key(1),
+                                  dense).compile()
         memory = bu.compiled_memory(compiled)
     except Exception as exc:  # noqa: BLE001 - an optional figure
         return {"program_static_memory": None, "program_memory_error": _error_text(exc)}
@@ -559,30 +558,67 @@ def _train_rows(settings: Settings, batch_size: int, kernels: str) -> list[dict[
 # ---------------------------------------------------------------- part 4: seeds
 
 SEED_COLUMNS = ("model", "seeds", "steps", "first_call_s", "sequential_s",
-                "sequential_masks_per_s", "vmapped_masks_per_s")
-# runner(prune_one, params per seed, key per seed) -> masks, all blocked on.
-SeedRunner = Callable[[Callable[[Any, jax.Array], Any], Sequence[Any], Sequence[jax.Array]],
-                      list[Any]]
+                "sequential_masks_per_s", "vmapped_compile_s", "vmapped_s",
+                "vmapped_masks_per_s", "vmapped_over_sequential_speed", "same_masks")
 
 
-def prune_one_by_one(prune_one: Callable[[Any, jax.Array], Any], params: Sequence[Any],
+class SeedProblem(NamedTuple):
+    """One model's seeds problem: its scoring loss, data pool and settings."""
+
+    loss_fn: Callable[[Any, Any], jax.Array]
+    data: dict[str, jax.Array]
+    settings: Settings
+
+
+# runner(problem, params per seed, key per seed) -> masks, all blocked on.
+SeedRunner = Callable[[SeedProblem, Sequence[Any], Sequence[jax.Array]], list[Any]]
+
+
+def prune_one_by_one(problem: SeedProblem, params: Sequence[Any],
                      keys: Sequence[jax.Array]) -> list[Any]:
     """S masks from S ``prune`` calls, one after another.
 
     Args:
-      prune_one: (params, key) -> mask, one seed's schedule.
+      problem: the loss, pool and settings.
       params: each seed's initial params.
       keys: each seed's pruning key.
 
     Returns:
       The S masks, blocked on.
     """
-    return [bu.block(prune_one(p, k)) for p, k in zip(params, keys, strict=True)]
+    s = problem.settings
+    return [bu.block(force_jax.prune(problem.loss_fn, p, problem.data, method="force",
+                                     sparsity=s.seed_sparsity, steps=s.seed_steps,
+                                     batch_size=s.seed_batch, key=k, on_collapse="ignore")[0])
+            for p, k in zip(params, keys, strict=True)]
 
 
-# None: not possible yet (the pooled program is private and cannot be vmapped; another
-# issue makes it public). A vmapped runner plugs in here with the same signature.
-SEED_RUNNERS: dict[str, SeedRunner | None] = {"sequential": prune_one_by_one, "vmapped": None}
+def prune_vmapped(problem: SeedProblem, params: Sequence[Any],
+                  keys: Sequence[jax.Array]) -> list[Any]:
+    """S masks from one program: the pooled schedule vmapped over params and keys.
+
+    Args:
+      problem: the loss, pool and settings.
+      params: each seed's initial params.
+      keys: each seed's pruning key.
+
+    Returns:
+      The S masks, blocked on.
+    """
+    s = problem.settings
+    pruner = program.Pruner("force", problem.loss_fn, batch_size=s.seed_batch)
+    counts = program.schedule_counts(params[0], sparsity=s.seed_sparsity, steps=s.seed_steps)
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *params)
+    masks, _ = _VMAPPED_SCHEDULE(pruner, stacked, problem.data, counts, jnp.stack(keys),
+                                 force_jax.init_mask(params[0]))
+    bu.block(masks)
+    return [jax.tree.map(lambda x, i=i: x[i], masks) for i in range(len(params))]
+
+
+# One jitted wrapper, so jax.jit's cache serves the timed call after the compiling one.
+_VMAPPED_SCHEDULE = jax.jit(jax.vmap(program.schedule, in_axes=(None, 0, None, None, 0, None)),
+                            static_argnums=0)
+SEED_RUNNERS: dict[str, SeedRunner] = {"sequential": prune_one_by_one, "vmapped": prune_vmapped}
 
 
 def part_seeds(part: Part, settings: Settings, kernels: str) -> None:
@@ -594,9 +630,8 @@ def part_seeds(part: Part, settings: Settings, kernels: str) -> None:
       kernels: the models' kernel choice.
     """
     part.record.update({"method": "force", "sparsity": settings.seed_sparsity,
-                        "batch": settings.seed_batch,
-                        "runners": {k: v is not None for k, v in SEED_RUNNERS.items()},
-                        "vmapped": None, "vmapped_note": VMAPPED_NOTE})
+                        "batch": settings.seed_batch, "runners": list(SEED_RUNNERS),
+                        "vmapped_note": VMAPPED_NOTE})
     for name in settings.seed_models:
         part.item(name, lambda name=name: _seed_rows(name, settings, kernels), SEED_COLUMNS)
 
@@ -615,21 +650,21 @@ def _seed_model(name: str, batch_size: int, kernels: str) -> tuple[Any, Any, dic
     return model, init(jax.random.key(0)), data, lambda seed: init(jax.random.key(seed))["params"]
 
 
+def _same(first: Sequence[Any], second: Sequence[Any]) -> bool:
+    """Whether two lists of masks are equal, leaf by leaf."""
+    return all(bool(np.array_equal(np.asarray(x), np.asarray(y)))
+               for a, b in zip(first, second, strict=True)
+               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+
+
 def _seed_rows(name: str, settings: Settings, kernels: str) -> list[dict[str, Any]]:
     """One row per seed count S for one model."""
     model, variables, data, init_params = _seed_model(name, settings.seed_batch, kernels)
     # One loss for every seed: only the params differ, so one compiled schedule serves all
     # (the loss reads only non-param collections from `variables`, equal at init).
-    loss_fn = losses.classification_loss(model, variables)
-
-    def prune_one(params: Any, key: jax.Array) -> Any:
-        return force_jax.prune(loss_fn, params, data, method="force",
-                               sparsity=settings.seed_sparsity, steps=settings.seed_steps,
-                               batch_size=settings.seed_batch, key=key,
-                               on_collapse="ignore")[0]
-
+    problem = SeedProblem(losses.classification_loss(model, variables), data, settings)
     start = time.perf_counter()
-    bu.block(prune_one(variables["params"], jax.random.key(0)))  # compiles the schedule
+    prune_one_by_one(problem, [variables["params"]], [jax.random.key(0)])  # compiles
     first_s = time.perf_counter() - start
     rows = []
     for count in settings.seed_counts:
@@ -637,16 +672,19 @@ def _seed_rows(name: str, settings: Settings, kernels: str) -> list[dict[str, An
         keys = [jax.random.key(seed) for seed in range(count)]
         row: dict[str, Any] = {"model": name, "seeds": count, "steps": settings.seed_steps,
                                "first_call_s": first_s}
-        for runner_name, runner in SEED_RUNNERS.items():
-            if runner is None:
-                row[f"{runner_name}_s"] = row[f"{runner_name}_masks_per_s"] = None
-                continue
-            start = time.perf_counter()
-            masks = runner(prune_one, params, keys)
-            seconds = time.perf_counter() - start
-            assert len(masks) == count
-            row[f"{runner_name}_s"] = seconds
-            row[f"{runner_name}_masks_per_s"] = count / seconds
+        start = time.perf_counter()
+        sequential = prune_one_by_one(problem, params, keys)
+        row["sequential_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        prune_vmapped(problem, params, keys)  # compiles for this S
+        row["vmapped_compile_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        vmapped = prune_vmapped(problem, params, keys)
+        row["vmapped_s"] = time.perf_counter() - start
+        for runner in SEED_RUNNERS:
+            row[f"{runner}_masks_per_s"] = count / row[f"{runner}_s"]
+        row["vmapped_over_sequential_speed"] = row["sequential_s"] / row["vmapped_s"]
+        row["same_masks"] = _same(sequential, vmapped)
         rows.append(row)
     return rows
 
@@ -736,7 +774,7 @@ def _run_part(payload: dict[str, Any], name: str, fn: Callable[[Part], None], bu
         print(f"  {name} failed: {record['error']}")
         traceback.print_exc()
     record["seconds"] = time.perf_counter() - start
-    # No pruning_lib.release_compiled() here: it clears JAX's caches too, and the next
+    # No jax.clear_caches() here: it clears JAX's caches too, and the next
     # part would compile every eager op of its model's init again (half a minute on a
     # busy CPU). The few programs kept hold a few hundred MB at most.
     gc.collect()

@@ -20,7 +20,6 @@ import jax
 import numpy as np
 
 import force_jax as fj
-from force_jax.core.pruning import release_compiled
 
 COLUMNS = ("model", "method", "sparsity", "steps", "kept", "iou", "differing_kept",
            "max_layer_density_diff_pp", "revived_last_step")
@@ -69,7 +68,7 @@ def main() -> None:
                        "revived_last_step": int(history.revived[-1])}
                 rows.append(row)
                 print(" ".join(f"{k}={row[k]}" for k in COLUMNS), flush=True)
-            release_compiled()
+            jax.clear_caches()  # free this model's compiled programs
     bu.finish(args, rows, COLUMNS, batch_sizes=bu.csv_list(args.batch_sizes, int))
 
 

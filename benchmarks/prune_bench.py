@@ -1,11 +1,14 @@
 """Cost of the one-program pruning schedules (FORCE, Iterative SNIP, SynFlow).
 
-For each model and batch size: compile time of the schedule program, time per
-pruning step (from T=2 and T=10 runs: (t10 - t2) / 8, so compile and the final
-objective evaluation cancel), its split into the masked score gradient and the
-exact top-k selection (each jitted and timed alone), the overhead ratio (step
-/ one masked gradient), memory, and the number of compilations after two
-sparsity levels (must be 1).
+For each model and batch size: compile time of the schedule program, the
+marginal time per pruning step (from T=2 and T=12 runs: (t12 - t2) / 10, so
+compile, dispatch and the final objective evaluation cancel), its split into
+the masked score gradient, the saliency, the exact top-k selection and the
+step's bookkeeping (finite check, revived count, per-layer counts, S(m)),
+each jitted and timed alone, the overhead ratio (step / one masked
+gradient), memory, and the number of compilations after two sparsity
+levels (must be 1). Every time is the median of --repeats calls (default 7),
+and the JSON keeps each figure's spread (max / min of its calls).
 
 Memory on CPU: the device allocator reports nothing, so the JSON holds XLA's
 static buffer assignment (``compiled.memory_analysis()``: arguments + outputs
@@ -33,6 +36,16 @@ import optax
 
 SPARSITIES = (0.9, 0.99)
 LONG_STEPS = 60
+SHORT_T, LONG_T = 2, 12  # the marginal step is (t(LONG_T) - t(SHORT_T)) / (LONG_T - SHORT_T)
+
+
+def _bookkeeping(params, grads, scores, mask, new_mask):
+    """What a step computes besides its gradient, saliency and selection."""
+    from force_jax.core import masks, program
+
+    return (program._finite(scores, mask), masks.num_kept(
+        jax.tree.map(lambda a, b: a & ~b, new_mask, mask)), program._layer_kept(new_mask),
+        program._objective(params, grads, mask))
 
 
 def _train_step_memory(model, variables, data, batch_size: int) -> dict | None:
@@ -52,12 +65,24 @@ def _train_step_memory(model, variables, data, batch_size: int) -> dict | None:
     return bu.compiled_memory(compiled)
 
 
+def _timed(spread: dict[str, float], name: str, fn, repeats: int, warmup: int = 1) -> float:
+    """Median seconds of fn() over `repeats` calls; records max / min of the calls in spread."""
+    for _ in range(warmup):
+        bu.block(fn())
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        bu.block(fn())
+        times.append(time.perf_counter() - start)
+    spread[name] = max(times) / min(times)
+    return float(np.median(times))
+
+
 def bench_one(name: str, batch_size: int, methods: list[str], *, quick: bool,
-              repeats: int = 3, kernels: str = "auto") -> list[dict]:
+              repeats: int = 7, kernels: str = "auto") -> list[dict]:
     """All measurements for one model and batch size."""
-    from force_jax.core import compile_options, losses, masks, scores
+    from force_jax.core import compile_options, losses, masks, program, scores
     from force_jax.core import pruning as prune
-    from force_jax.core.methods import METHODS
 
     model, variables, data = bu.build(name, batch_size, kernels=kernels)
     params = variables["params"]
@@ -69,13 +94,20 @@ def bench_one(name: str, batch_size: int, methods: list[str], *, quick: bool,
     repeats = 1 if quick else repeats
 
     grad_fn = compile_options.jit(lambda p, m, b: jax.grad(loss_fn)(masks.apply_mask(p, m), b))
-    grad_s = bu.time_call(lambda: grad_fn(params, dense, batch), repeats=repeats)
+    spread: dict[str, float] = {}
+    grad_s = _timed(spread, "masked_grad_s", lambda: grad_fn(params, dense, batch), repeats)
     grads = grad_fn(params, dense, batch)
-    realistic = scores.saliency(params, grads)
+    saliency = compile_options.jit(scores.saliency)
+    saliency_s = _timed(spread, "saliency_s", lambda: saliency(params, grads), repeats)
+    realistic = saliency(params, grads)
     total = masks.num_prunable(dense)
     topk = compile_options.jit(masks.topk_mask)
     k = jnp.int32(int(total * 0.1))
-    select_s = bu.time_call(lambda: topk(realistic, dense, k), repeats=repeats)
+    select_s = _timed(spread, "select_s", lambda: topk(realistic, dense, k), repeats)
+    kept = topk(realistic, dense, k)
+    bookkeeping = compile_options.jit(_bookkeeping)
+    bookkeeping_s = _timed(spread, "bookkeeping_s",
+                           lambda: bookkeeping(params, grads, realistic, dense, kept), repeats)
     synflow_grad = compile_options.jit(lambda p: jax.grad(synflow_fn)(p))
     synflow_grad_s = bu.time_call(lambda: synflow_grad(params), repeats=repeats)
     train_memory = _train_step_memory(model, variables, data, batch_size)
@@ -92,11 +124,11 @@ def bench_one(name: str, batch_size: int, methods: list[str], *, quick: bool,
             synflow_fn=synflow_fn,
             on_collapse="ignore",
         )
-        # The jitted schedule prune() itself uses (the same cache entry).
-        program = prune._program(
-            METHODS[method], loss_fn, synflow_fn if method == "synflow" else None, flags,
-            batch_size, 1, True, None, False,
-        )
+        # The jitted schedule prune() itself uses: jax.jit's cache, keyed on the Pruner.
+        schedule = compile_options.outer_jit(program.schedule, static_argnums=0)
+        pruner = program.Pruner(method, loss_fn, synflow_fn if method == "synflow" else None,
+                                batch_size)
+        cached_before = schedule._cache_size()
         if method != "synflow":
             common["synflow_fn"] = None
 
@@ -107,14 +139,12 @@ def bench_one(name: str, batch_size: int, methods: list[str], *, quick: bool,
         start = time.perf_counter()
         bu.block(run(SPARSITIES[0], 2))
         first_s = time.perf_counter() - start
-        t2 = bu.time_call(
-            lambda: run(SPARSITIES[1], 2),
-            repeats=repeats,
-            warmup=0,
-        )
-        compilations = program._cache_size()
-        t10 = bu.time_call(lambda: run(SPARSITIES[0], 10), repeats=repeats)
-        step_s = max(t10 - t2, 0.0) / 8
+        t_short = _timed(spread, f"{method}_t{SHORT_T}_s", lambda: run(SPARSITIES[1], SHORT_T),
+                         repeats, warmup=0)
+        compilations = schedule._cache_size() - cached_before
+        t_long = _timed(spread, f"{method}_t{LONG_T}_s", lambda: run(SPARSITIES[0], LONG_T),
+                        repeats)
+        step_s = max(t_long - t_short, 0.0) / (LONG_T - SHORT_T)
         score_s = synflow_grad_s if method == "synflow" else grad_s
         # SynFlow with track_objective also takes one data gradient per step.
         extra = grad_s if method == "synflow" else 0.0
@@ -122,21 +152,25 @@ def bench_one(name: str, batch_size: int, methods: list[str], *, quick: bool,
             "model": name,
             "batch": batch_size,
             "method": method,
-            "compile_first_call_s": first_s - t2,
+            "compile_first_call_s": first_s - t_short,
             "step_s": step_s,
             "score_grad_s": score_s + extra,
+            "saliency_s": saliency_s,
             "select_s": select_s,
-            "rest_s": step_s - score_s - extra - select_s,
+            "bookkeeping_s": bookkeeping_s,
+            "rest_s": step_s - score_s - extra - saliency_s - select_s - bookkeeping_s,
             "masked_grad_s": grad_s,
             "overhead_ratio": step_s / grad_s,
             "compilations_after_2_sparsities": compilations,
-            "t2_s": t2,
-            "t10_s": t10,
+            f"t{SHORT_T}_s": t_short,
+            f"t{LONG_T}_s": t_long,
+            "spread_max_over_min": dict(spread),
         }
         if method == "force" and not quick:
-            counts = jnp.zeros((LONG_STEPS + 1,), jnp.int32)
+            counts = jnp.zeros((LONG_STEPS,), jnp.int32)
             start = time.perf_counter()
-            compiled = program.lower(params, data, counts, jax.random.key(1), dense).compile()
+            compiled = schedule.lower(pruner, params, data, counts, jax.random.key(1),
+                                      dense).compile()
             row["compile_60_steps_s"] = time.perf_counter() - start
             row["program_memory"] = bu.compiled_memory(compiled)
             row["train_step_memory"] = train_memory
@@ -158,7 +192,9 @@ COLUMNS = (
     "compile_60_steps_s",
     "step_s",
     "score_grad_s",
+    "saliency_s",
     "select_s",
+    "bookkeeping_s",
     "rest_s",
     "masked_grad_s",
     "overhead_ratio",
@@ -171,7 +207,7 @@ def main(argv: list[str] | None = None) -> dict:
     """Runs the benchmark; returns the JSON payload."""
     parser = bu.parser(__doc__.splitlines()[0], "prune_bench")
     parser.add_argument("--methods", default="force,iter_snip,synflow")
-    parser.add_argument("--repeats", type=int, default=3, help="timed calls per figure (median)")
+    parser.add_argument("--repeats", type=int, default=7, help="timed calls per figure (median)")
     args = parser.parse_args(argv)
     bu.set_plain_conv(args.plain_conv)
     rows = []

@@ -4,6 +4,8 @@ from force_jax import models as models
 from force_jax.core import masks as masks
 from force_jax.core import methods as methods
 from force_jax.core import nnx_models as nnx
+from force_jax.core import program as program
+from force_jax.core import sanity as sanity
 from force_jax.core import sharding as sharding
 from force_jax.core.losses import classification_loss as classification_loss
 from force_jax.core.losses import logits_loss as logits_loss
@@ -15,6 +17,8 @@ from force_jax.core.masks import init_mask as init_mask
 from force_jax.core.masks import num_kept as num_kept
 from force_jax.core.masks import sparsity_report as sparsity_report
 from force_jax.core.masks import topk_mask as topk_mask
+from force_jax.core.program import Pruner as Pruner
+from force_jax.core.program import PruneState as PruneState
 from force_jax.core.pruning import History as History
 from force_jax.core.pruning import prune as prune
 from force_jax.core.schedules import keep_fractions as keep_fractions
@@ -22,6 +26,8 @@ from force_jax.training.optim import masked_updates as masked_updates
 
 __all__ = [
     "History",
+    "PruneState",
+    "Pruner",
     "apply_mask",
     "check_collapse",
     "check_mask",
@@ -35,8 +41,10 @@ __all__ = [
     "models",
     "nnx",
     "num_kept",
+    "program",
     "sharding",
     "prune",
+    "sanity",
     "sparsity_report",
     "synflow_objective",
     "topk_mask",

@@ -165,10 +165,11 @@ def test_accelerator_suite_quick(tmp_path):
     assert tied[2]["kept"] > tied[2]["k"] and not tied[2]["same_set_as_topk_py"]
 
     seeds = parts["seeds"]
-    assert seeds["vmapped"] is None and seeds["vmapped_note"] == "needs the public pooled schedule"
+    assert seeds["runners"] == ["sequential", "vmapped"]
     assert [r["seeds"] for r in seeds["rows"]] == [1, 2]
     for r in seeds["rows"]:
-        assert r["sequential_masks_per_s"] > 0 and r["vmapped_masks_per_s"] is None
+        assert r["sequential_masks_per_s"] > 0 and r["vmapped_masks_per_s"] > 0
+        assert r["same_masks"] is True  # one vmapped program, the masks of S prune calls
 
     # Without TensorFlow the end-to-end part is skipped with its reason, CPU figure kept.
     e2e = parts["end_to_end"]

@@ -11,9 +11,7 @@ import pytest
 from jax import lax
 
 import force_jax as fj
-from force_jax.core import compile_options
-from force_jax.core.methods import METHODS
-from force_jax.core.pruning import _program
+from force_jax.core import compile_options, program
 
 
 def _library_convs(hlo: str) -> int:
@@ -89,10 +87,10 @@ def test_pruning_program_compiles_with_the_options(monkeypatch):
     data = {"image": jax.random.normal(keys[2], SHAPES[0]), "label": jnp.arange(32) % 10}
     default = jax.jit(jax.grad(_conv_loss)).lower(params, data).compile().as_text()
     assert _library_convs(default) >= 1  # what the options take away
-    program = _program(METHODS["force"], _conv_loss, None, fj.masks.prunable_flags(params), 32,
-                       1, True, None, False)
-    counts = jnp.asarray([20000, 10000, 10000], jnp.int32)
+    schedule = compile_options.outer_jit(program.schedule, static_argnums=0)
+    pruner = program.Pruner("force", _conv_loss, batch_size=32)
+    counts = jnp.asarray([20000, 10000], jnp.int32)
     start = fj.masks.init_mask(params)
-    hlo = program.lower(params, data, counts, jax.random.key(2), start).compile().as_text()
+    hlo = schedule.lower(pruner, params, data, counts, jax.random.key(2), start).compile().as_text()
     assert "convolution(" in hlo
     assert _library_convs(hlo) == 0

@@ -10,9 +10,7 @@ import numpy as np
 import pytest
 
 import force_jax as fj
-from force_jax.core import sharding
-from force_jax.core.methods import METHODS
-from force_jax.core.pruning import _program
+from force_jax.core import compile_options, program, sharding
 
 
 def pool_draws(data, key, *, batch_size, batches_per_step, steps):
@@ -75,14 +73,14 @@ def test_each_step_takes_fresh_batches_and_the_step_compiles_once(tiny):
         return base_loss(p, batch)
 
     stream = counting(random_batches(0))
+    step = compile_options.outer_jit(program.step, static_argnums=0)
+    before = step._cache_size()
     for sparsity in (0.5, 0.9, 0.99):
         fj.prune(loss_fn, params, stream, method="force", sparsity=sparsity, steps=6,
                  batch_size=32, batches_per_step=3, key=jax.random.key(0))
     # 6 steps x 3 batches, and 3 more for the final objective, at each of 3 sparsities.
     assert stream.taken == 3 * (6 * 3 + 3)
-    flags = fj.masks.prunable_flags(params)
-    step = _program(METHODS["force"], loss_fn, None, flags, 32, 3, True, None, False, True)
-    assert step._cache_size() == 1
+    assert step._cache_size() == before + 1
     stream = counting(random_batches(1))
     _, history = fj.prune(loss_fn, params, stream, method="iter_snip", sparsity=0.9, steps=5,
                           batch_size=32, key=jax.random.key(0), track_objective=False)
@@ -120,12 +118,11 @@ def test_a_stream_on_8_devices_selects_what_one_device_selects(tiny):
     loss_fn, params, _ = tiny
     kwargs = dict(method="force", sparsity=0.9, steps=3, batch_size=64, key=jax.random.key(2))
     one, one_history = fj.prune(loss_fn, params, random_batches(5, 64), **kwargs)
+    step = compile_options.outer_jit(program.step, static_argnums=0)
+    before = step._cache_size()
     eight, history = fj.prune(loss_fn, params, random_batches(5, 64),
                               mesh=sharding.make_mesh(8), **kwargs)
-    flags = fj.masks.prunable_flags(params)
-    step = _program(METHODS["force"], loss_fn, None, flags, 64, 1, True, sharding.make_mesh(8),
-                    False, True)
-    assert step._cache_size() == 1  # the masks it returns are laid out like the first one
+    assert step._cache_size() == before + 1  # the states it returns are laid out like the first
     assert int(fj.num_kept(eight)) == int(fj.num_kept(one))
     # Only the order of float sums differs; on this small problem no selection flips.
     for got, want in zip(jax.tree.leaves(eight), jax.tree.leaves(one)):

@@ -11,10 +11,8 @@ from conftest import init_mlp, mlp_loss
 from jax.flatten_util import ravel_pytree
 
 import force_jax as fj
-from force_jax.core import schedules
-from force_jax.core.methods import METHODS
-from force_jax.core.pruning import _program, release_compiled
-from force_jax.core.pruning_step import _mean_over_batches
+from force_jax.core import compile_options, program, sanity, schedules
+from force_jax.core.program import _mean_over_batches
 
 
 def reference_topk(scores: dict, k: int) -> dict:
@@ -60,8 +58,8 @@ def test_progressive_methods_match_host_loop_reference(tiny, method):
 @pytest.mark.parametrize("method", ["force", "iter_snip"])
 def test_inverted_scores_keep_the_lowest_at_every_step(tiny, method):
     loss_fn, params, data = tiny
-    mask, history = fj.prune(loss_fn, params, data, method=method, sparsity=0.9, steps=4,
-                             batch_size=256, key=jax.random.key(0), invert_scores=True)
+    mask, history = fj.prune(loss_fn, params, data, method=sanity.inverted(method),
+                             sparsity=0.9, steps=4, batch_size=256, key=jax.random.key(0))
     expected = reference_schedule(loss_fn, params, data, method, 0.9, 4, invert=True)
     np.testing.assert_array_equal(mask["w1"], expected["w1"])
     np.testing.assert_array_equal(mask["w2"], expected["w2"])
@@ -135,8 +133,8 @@ def test_synflow_and_grasp_it_run(tiny):
 def test_micro_batches_average_to_the_full_batch_gradient(tiny):
     loss_fn, params, data = tiny
     indices = jnp.arange(256).reshape(4, 64)
-    got = _mean_over_batches(lambda b: jax.grad(loss_fn)(params, b),
-                             lambda i: jax.tree.map(lambda x: x[indices[i]], data), 4)
+    batches = jax.tree.map(lambda x: x[indices], data)
+    got = _mean_over_batches(lambda b: jax.grad(loss_fn)(params, b), batches, 4, None)
     full = jax.grad(loss_fn)(params, data)
     for name in params:
         np.testing.assert_allclose(got[name], full[name], rtol=2e-5, atol=1e-7)
@@ -157,12 +155,12 @@ def test_one_compile_serves_every_sparsity_and_step(tiny):
     def loss_fn(p, batch):  # a loss object of its own, so no other test shares the program
         return base_loss(p, batch)
 
+    jax.clear_caches()
     for sparsity in (0.5, 0.9, 0.99, 0.999):
         fj.prune(loss_fn, params, data, method="force", sparsity=sparsity, steps=8,
                  batch_size=32, key=jax.random.key(0))
-    flags = fj.masks.prunable_flags(params)
-    program = _program(METHODS["force"], loss_fn, None, flags, 32, 1, True, None, False)
-    assert program._cache_size() == 1
+    # prune's compile reuse is jax.jit's own cache, keyed on the static Pruner.
+    assert compile_options.outer_jit(program.schedule, static_argnums=0)._cache_size() == 1
 
 
 def test_grasp_mask_is_the_top_k_of_theta_times_full_hessian_gradient():
@@ -188,19 +186,22 @@ def test_grasp_mask_is_the_top_k_of_theta_times_full_hessian_gradient():
         np.testing.assert_array_equal(np.asarray(mask[name]), expected[name])
 
 
-def test_release_compiled_drops_programs_and_their_executables(tiny):
+def test_compiled_programs_live_in_jaxs_cache_and_clear_caches_frees_them(tiny):
     base_loss, params, data = tiny
 
     def loss_fn(p, batch):
         return base_loss(p, batch)
 
+    schedule = compile_options.outer_jit(program.schedule, static_argnums=0)
+    before = schedule._cache_size()
     fj.prune(loss_fn, params, data, method="force", sparsity=0.9, steps=2, batch_size=32,
              key=jax.random.key(0))
-    program = _program(METHODS["force"], loss_fn, None, fj.masks.prunable_flags(params), 32, 1,
-                       True, None, False)
-    assert program._cache_size() == 1 and _program.cache_info().currsize >= 1
-    release_compiled()
-    assert _program.cache_info().currsize == 0 and program._cache_size() == 0
+    assert schedule._cache_size() == before + 1
+    fj.prune(loss_fn, params, data, method="force", sparsity=0.5, steps=2, batch_size=32,
+             key=jax.random.key(1))
+    assert schedule._cache_size() == before + 1  # an equal Pruner: no second compile
+    jax.clear_caches()
+    assert schedule._cache_size() == 0
 
 
 def test_works_on_any_pytree_with_a_path_predicate(tiny):

@@ -64,6 +64,33 @@ def _accepted(options: tuple[tuple[str, str], ...]) -> bool:
     return True
 
 
+def outer_jit(fun: Callable[..., Any], static_argnums: int | tuple[int, ...] = ()) -> Callable:
+    """The outermost ``jax.jit`` of a force_jax program, made once per function and options.
+
+    The compiler options apply only at a top-level jit, so the pure pieces a
+    user composes (`force_jax.core.program`) are never jitted with them;
+    the drivers call them through this wrapper. Returning the same wrapper
+    for the same function and options lets jax.jit's own cache (keyed on the
+    static arguments) serve every later call: equal static arguments never
+    compile twice. ``jax.clear_caches()`` frees the compiled programs.
+
+    Args:
+      fun: the function to compile.
+      static_argnums: its static (hashable) arguments.
+
+    Returns:
+      The jitted function.
+    """
+    options = tuple(sorted((compiler_options() or {}).items()))
+    return _outer_jit(fun, options, static_argnums)
+
+
+@functools.cache
+def _outer_jit(fun: Callable[..., Any], options: tuple[tuple[str, str], ...],
+               static_argnums: int | tuple[int, ...]) -> Callable:
+    return jax.jit(fun, static_argnums=static_argnums, compiler_options=dict(options) or None)
+
+
 def jit(fun: Callable[..., Any], **kwargs: Any) -> Callable[..., Any]:
     """``jax.jit`` with :func:`compiler_options` for the default backend.
 

@@ -48,6 +48,19 @@ class Method(NamedTuple):
     revives: bool
     objective: str
 
+    def reads_data(self, track_objective: bool = True) -> bool:
+        """Whether pruning with this method reads data batches.
+
+        Args:
+          track_objective: whether S(m) is tracked; a data-free method with
+            OBJECTIVE_EXTRA then reads batches to measure it.
+
+        Returns:
+          True when its scores read data, or when S(m) is tracked and costs a
+          data gradient.
+        """
+        return self.needs_data or (self.objective == OBJECTIVE_EXTRA and track_objective)
+
     def check(self) -> Method:
         """Checks the record's fields agree with one another; returns it.
 

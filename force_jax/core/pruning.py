@@ -1,23 +1,20 @@
-"""prune(): a whole pruning schedule, compiled once.
+"""prune(): a whole pruning schedule, the convenient driver.
 
-With a pool of examples the schedule runs inside `lax.scan`, so it compiles
-once whatever the number of steps, and makes no host round trip per step.
+The pieces it runs are the pure functions of `force_jax.core.program` (a
+state, one step, the pooled schedule), which a user may also compose under
+their own `jax.jit` and `jax.vmap`. `prune` adds what a driver does: it
+checks its arguments, places data on a mesh, chooses between a pool (the
+whole schedule is one compiled `lax.scan`, so it compiles once whatever the
+number of steps, and makes no host round trip per step) and a stream (an
+iterator of batches, `force_jax.core.pruning_stream`: one compiled step per
+step on fresh batches), checks the scores were finite, and returns numpy.
 The keep counts enter the program as data, so one compile serves every
-sparsity level of a model. Batches are drawn afresh each step from the pool
-inside the program; gradients over `batches_per_step` micro-batches are
-averaged in a `fori_loop`, so only their indices are ever stored. With a
-stream (an iterator of batches, `force_jax.core.pruning_stream`) one compiled step
-(`force_jax.core.pruning_step`) is called once per step on fresh batches.
-
-The scan runs T + 1 iterations: iteration t < T scores the weights at mask
-m_{t-1} and selects m_t; the gradient it computes also gives the FORCE
-objective S(m_{t-1}). The last iteration selects nothing and only evaluates
-S(m_T), so the history holds S of every mask the schedule produced.
+sparsity level of a model; compiled programs are reused through jax.jit's
+own cache (`jax.clear_caches()` frees them).
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -26,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from force_jax.core import compile_options, pruning_step, pruning_stream, schedules, sharding
+from force_jax.core import compile_options, program, pruning_stream, schedules, sharding
 from force_jax.core import masks as masks_lib
 from force_jax.core import methods as methods_lib
 
@@ -54,59 +51,6 @@ class History(NamedTuple):
     objective: np.ndarray
     revived: np.ndarray
     layer_kept: np.ndarray
-
-
-def release_compiled() -> None:
-    """Frees every compiled pruning program and JAX's compilation caches.
-
-    Each cached program holds its executable and the `loss_fn` closure (and so
-    the model variables it captured). A long process that prunes many
-    different models, such as a sweep, calls this between runs: without it the
-    executables' machine code accumulates until the process runs out of
-    memory mappings.
-    """
-    _program.cache_clear()
-    jax.clear_caches()
-
-
-# Small: a new loss_fn closure is a new key, so entries from finished runs are dead weight.
-@functools.lru_cache(maxsize=8)
-def _program(
-    method: methods_lib.Method,
-    loss_fn: LossFn,
-    synflow_fn: LossFn | None,
-    flags: tuple[bool, ...],
-    batch_size: int,
-    batches_per_step: int,
-    track_objective: bool,
-    mesh: Mesh | None,
-    invert_scores: bool,
-    streamed: bool = False,
-) -> Callable:
-    """The jitted program for one static configuration (cached, so reused).
-
-    Pooled: the whole schedule, all steps in one scan. Streamed: the single
-    step, called once per step with that step's batches.
-    """
-    del flags  # part of the cache key: the mask's structure
-    step = pruning_step.step_fn(method, loss_fn, synflow_fn, batch_size, batches_per_step,
-                                track_objective, mesh, invert_scores, streamed=streamed)
-    if streamed:
-        return compile_options.jit(step)
-
-    def program(params, data, counts, key, start_mask):
-        def body(carry, xs):
-            mask, step_key = carry
-            count, is_last = xs
-            step_key, this_key = jax.random.split(step_key)
-            new_mask, *outputs = step(params, data, mask, this_key, count, is_last)
-            return (new_mask, step_key), tuple(outputs)
-
-        is_last = jnp.arange(counts.shape[0]) == counts.shape[0] - 1
-        (mask, _), outputs = jax.lax.scan(body, (start_mask, key), (counts, is_last))
-        return mask, outputs
-
-    return compile_options.jit(program)
 
 
 def _check_data(data: PyTree, batch_size: int, batches_per_step: int) -> None:
@@ -169,7 +113,6 @@ def prune(
     on_collapse: str = "warn",
     mesh: Mesh | None = None,
     initial_mask: PyTree | None = None,
-    invert_scores: bool = False,
 ) -> tuple[PyTree, History]:
     """Prunes `params` at initialisation with one of the methods of `scores`.
 
@@ -188,7 +131,8 @@ def prune(
         tracked (one compiled step, called T + 1 times).
       method: a name in `force_jax.core.methods.METHODS` (force, iter_snip,
         snip, grasp_it, grasp, synflow, magnitude, random), or a `Method`
-        record built elsewhere: what the program does follows the record.
+        record built elsewhere (e.g. `force_jax.core.sanity.inverted("force")`,
+        the "invert" sanity check): what the program does follows the record.
       sparsity: fraction of prunable weights removed, in [0, 1): a Python
         float, a numpy scalar or a 0-d array.
       steps: number of pruning steps T; defaults to the method's
@@ -213,8 +157,6 @@ def prune(
         schedule's keep fractions still run from 1 to 1 - sparsity, so with
         steps=1 this is one step of the method from a given mask: how single
         steps are compared with a reference implementation.
-      invert_scores: keep the lowest scores instead of the highest, at every
-        step (the "invert" sanity check, see `force_jax.core.sanity`).
 
     Returns:
       (mask, history): the mask pytree (bool arrays on prunable leaves, scalar
@@ -249,10 +191,8 @@ def prune(
     if record.needs_data and (data is None or loss_fn is None):
         raise ValueError(f"method {method!r} needs loss_fn and data")
     # Data-free methods read no batches (from a stream either), unless S(m) is tracked.
-    reads_data = record.needs_data or (
-        record.objective == methods_lib.OBJECTIVE_EXTRA and track_objective)
     streamed = pruning_stream.is_stream(data)
-    if reads_data and data is not None and loss_fn is not None:
+    if record.reads_data(track_objective) and data is not None and loss_fn is not None:
         if not streamed:
             _check_data(data, batch_size, batches_per_step)
     else:
@@ -281,19 +221,16 @@ def prune(
             dense, initial_mask)
     if mesh is not None:  # the layout of the masks the steps return, so no step recompiles
         start_mask = sharding.put_replicated_copy(start_mask, sharding.replicated(mesh))
-    static = (record, loss_fn, synflow_fn, flags, int(batch_size), int(batches_per_step),
-              bool(track_objective), mesh, bool(invert_scores))
-    padded = jnp.asarray(np.append(counts, counts[-1]), jnp.int32)
+    pruner = program.Pruner(record, loss_fn if data is not None else None, synflow_fn,
+                            int(batch_size), int(batches_per_step), bool(track_objective), mesh)
     if streamed:
-        mask, (objective, finite, revived, layer_kept) = pruning_stream.run_schedule(
-            _program(*static, True), params, data, padded, key, start_mask,
-            batches_per_step=int(batches_per_step), batch_size=int(batch_size),
-            fresh_final=bool(track_objective), mesh=mesh)
+        mask, trace = pruning_stream.run_schedule(
+            pruner, params, data, counts, key, start_mask, fresh_final=bool(track_objective))
     else:
-        mask, (objective, finite, revived, layer_kept) = _program(*static)(
-            params, data, padded, key, start_mask)
+        mask, trace = compile_options.outer_jit(program.schedule, static_argnums=0)(
+            pruner, params, data, jnp.asarray(counts, jnp.int32), key, start_mask)
 
-    finite = np.asarray(finite)[:-1]
+    finite = np.asarray(trace.finite)
     if not finite.all():
         bad = int(np.argmin(finite)) + 1
         # The scoring losses of `losses` turn a label that is not a class index into NaN.
@@ -303,9 +240,9 @@ def prune(
     history = History(
         keep_fraction=fractions,
         kept=counts,
-        objective=np.asarray(objective, np.float64)[1:],
-        revived=np.asarray(revived, np.int64)[:-1],
-        layer_kept=np.asarray(layer_kept, np.int64)[:-1],
+        objective=np.asarray(trace.objective, np.float64),
+        revived=np.asarray(trace.revived, np.int64),
+        layer_kept=np.asarray(trace.layer_kept, np.int64),
     )
     masks_lib.check_collapse(mask, on_collapse)
     return mask, history

@@ -20,7 +20,7 @@ into global arrays with ``jax.make_array_from_process_local_data``.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from force_jax.core import sharding
+from force_jax.core import compile_options, program, sharding
 
 PyTree = Any
 
@@ -140,58 +140,43 @@ def _place(stacked: PyTree, batch_size: int, mesh: Mesh | None) -> PyTree:
     return jax.tree.map(put, stacked)
 
 
-def run_schedule(step: Callable, params: PyTree, batches: Any, counts: jax.Array,
-                 key: jax.Array, mask: PyTree, *, batches_per_step: int, batch_size: int,
-                 fresh_final: bool, mesh: Mesh | None) -> tuple[PyTree, tuple]:
-    """The streamed schedule: the pooled scan's steps, one call each, fresh batches each.
+def run_schedule(pruner: program.Pruner, params: PyTree, batches: Any, counts: np.ndarray,
+                 key: jax.Array, mask: PyTree, *, fresh_final: bool) -> tuple[PyTree, tuple]:
+    """The streamed schedule: the pooled scan's steps, one compiled call each, fresh batches each.
 
-    Keys follow the scan's chain, so a stream that yields the batches the
-    pool would have drawn gives the pooled schedule's mask. The final
-    objective reuses the last step's batches unless `fresh_final`.
+    The state carries the pooled schedule's key chain, so a stream that
+    yields the batches the pool would have drawn gives the pooled
+    schedule's mask. The final objective reuses the last step's batches
+    unless `fresh_final`.
 
     Args:
-      step: the compiled streamed step (`force_jax.core.pruning_step.step_fn`).
+      pruner: the program's `force_jax.core.program.Pruner` (its batch shape
+        and mesh say how batches are drawn and placed).
       params: the dense parameters.
       batches: the iterator of batches.
-      counts: keep counts, T of them plus the last repeated (the final step).
+      counts: (T,) keep counts.
       key: the schedule's PRNG key.
       mask: the mask the schedule starts from.
-      batches_per_step, batch_size, mesh: as in `force_jax.prune`.
       fresh_final: draw one more step's batches for the final objective.
 
     Returns:
-      (final mask, the steps' outputs stacked: objective, finite, revived,
-      kept per layer).
+      (final mask, a `force_jax.core.program.StepOutput` of arrays with a
+      leading axis of T, as `program.schedule` returns).
     """
-    counts = np.asarray(counts)
-    steps = counts.shape[0] - 1
-    step_keys = key_chain(key, steps + 1)  # one dispatch, not one per step
-    outputs, step_data, expected = [], None, None
-    for index in range(steps + 1):
-        is_last = index == steps
-        if not is_last or fresh_final:
-            step_data, expected = draw_step(
-                batches, batches_per_step=batches_per_step, batch_size=batch_size,
-                step=index + 1, steps=steps, expected=expected, mesh=mesh)
-        mask, *out = step(params, step_data, mask, step_keys[index], counts[index],
-                          np.bool_(is_last))
+    step = compile_options.outer_jit(program.step, static_argnums=0)
+    objective = compile_options.outer_jit(program.objective, static_argnums=0)
+    counts = np.asarray(counts, np.int32)
+    steps = counts.shape[0]
+    draw = functools.partial(draw_step, batches, batches_per_step=pruner.batches_per_step,
+                             batch_size=pruner.batch_size, steps=steps, mesh=pruner.mesh)
+    state, outputs, step_data, expected = program.init_state(mask, key), [], None, None
+    for index in range(steps):
+        step_data, expected = draw(step=index + 1, expected=expected)
+        state, out = step(pruner, params, state, step_data, counts[index])
         outputs.append(out)
-    return mask, tuple(jnp.stack(column) for column in zip(*outputs))
-
-
-@functools.partial(jax.jit, static_argnums=1)
-def key_chain(key: jax.Array, length: int) -> jax.Array:
-    """The keys the pooled scan gives its steps: split, keep the second, carry the first.
-
-    Args:
-      key: the schedule's PRNG key.
-      length: number of steps.
-
-    Returns:
-      The (length,) step keys, made in one dispatch.
-    """
-    def body(carry, _):
-        carry, this = jax.random.split(carry)
-        return carry, this
-
-    return jax.lax.scan(body, key, None, length=length)[1]
+    if fresh_final:
+        step_data, expected = draw(step=steps + 1, expected=expected)
+    final = objective(pruner, params, state, step_data)
+    trace = jax.tree.map(lambda *column: jnp.stack(column), *outputs)
+    later = jnp.concatenate([trace.objective[1:], final[None]])
+    return state.mask, trace._replace(objective=later)

@@ -26,6 +26,7 @@ Every function is deterministic for its key and traceable (jit-friendly).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -33,6 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from force_jax.core import masks as masks_lib
+from force_jax.core import methods as methods_lib
 
 PyTree = Any
 
@@ -159,3 +161,31 @@ def invert_scores(scores: PyTree) -> PyTree:
       The inverted scores, same structure and dtypes.
     """
     return jax.tree.map(lambda s: jnp.where(s == -jnp.inf, s, -s), scores)
+
+
+@dataclasses.dataclass(frozen=True)
+class _InvertedScore:
+    """A score function keeping the lowest scores of another (equal when that one is)."""
+
+    score: Callable
+
+    def __call__(self, inputs):
+        scores, grads = self.score(inputs)
+        return invert_scores(scores), grads
+
+
+def inverted(method: str | methods_lib.Method) -> methods_lib.Method:
+    """The "invert" ablation as a method: the same method keeping its lowest scores.
+
+    At every step of a progressive method. The record is otherwise the
+    method's own (it reads the same data, gives S(m) the same way), and two
+    calls give equal records, so they share one compiled program.
+
+    Args:
+      method: a method name or `Method` record.
+
+    Returns:
+      A `Method` named "<name>:inverted".
+    """
+    record = methods_lib.get(method)
+    return record._replace(name=f"{record.name}:inverted", score=_InvertedScore(record.score))

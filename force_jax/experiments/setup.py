@@ -170,10 +170,10 @@ def prune_at_init(
       (mask, history) from `force_jax.prune`, the mask after the ablation.
     """
     cfg = config.prune
-    method = methods.get(cfg.method)
-    # A method that reads no data (magnitude, random) gets none: no pool loaded, no stream.
-    reads_data = method.needs_data or method.objective == methods.OBJECTIVE_EXTRA
-    examples = pruning_examples(config) if reads_data else None
+    ablation = cfg.get("ablation", "none")
+    method = sanity.inverted(cfg.method) if ablation == "invert" else methods.get(cfg.method)
+    # A method that reads no data gets none (no pool loaded, no stream), as `prune` decides.
+    examples = pruning_examples(config) if method.reads_data() else None
     loss_fn = losses.classification_loss(
         model, variables, loss=cfg.scoring_loss, temperature=cfg.temperature
     )
@@ -186,13 +186,11 @@ def prune_at_init(
         else:
             image_shape = examples["image"].shape[1:]
         synflow_fn = losses.synflow_objective(model, variables, image_shape)
-    ablation = cfg.get("ablation", "none")
     mask, history = pruning.prune(
-        loss_fn, variables["params"], examples, method=cfg.method, sparsity=cfg.sparsity,
+        loss_fn, variables["params"], examples, method=method, sparsity=cfg.sparsity,
         steps=cfg.steps, schedule=cfg.schedule,
         batch_size=cfg.batch_size, batches_per_step=cfg.batches_per_step, key=key,
         synflow_fn=synflow_fn, on_collapse=cfg.on_collapse, mesh=mesh,
-        invert_scores=ablation == "invert",
     )
     if ablation in sanity.MASK_SHUFFLES:
         mask = sanity.shuffle_within_layers(mask, sanity.ablation_key(config.seed),

@@ -47,12 +47,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import ml_collections
 from tqdm.auto import tqdm
 
 from force_jax.core import mask_analysis, sanity
 from force_jax.core.masks import SparsityReport
-from force_jax.core.pruning import release_compiled
 from force_jax.experiments import plots, setup, train, validate
 from force_jax.experiments import workdir as workdir_lib
 from force_jax.experiments.sweep_grid import (
@@ -252,7 +252,8 @@ def _run_cells(config: ml_collections.ConfigDict, workdir: str,
         ran = not os.path.exists(os.path.join(cell_dir, "metrics.json"))
         if ran:
             run_cell(cell_config(config, *cell), cell_dir, train_fn)
-            release_compiled()  # every cell compiles its own programs; free the last ones
+            # Every cell compiles its own programs (its loss closes over its model): free them.
+            jax.clear_caches()
         rows.append(cell_row(cell_dir, *cell))
         step_rows += cell_step_rows(cell_dir, *cell)
         rows.sort(key=lambda r: _grid_order(sweep, r))

@@ -1,0 +1,327 @@
+"""The pruning program as pure, traceable functions: a state, one step, the schedule.
+
+`force_jax.prune` is the convenient driver (it checks its arguments, chooses
+between a pool and a stream, and returns numpy); these are the pieces it is
+built on, for a user who composes them with JAX's own transformations:
+
+    pruner = Pruner("force", loss_fn, batch_size=128)
+    counts = schedule_counts(params, sparsity=0.99, steps=60)
+    mask, trace = jax.jit(schedule, static_argnums=0)(
+        pruner, params, pool, counts, key, init_mask(params))
+
+Everything below `Pruner` is a pure function of arrays: it runs under the
+user's `jax.jit`, `jax.vmap` (over params, keys, counts or start masks; the
+keep counts are data, so one compile serves every sparsity) and on a mesh.
+`Pruner` holds what is static (the method, the losses, the batch shape): it
+is hashable and compares by value, so it is the static argument of a jit, and
+equal pruners share one compiled program through jax.jit's own cache.
+
+The key chain: the state carries a key; every step splits it into the next
+state's key and this step's key, which splits again into the key that draws
+the step's batches from a pool (`draw_batches`) and the key the scores may
+use (random scores). A stream of batches that yields what the pool would
+have drawn therefore gives the pooled schedule's mask.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from force_jax.core import masks as masks_lib
+from force_jax.core import methods as methods_lib
+from force_jax.core import schedules, sharding
+from force_jax.core import scores as scores_lib
+
+PyTree = Any
+LossFn = Callable[[PyTree, Any], jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class Pruner:
+    """The static part of a pruning program: what is scored, on what, how.
+
+    Attributes:
+      method: a name in `force_jax.core.methods.METHODS` or a `Method` record
+        (stored as the record).
+      loss_fn: loss_fn(params, batch) -> scalar, the scoring loss; None for a
+        method that reads no data.
+      synflow_fn: the SynFlow objective, for method "synflow".
+      batch_size: examples per micro-batch.
+      batches_per_step: micro-batches whose gradients are averaged per step.
+      track_objective: also compute S(m) where the method's scores do not
+        give it for free (one more gradient per step).
+      mesh: a device mesh with a "data" axis: each micro-batch is split over
+        it (None: no constraint).
+    """
+
+    method: methods_lib.Method | str
+    loss_fn: LossFn | None = None
+    synflow_fn: LossFn | None = None
+    batch_size: int = 128
+    batches_per_step: int = 1
+    track_objective: bool = True
+    mesh: Mesh | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "method", methods_lib.get(self.method))
+
+    @property
+    def reads_data(self) -> bool:
+        """Whether the steps take batches (the method's, given track_objective)."""
+        return self.loss_fn is not None and self.method.reads_data(self.track_objective)
+
+
+class PruneState(NamedTuple):
+    """What a schedule carries from one step to the next.
+
+    Attributes:
+      mask: the current mask (bool on prunable leaves, scalar True elsewhere).
+      key: the key of the next step (see the module's key chain).
+    """
+
+    mask: PyTree
+    key: jax.Array
+
+
+class StepOutput(NamedTuple):
+    """What one step reports (stacked over steps by `schedule`).
+
+    Attributes:
+      objective: the FORCE objective S(m) = sum over kept weights of
+        |theta0 * g(theta0 * m)|, NaN where not computed. For `step`, of the
+        mask it started from; for `schedule`, of the mask each step produced.
+      finite: whether every score was finite (-inf allowed on pruned weights).
+      revived: weights kept by the step that the mask it started from had pruned.
+      layer_kept: (L,) weights kept in each prunable leaf after the step.
+    """
+
+    objective: jax.Array
+    finite: jax.Array
+    revived: jax.Array
+    layer_kept: jax.Array
+
+
+def init_state(mask: PyTree, key: jax.Array) -> PruneState:
+    """The state a schedule starts from.
+
+    Args:
+      mask: the start mask, e.g. `force_jax.init_mask(params)` (dense).
+      key: the schedule's PRNG key.
+
+    Returns:
+      A `PruneState`.
+    """
+    return PruneState(mask=mask, key=key)
+
+
+def schedule_counts(params: PyTree, *, sparsity: float, steps: int, schedule: str = "exp",
+                    is_prunable: masks_lib.IsPrunable | None = None) -> np.ndarray:
+    """The keep count after each step of a schedule over `params`' prunable weights.
+
+    Args:
+      params: the parameters (only shapes are read).
+      sparsity: the final fraction of prunable weights removed, in [0, 1).
+      steps: the number of steps T.
+      schedule: "exp" or "linear" (`force_jax.core.schedules.keep_fractions`).
+      is_prunable: predicate on (key path, leaf); defaults to ndim >= 2.
+
+    Returns:
+      int32 array of length T; the last is floor((1 - sparsity) * N)
+      (`schedules.count_kept`).
+    """
+    flags = masks_lib.prunable_flags(params, is_prunable)
+    total = sum(int(np.size(x)) for x, f in zip(jax.tree.leaves(params), flags) if f)
+    fractions = schedules.keep_fractions(schedule, 1.0 - schedules.check_sparsity(sparsity),
+                                         int(steps))
+    return schedules.keep_counts(fractions, total).astype(np.int32)
+
+
+def _split(key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(next state's key, this step's batch key, this step's score key)."""
+    next_key, this_key = jax.random.split(key)
+    batch_key, score_key = jax.random.split(this_key)
+    return next_key, batch_key, score_key
+
+
+def draw_batches(pruner: Pruner, pool: PyTree, state: PruneState) -> PyTree:
+    """The micro-batches the step at `state` draws from a pool of examples.
+
+    Each step takes batches_per_step * batch_size distinct examples, a fresh
+    random choice at every step.
+
+    Args:
+      pruner: the program's `Pruner`.
+      pool: a pytree of arrays with a leading example axis.
+      state: the state of the step that takes them.
+
+    Returns:
+      The pool's leaves reshaped to (batches_per_step, batch_size, ...).
+    """
+    _, batch_key, _ = _split(state.key)
+    size = jax.tree.leaves(pool)[0].shape[0]
+    take = pruner.batch_size * pruner.batches_per_step
+    chosen = jax.random.permutation(batch_key, size)[:take]
+    return jax.tree.map(
+        lambda x: jnp.take(x, chosen, axis=0).reshape(
+            pruner.batches_per_step, pruner.batch_size, *x.shape[1:]), pool)
+
+
+def _mean_over_batches(fn: Callable, batches: PyTree, count: int, mesh: Mesh | None) -> PyTree:
+    """Mean of fn(batch) over the micro-batches, accumulated in a loop (one live at a time)."""
+
+    def pick(i):
+        picked = jax.tree.map(lambda x: x[i], batches)
+        if mesh is None:
+            return picked
+        return jax.lax.with_sharding_constraint(picked, sharding.batch_sharding(mesh))
+
+    first = fn(pick(0))
+    if count == 1:
+        return first
+    total = jax.lax.fori_loop(
+        1, count, lambda i, acc: jax.tree.map(jnp.add, acc, fn(pick(i))), first)
+    return jax.tree.map(lambda x: x / count, total)
+
+
+def _gradients(pruner: Pruner, batches: PyTree | None) -> tuple[Callable | None, Callable | None]:
+    """(gradient, hessian_vector) over this step's batches, or (None, None) without data."""
+    if batches is None or pruner.loss_fn is None:
+        return None, None
+    loss_fn, count, mesh = pruner.loss_fn, pruner.batches_per_step, pruner.mesh
+
+    def gradient(p):
+        return _mean_over_batches(lambda b: jax.grad(loss_fn)(p, b), batches, count, mesh)
+
+    def hessian_vector(p, v):
+        # Reverse over reverse, H v = d<g(q), v>/dq: the models' convs on
+        # CPU have a custom VJP, which forward mode cannot go through.
+        def hv(b):
+            def directional(q):
+                grads = jax.grad(loss_fn)(q, b)
+                return sum(jnp.vdot(g, t) for g, t in
+                           zip(jax.tree.leaves(grads), jax.tree.leaves(v)))
+
+            return jax.grad(directional)(p)
+
+        return _mean_over_batches(hv, batches, count, mesh)
+
+    return gradient, hessian_vector
+
+
+def _objective(params: PyTree, grads: PyTree, mask: PyTree) -> jax.Array:
+    """S(mask): sum over kept prunable weights of |theta0 * g|."""
+    sal = scores_lib.saliency(params, grads)
+    return jnp.float32(sum(
+        jnp.sum(jnp.where(m, s, 0.0))
+        for s, m in zip(jax.tree.leaves(sal), jax.tree.leaves(mask))
+        if masks_lib.is_prunable_leaf(m)
+    ))
+
+
+def _finite(scores: PyTree, mask: PyTree) -> jax.Array:
+    """True when every prunable score is finite, -inf allowed on pruned weights."""
+    checks = [
+        jnp.all(jnp.isfinite(s) | ((s == -jnp.inf) & ~m))
+        for s, m in zip(jax.tree.leaves(scores), jax.tree.leaves(mask))
+        if masks_lib.is_prunable_leaf(m)
+    ]
+    return jnp.all(jnp.stack(checks))
+
+
+def _layer_kept(mask: PyTree) -> jax.Array:
+    return jnp.stack([jnp.sum(m, dtype=jnp.int32) for m in jax.tree.leaves(mask)
+                      if masks_lib.is_prunable_leaf(m)])
+
+
+def step(pruner: Pruner, params: PyTree, state: PruneState, batches: PyTree | None,
+         count: jax.Array | int) -> tuple[PruneState, StepOutput]:
+    """One step: score the weights at the state's mask and keep the top `count`.
+
+    Args:
+      pruner: the program's `Pruner`.
+      params: the dense parameters at initialisation, theta0.
+      state: the `PruneState` the step starts from.
+      batches: this step's micro-batches, leaves of shape (batches_per_step,
+        batch_size, ...) (`draw_batches` from a pool, or stacked from a
+        stream); None for a pruner that reads no data.
+      count: the number of prunable weights to keep (data: may be traced).
+
+    Returns:
+      (the next state, the step's `StepOutput`), whose objective is S of the
+      mask the step started from where the method's gradient gives it.
+    """
+    next_key, _, score_key = _split(state.key)
+    mask = state.mask
+    gradient, hessian_vector = _gradients(pruner, batches)
+    synflow_gradient = jax.grad(pruner.synflow_fn) if pruner.synflow_fn is not None else None
+    inputs = scores_lib.StepInputs(params, mask, gradient, hessian_vector, synflow_gradient,
+                                   score_key)
+    scores, grads = pruner.method.score(inputs)
+    extra = pruner.method.objective == methods_lib.OBJECTIVE_EXTRA and pruner.track_objective
+    if grads is None and extra and gradient is not None:
+        grads = gradient(masks_lib.apply_mask(params, mask))
+    objective = _objective(params, grads, mask) if grads is not None else jnp.float32(jnp.nan)
+    new_mask = masks_lib.topk_mask(scores, mask, count)
+    revived = masks_lib.num_kept(jax.tree.map(lambda a, b: a & ~b, new_mask, mask))
+    output = StepOutput(objective=objective, finite=_finite(scores, mask),
+                        revived=jnp.int32(revived), layer_kept=_layer_kept(new_mask))
+    return PruneState(mask=new_mask, key=next_key), output
+
+
+def objective(pruner: Pruner, params: PyTree, state: PruneState,
+              batches: PyTree | None) -> jax.Array:
+    """S of the state's mask on `batches` (NaN without data or when not tracked).
+
+    Args:
+      pruner: the program's `Pruner`.
+      params: the dense parameters at initialisation.
+      state: the state whose mask is measured.
+      batches: micro-batches as for `step`, or None.
+
+    Returns:
+      A float32 scalar.
+    """
+    gradient, _ = _gradients(pruner, batches)
+    if gradient is None or not pruner.track_objective:
+        return jnp.float32(jnp.nan)
+    return _objective(params, gradient(masks_lib.apply_mask(params, state.mask)), state.mask)
+
+
+def schedule(pruner: Pruner, params: PyTree, pool: PyTree | None, counts: jax.Array,
+             key: jax.Array, start_mask: PyTree) -> tuple[PyTree, StepOutput]:
+    """The whole pooled schedule: T steps in one `lax.scan`, fresh batches each step.
+
+    Args:
+      pruner: the program's `Pruner` (static under jit).
+      params: the dense parameters at initialisation.
+      pool: a pytree of arrays with a leading example axis, from which every
+        step draws its batches (`draw_batches`); None for a pruner that reads
+        no data.
+      counts: (T,) keep counts, e.g. `schedule_counts(...)`.
+      key: the schedule's PRNG key.
+      start_mask: the mask of step 0, e.g. `force_jax.init_mask(params)`.
+
+    Returns:
+      (the final mask, a `StepOutput` of arrays with a leading axis of T):
+      objective[t] is S of the mask step t + 1 produced, each on fresh
+      batches (the last from one more draw).
+    """
+    pool = pool if pruner.reads_data else None
+
+    def batches_at(state):
+        return None if pool is None else draw_batches(pruner, pool, state)
+
+    def body(state, count):
+        return step(pruner, params, state, batches_at(state), count)
+
+    state, outputs = jax.lax.scan(body, init_state(start_mask, key), jnp.asarray(counts))
+    final = objective(pruner, params, state, batches_at(state))
+    later = jnp.concatenate([outputs.objective[1:], final[None]])
+    return state.mask, outputs._replace(objective=later)
