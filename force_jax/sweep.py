@@ -1,7 +1,27 @@
-"""`python -m force_jax.sweep`: a grid of training runs and its reports (see
-`force_jax.experiments.sweep`, where `run_sweep` lives)."""
+r"""A grid of prune-then-train runs (methods x sparsities x seeds) and its reports.
 
-from force_jax.experiments.sweep import main, run_sweep
+usage: python -m force_jax.sweep --config=configs/claim_fashion_mnist.py --workdir=DIR
+           [--config.KEY=VALUE ...]
+
+Runs every cell of the config's grid (config.sweep.methods, sparsities, seeds
+and ablations) in DIR/cells/, and after each cell rewrites DIR/results.csv,
+DIR/summary.md (test accuracy, mean ± std over seeds) and the figures;
+rerunning the same command on DIR skips the finished cells and resumes the
+interrupted one. The command exits with status 1 when some cell failed, each
+named on stderr (the code: force_jax.experiments.sweep.run_sweep). For example:
+
+    python -m force_jax.sweep --config=configs/claim_fashion_mnist.py \
+        --workdir=/tmp/claim --config.data.data_dir=../shared/datasets/tfds
+"""
+
+if __name__ == "__main__":  # the command: TensorFlow's start-up lines off, before it loads
+    import os
+
+    from force_jax.experiments import cli
+
+    cli.quiet_library_logs(os.environ, cli.startup_environment())
+
+from force_jax.experiments.sweep import main, run_sweep  # noqa: E402
 
 __all__ = ["main", "run_sweep"]
 

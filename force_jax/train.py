@@ -1,7 +1,26 @@
-"""`python -m force_jax.train`: prune at initialisation, then train (see
-`force_jax.experiments.train`, where `train_and_evaluate` lives)."""
+r"""Prune at initialisation, then train and evaluate a sparse classifier.
 
-from force_jax.experiments.train import main, train_and_evaluate
+usage: python -m force_jax.train --config=configs/default.py --workdir=DIR
+           [--config.KEY=VALUE ...]
+
+Prunes the config's model at initialisation (config.prune), trains the sparse
+network (config.train) and evaluates it, writing into DIR its checkpoints,
+prune.json, metrics.jsonl, metrics.json and TensorBoard events; rerunning the
+same command on DIR resumes from its last checkpoint (the code:
+force_jax.experiments.train.train_and_evaluate). For example:
+
+    python -m force_jax.train --config=configs/default.py --workdir=/tmp/run \
+        --config.data.data_dir=../shared/datasets/tfds --config.prune.sparsity=0.98
+"""
+
+if __name__ == "__main__":  # the command: TensorFlow's start-up lines off, before it loads
+    import os
+
+    from force_jax.experiments import cli
+
+    cli.quiet_library_logs(os.environ, cli.startup_environment())
+
+from force_jax.experiments.train import main, train_and_evaluate  # noqa: E402
 
 __all__ = ["main", "train_and_evaluate"]
 

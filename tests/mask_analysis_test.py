@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import matplotlib.colors
 import numpy as np
 import pytest
 from conftest import init_mlp, mlp_loss
@@ -75,11 +76,37 @@ def test_trajectory_and_consecutive_iou_agree_with_the_masks_of_every_step():
         mask_analysis.layer_density_trajectory(history.layer_kept[:, :1], report)
 
 
-def test_density_trajectory_plot_is_a_png(tmp_path):
-    path = tmp_path / "trajectory.png"
-    plots.plot_density_trajectory({"conv/kernel": [0.5, 0.2], "dense/kernel": [0.4, 0.1]},
-                                  [0.45, 0.15], str(path))
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+def _pixels_of(image: np.ndarray, colour: str) -> np.ndarray:
+    """(row, column) of the pixels of an RGBA image (floats in [0, 1]) drawn in `colour`."""
+    rgb = np.asarray(matplotlib.colors.to_rgb(colour))
+    return np.argwhere(np.abs(image[..., :3] - rgb).max(axis=-1) < 0.02)
+
+
+def _end_row(image: np.ndarray, colour: str) -> float:
+    """The image row of a curve's last point: its rightmost pixels (row 0 is the top)."""
+    pixels = _pixels_of(image, colour)
+    return float(pixels[pixels[:, 1] == pixels[:, 1].max(), 0].mean())
+
+
+def test_density_trajectory_plot_is_a_png_of_the_data(tmp_path):
+    import matplotlib.image
+
+    images = {}
+    for name, last in (("steep", 0.02), ("shallow", 0.2)):
+        path = tmp_path / f"{name}.png"
+        plots.plot_density_trajectory({"conv/kernel": [0.5, last], "dense/kernel": [0.4, 0.1]},
+                                      [0.45, 0.15], str(path))
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        images[name] = matplotlib.image.imread(str(path))  # decodes, or raises
+    for image in images.values():
+        # A 7.0 x 4.4 in figure at 120 dpi (840 x 528), cropped to its drawing.
+        height, width, channels = image.shape
+        assert 0.85 * 840 <= width <= 840 and 0.85 * 528 <= height <= 528 and channels == 4
+        assert 0.01 < (image[..., :3].min(axis=-1) < 0.9).mean() < 0.5  # drawn on, not blank
+        # Both layers' curves (C0, C1) and the schedule's black dashes are drawn.
+        assert min(len(_pixels_of(image, c)) for c in ("C0", "C1", "black")) > 100
+    # conv's last density, 2 % rather than 20 %, puts its curve's end lower in the image.
+    assert _end_row(images["steep"], "C0") > _end_row(images["shallow"], "C0") + 50
 
 
 def two_layer_relu(params, batch=None):

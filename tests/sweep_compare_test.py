@@ -38,8 +38,9 @@ def test_two_variants_side_by_side(tmp_path):
     lines = (tmp_path / "out" / "summary.md").read_text().splitlines()
     assert lines[0] == "| variant | method | 99 % | 99.8 % |"
     # 0.8 and 0.9: mean 0.85, sample std 0.0707; the failed cell is counted, not averaged.
-    assert lines[2] == "| paper loss | force | 0.850 ± 0.071 (n=2) | n/a |"
-    assert lines[3] == "| ce | force | 0.500 (n=1) | 0.250 (n=1) |"
+    # Four decimals, as in every table (`tables.mean_std`).
+    assert lines[2] == "| paper loss | force | 0.8500 ± 0.0707 (n=2) | n/a |"
+    assert lines[3] == "| ce | force | 0.5000 (n=1) | 0.2500 (n=1) |"
     assert lines[-1] == "5 cells, 1 failed."
     with open(tmp_path / "out" / "results.csv") as f:
         table = list(csv.DictReader(f))
@@ -64,7 +65,7 @@ def test_one_label_joins_folders_and_refuses_a_cell_found_twice(tmp_path):
     runs = [("base", str(tmp_path / "seeds01")), ("base", str(tmp_path / "seeds2"))]
     sweep_compare.write_comparison(runs, str(tmp_path / "out"))
     lines = (tmp_path / "out" / "summary.md").read_text().splitlines()
-    assert lines[2] == "| base | force | 0.400 ± 0.200 (n=3) |"
+    assert lines[2] == "| base | force | 0.4000 ± 0.2000 (n=3) |"
     with pytest.raises(ValueError, match="variant 'base' has the cell force at sparsity 0.998 "
                                          "seed 0 twice"):
         sweep_compare.write_comparison(runs + runs[:1], str(tmp_path / "again"))

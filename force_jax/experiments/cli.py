@@ -4,6 +4,10 @@
         [--config.key=value ...]
 
 Flags are defined only when a command runs, so importing a module defines none.
+`--help` prints the entry point's docstring (its usage) and the command's
+flags: --config and --workdir are made key flags of the main module.
+`quiet_library_logs`, called by an entry point before TensorFlow is imported,
+keeps TensorFlow's and XLA's start-up log lines off the console.
 """
 
 from __future__ import annotations
@@ -12,12 +16,94 @@ import difflib
 import errno
 import signal
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import ml_collections
 
 from force_jax.errors import ConfigError
+
+if TYPE_CHECKING:
+    from absl import flags as absl_flags
+
+# The C++ log level TensorFlow and XLA start with: "3" drops their INFO, WARNING and ERROR
+# lines (oneDNN, cpu_feature_guard, TF-TRT, "All log messages before absl::InitializeLog()",
+# a partly read dataset cache, the cuDNN/cuBLAS factories registered twice, XLA's "Very slow
+# compile?" alarm); a failure still raises, with its message, in Python. jax's default, 1,
+# keeps WARNING and ERROR. Python warnings and absl's Python logging (our own warnings and
+# errors) are not affected; TF_CPP_MIN_LOG_LEVEL=0 shows every line.
+LIBRARY_LOG_LEVEL = ("TF_CPP_MIN_LOG_LEVEL", "3")
+
+CONFIG_HELP = ("Experiment config file: a .py file whose get_config() returns the config "
+               "(file.py:ARG calls get_config(ARG)). Override any of its keys with "
+               "--config.KEY=VALUE, e.g. --config.prune.sparsity=0.98.")
+
+
+def startup_environment(path: str = "/proc/self/environ") -> dict[str, str] | None:
+    """The environment the process started with: the user's settings, before any library's.
+
+    `os.environ` cannot tell them apart: importing jax (the package imports
+    it, before an entry point runs) sets TF_CPP_MIN_LOG_LEVEL=1 where the
+    user set nothing. Linux keeps the environment the process was started
+    with in /proc/self/environ.
+
+    Args:
+      path: the file holding it (NUL-separated NAME=VALUE entries).
+
+    Returns:
+      NAME -> VALUE, or None where the file cannot be read (not Linux).
+    """
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    entries = (entry.split(b"=", 1) for entry in raw.split(b"\0") if b"=" in entry)
+    return {name.decode(errors="replace"): value.decode(errors="replace")
+            for name, value in entries}
+
+
+def quiet_library_logs(environ: MutableMapping[str, str],
+                       startup: Mapping[str, str] | None) -> None:
+    """Keeps TensorFlow's and XLA's start-up log lines off the console.
+
+    Call from an entry point (under ``if __name__ == "__main__"``) before
+    TensorFlow is imported: TensorFlow reads the level when it loads. A level
+    the user set (``TF_CPP_MIN_LOG_LEVEL=0`` shows every line) is kept; one set
+    by a library since the process started (jax sets 1) is not the user's.
+
+    Args:
+      environ: the process environment (os.environ), changed in place.
+      startup: the environment the process started with (`startup_environment`);
+        None when unknown: then any value in `environ` counts as the user's.
+    """
+    name, level = LIBRARY_LOG_LEVEL
+    if name not in (environ if startup is None else startup):
+        environ[name] = level
+
+
+def define_flags(workdir_help: str, flag_values: absl_flags.FlagValues,
+                 main_module: str) -> None:
+    """Defines --config and --workdir (both required) as key flags of the main module.
+
+    absl's --help lists the key flags of the main module (named by
+    sys.argv[0]) under its docstring; flags defined here would otherwise
+    belong to this module and show only under --helpfull.
+
+    Args:
+      workdir_help: help text of --workdir.
+      flag_values: the absl FlagValues to define them in (flags.FLAGS).
+      main_module: the module --help describes (sys.argv[0]).
+    """
+    from absl import flags
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file("config", None, CONFIG_HELP, flag_values=flag_values,
+                                    lock_config=True)
+    flags.DEFINE_string("workdir", None, workdir_help, flag_values=flag_values)
+    flags.mark_flags_as_required(["config", "workdir"], flag_values=flag_values)
+    for name in ("config", "workdir"):
+        flag_values.register_key_flag_for_module(main_module, flag_values[name])
 
 
 def _fail(message: str) -> None:
@@ -184,15 +270,12 @@ def run_config_command(
       workdir_help: help text of --workdir.
     """
     from absl import app, flags, logging
-    from ml_collections import config_flags
 
     argv = sys.argv[1:]
     if config_argument(argv):
         importable_configs(config_argument(argv).split(":", 1)[0])  # file.py:arg
 
-    config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
-    flags.DEFINE_string("workdir", None, workdir_help)
-    flags.mark_flags_as_required(["config", "workdir"])
+    define_flags(workdir_help, flags.FLAGS, sys.argv[0])
 
     def parse(argv: list[str]) -> list[str]:
         repeated = repeated_overrides(argv)

@@ -40,7 +40,8 @@ from force_jax.core import losses, mask_analysis
 from force_jax.core import masks as masks_lib
 from force_jax.experiments import setup
 from force_jax.experiments.sweep_report import series_name
-from force_jax.training import checkpoint, data
+from force_jax.experiments.tables import markdown_table
+from force_jax.training import checkpoint, data, files
 
 PyTree = Any
 
@@ -165,15 +166,15 @@ def summary_markdown(rows: Sequence[dict[str, Any]], center_layers: Sequence[str
         groups.setdefault((series_name(r["method"], r["ablation"]), r["sparsity"]), []).append(r)
     head = ["method", "sparsity", "connected seeds"] + [f"centre tap {layer}"
                                                         for layer in center_layers]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    table = []
     for (series, sparsity), group in sorted(groups.items()):
         cells = [series, f"{sparsity:g}",
                  f"{sum(r['paths'] > 0 for r in group)}/{len(group)}"]
         for layer in center_layers:
             shares = [r["center_tap"][layer] for r in group if layer in r["center_tap"]]
             cells.append(f"{statistics.fmean(shares):.2f}" if shares else "none kept")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        table.append(cells)
+    return markdown_table(head, table)
 
 
 def write_paths(sweep_dir: str, data_dir: str | None = None,
@@ -205,8 +206,8 @@ def write_paths(sweep_dir: str, data_dir: str | None = None,
     for r in rows:
         writer.writerow([r["method"], r["ablation"], r["sparsity"], r["seed"], r["paths"]]
                         + [r["center_tap"].get(layer, "") for layer in layers])
-    checkpoint.write_atomic(os.path.join(sweep_dir, "paths.csv"), out.getvalue())
-    checkpoint.write_atomic(os.path.join(sweep_dir, "paths.md"),
+    files.write_atomic(os.path.join(sweep_dir, "paths.csv"), out.getvalue())
+    files.write_atomic(os.path.join(sweep_dir, "paths.md"),
                             summary_markdown(rows, center_layers))
     return rows
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from collections.abc import Mapping, Sequence
 
 import matplotlib
@@ -12,22 +11,26 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from force_jax.core.masks import SparsityReport  # noqa: E402
-from force_jax.training import checkpoint  # noqa: E402
+from force_jax.training import files  # noqa: E402
 
 
 def save_figure(fig, path: str) -> None:
-    """Saves a figure to PNG atomically and closes it."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
-    os.close(fd)
+    """Saves a figure as PNG, atomically (`files.write_atomic`), and closes it.
+
+    Args:
+      fig: a matplotlib figure; closed even when the write fails.
+      path: output PNG (its folder is created if missing).
+
+    Raises:
+      OSError: naming `path` when the disk refuses the write; the previous
+        file is kept.
+    """
     try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        checkpoint.publish(tmp, path)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    files.write_atomic(path, buffer.getvalue())
 
 
 def plot_layer_density(reports: dict[str, SparsityReport], path: str, title: str = "") -> None:

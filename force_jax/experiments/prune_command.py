@@ -84,7 +84,8 @@ def main() -> None:
     """Command line: --config=configs/x.py --workdir=DIR [--config.key=value ...]."""
     from force_jax.experiments import cli
 
-    cli.run_config_command(prune_and_save, "Output folder.")
+    cli.run_config_command(
+        prune_and_save, "Output folder: the mask, prune.json and layer_density.png.")
 
 
 if __name__ == "__main__":

@@ -29,14 +29,13 @@ import csv
 import io
 import json
 import os
-import shutil
 import statistics
 from collections.abc import Sequence
 from typing import Any
 
 from force_jax.experiments import mask_paths, plots, workdir
-from force_jax.experiments.sweep_report import mean_std
-from force_jax.training import checkpoint
+from force_jax.experiments.tables import markdown_table, mean_std
+from force_jax.training import files
 
 # The files of a finished cell that the report and a resumed sweep need (no checkpoints).
 RECORD_FILES = ("config.json", "prune.json", "metrics.json", "metrics.jsonl",
@@ -182,12 +181,6 @@ def _groups(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, float, float], li
     return groups
 
 
-def _table(head: Sequence[str], lines: Sequence[Sequence[str]]) -> str:
-    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    out += ["| " + " | ".join(line) + " |" for line in lines]
-    return "\n".join(out) + "\n"
-
-
 def summary_markdown(rows: Sequence[dict[str, Any]]) -> str:
     """The report's tables.
 
@@ -210,8 +203,7 @@ def summary_markdown(rows: Sequence[dict[str, Any]]) -> str:
         return [text(groups.get((method, sparsity, w), [])) for w in widths]
 
     def accuracy(group):
-        text = mean_std([r["test_accuracy"] for r in group])
-        return text if len(group) < 2 else f"{text} (n={len(group)})"
+        return mean_std([r["test_accuracy"] for r in group], count=True)
 
     def disconnected(group):
         if not group:
@@ -220,15 +212,15 @@ def summary_markdown(rows: Sequence[dict[str, Any]]) -> str:
                 f"({sum(r['final_objective'] == 0 for r in group)} with S(m) = 0)")
 
     parts = ["Test accuracy, mean ± sample std over seeds (0.100 is chance):\n",
-             _table(["method", "sparsity", *width_head],
+             markdown_table(["method", "sparsity", *width_head],
                     [[m, f"{s:g}", *cells(m, s, accuracy)] for m, s in series]),
              "\nMasks with no path from input to output after training:\n",
-             _table(["method", "sparsity", *width_head],
+             markdown_table(["method", "sparsity", *width_head],
                     [[m, f"{s:g}", *cells(m, s, disconnected)] for m, s in series])]
     by_kept = sorted({(r["kept"], r["width"], r["sparsity"]) for r in rows})
     methods = sorted({r["method"] for r in rows})
     parts += ["\nThe same cells by kept weights (a comparison at matched kept counts):\n",
-              _table(["kept", "width", "sparsity", *methods],
+              markdown_table(["kept", "width", "sparsity", *methods],
                      [[f"{k:,}", f"x{w:g}", f"{s:g}",
                        *[accuracy(groups.get((m, s, w), [])) for m in methods]]
                       for k, w, s in by_kept])]
@@ -238,7 +230,7 @@ def summary_markdown(rows: Sequence[dict[str, Any]]) -> str:
         parts += ["\nDisconnected masks: the first step of the schedule at which S(m) was 0, "
                   "the thinnest layer (kept weights) at the step before, and the first step "
                   "at which a layer kept no weight:\n",
-                  _table(["method", "width", "sparsity", "seed", "S(m) = 0 from step",
+                  markdown_table(["method", "width", "sparsity", "seed", "S(m) = 0 from step",
                           "thinnest layer before", "first empty at step", "emptied layers"],
                          [[r["method"], f"x{r['width']:g}", f"{r['sparsity']:g}",
                            str(r["seed"]), str(r["objective_zero_step"] or "never"),
@@ -282,6 +274,15 @@ def plot_against_size(rows: Sequence[dict[str, Any]], path: str) -> None:
     plots.save_figure(fig, path)
 
 
+def _copy_records(cell_dir: str, target: str) -> None:
+    """Copies the RECORD_FILES a cell has into `target`, each atomically."""
+    for name in RECORD_FILES:
+        source = os.path.join(cell_dir, name)
+        if os.path.exists(source):
+            with open(source, "rb") as f:
+                files.write_atomic(os.path.join(target, name), f.read())
+
+
 def write_report(runs_dir: str, out_dir: str, data_dir: str | None = None
                  ) -> list[dict[str, Any]]:
     """Reads every finished cell under RUNS and OUT; writes the report and the cells' records.
@@ -306,17 +307,14 @@ def write_report(runs_dir: str, out_dir: str, data_dir: str | None = None
         rows.append(cell_row(cell_dir, data_dir))  # measures paths.json where missing
         target = os.path.join(out_dir, width, "cells", name)
         if os.path.abspath(target) != os.path.abspath(cell_dir):
-            os.makedirs(target, exist_ok=True)
-            for file in RECORD_FILES:
-                if os.path.exists(os.path.join(cell_dir, file)):
-                    shutil.copyfile(os.path.join(cell_dir, file), os.path.join(target, file))
+            _copy_records(cell_dir, target)
     rows.sort(key=lambda r: (r["method"], r["sparsity"], r["width"], r["seed"]))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    checkpoint.write_atomic(os.path.join(out_dir, "results.csv"), buffer.getvalue())
-    checkpoint.write_atomic(os.path.join(out_dir, "summary.md"), summary_markdown(rows))
+    files.write_atomic(os.path.join(out_dir, "results.csv"), buffer.getvalue())
+    files.write_atomic(os.path.join(out_dir, "summary.md"), summary_markdown(rows))
     plot_against_size(rows, os.path.join(out_dir, "accuracy_vs_size.png"))
     return rows
 

@@ -28,7 +28,8 @@ from typing import Any
 
 from force_jax.experiments import plots, workdir
 from force_jax.experiments.sweep_report import series_name
-from force_jax.training import checkpoint
+from force_jax.experiments.tables import markdown_table, mean_std, sparsity_head
+from force_jax.training import files
 
 VARIANT_COLUMNS = ("variant", "method", "sparsity", "seed", "test_accuracy", "error")
 
@@ -58,14 +59,6 @@ def read_rows(label: str, sweep_dir: str) -> list[dict[str, Any]]:
                  "error": r.get("error") or None} for r in csv.DictReader(f)]
 
 
-def _cell(values: Sequence[float]) -> str:
-    if not values:
-        return "n/a"
-    if len(values) == 1:
-        return f"{values[0]:.3f} (n=1)"
-    return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f} (n={len(values)})"
-
-
 def _accuracies(rows, variant, method, sparsity) -> list[float]:
     return [r["test_accuracy"] for r in rows if (r["variant"], r["method"], r["sparsity"]) == (
         variant, method, sparsity) and r["test_accuracy"] is not None]
@@ -73,6 +66,8 @@ def _accuracies(rows, variant, method, sparsity) -> list[float]:
 
 def summary_markdown(rows: Sequence[dict[str, Any]]) -> str:
     """Test accuracy, variant x method by sparsity, as mean ± std (n seeds).
+
+    Each cell is `tables.mean_std` with its seed count: "0.8500 ± 0.0707 (n=2)".
 
     Args:
       rows: labelled rows from `read_rows`.
@@ -83,14 +78,12 @@ def summary_markdown(rows: Sequence[dict[str, Any]]) -> str:
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in rows))
     sparsities = sorted({r["sparsity"] for r in rows})
-    lines = ["| variant | method | " + " | ".join(f"{100 * s:g} %" for s in sparsities) + " |",
-             "|---|---|" + "---|" * len(sparsities)]
-    for variant in variants:
-        for method in methods:
-            cells = [_cell(_accuracies(rows, variant, method, s)) for s in sparsities]
-            lines.append(f"| {variant} | {method} | " + " | ".join(cells) + " |")
+    table = [[variant, method, *(mean_std(_accuracies(rows, variant, method, s), count=True)
+                                 for s in sparsities)]
+             for variant in variants for method in methods]
     failed = sum(1 for r in rows if r["error"])
-    return "\n".join(lines) + f"\n\n{len(rows)} cells, {failed} failed.\n"
+    return (markdown_table(["variant", "method", *(sparsity_head(s) for s in sparsities)], table)
+            + f"\n{len(rows)} cells, {failed} failed.\n")
 
 
 def plot_comparison(rows: Sequence[dict[str, Any]], path: str) -> None:
@@ -219,14 +212,13 @@ def write_comparison(runs: Sequence[tuple[str, str]], out_dir: str) -> list[dict
     rows = [row for label, folder in runs for row in read_rows(label, folder)]
     check_no_repeated_cells(rows)
     check_joined_settings(runs)
-    os.makedirs(out_dir, exist_ok=True)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(VARIANT_COLUMNS)
     for row in rows:
         writer.writerow(["" if row[c] is None else row[c] for c in VARIANT_COLUMNS])
-    checkpoint.write_atomic(os.path.join(out_dir, "results.csv"), buffer.getvalue())
-    checkpoint.write_atomic(os.path.join(out_dir, "summary.md"), summary_markdown(rows))
+    files.write_atomic(os.path.join(out_dir, "results.csv"), buffer.getvalue())
+    files.write_atomic(os.path.join(out_dir, "summary.md"), summary_markdown(rows))
     plot_comparison(rows, os.path.join(out_dir, "accuracy_vs_sparsity.png"))
     return rows
 

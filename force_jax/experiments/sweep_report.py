@@ -17,7 +17,8 @@ from typing import Any
 
 from force_jax.core.masks import LayerDensity, SparsityReport
 from force_jax.experiments import plots
-from force_jax.training import checkpoint
+from force_jax.experiments.tables import markdown_table, mean_std, sparsity_head
+from force_jax.training import files
 
 COLUMNS = (
     "method", "ablation", "sparsity", "seed", "test_accuracy", "best_validation_accuracy",
@@ -57,7 +58,7 @@ def _write_csv(path: str, columns: Sequence[str], rows: Sequence[dict[str, Any]]
     writer.writerow(columns)
     for row in rows:
         writer.writerow([_format(row.get(c)) for c in columns])
-    checkpoint.write_atomic(path, buffer.getvalue())
+    files.write_atomic(path, buffer.getvalue())
 
 
 def write_results(path: str, rows: Sequence[dict[str, Any]]) -> None:
@@ -136,22 +137,11 @@ def write_plots(sweep_dir: str, rows: Sequence[dict[str, Any]],
     return written
 
 
-def mean_std(values: Sequence[float]) -> str:
-    """Mean ± sample standard deviation to 4 decimals, as every table of a sweep shows them.
-
-    Args:
-      values: one value per seed.
-
-    Returns:
-      "0.8650 ± 0.0040"; "0.8650 (n=1)" for a single value (no spread to
-      report); "n/a" for none.
-    """
-    if not values:
-        return "n/a"
-    mean = statistics.fmean(values)
-    if len(values) == 1:
-        return f"{mean:.4f} (n=1)"
-    return f"{mean:.4f} ± {statistics.stdev(values):.4f}"
+def _values(rows: Sequence[dict[str, Any]], key: str, series: str,
+            sparsity: float) -> list[float]:
+    """The finite values of `key` over the seeds of one (series, sparsity) cell."""
+    return [float(r[key]) for r in rows
+            if _series(r) == series and r["sparsity"] == sparsity and _finite(r.get(key))]
 
 
 def _disconnected(values: Sequence[float]) -> str:
@@ -181,24 +171,19 @@ def summary_markdown(rows: Sequence[dict[str, Any]], methods: Sequence[str],
     Returns:
       The markdown text.
     """
-    head = "| method | " + " | ".join(f"{100 * s:g} %" for s in sparsities) + " |"
-    rule = "|---|" + "---|" * len(sparsities)
+    head = ["method", *(sparsity_head(s) for s in sparsities)]
     sections = []
     for key, title, cell in (
         ("test_accuracy", "Test accuracy (mean ± std over seeds):", mean_std),
         ("force_objective", "Seeds whose final mask has S(m) = 0 (disconnected):",
          _disconnected),
     ):
-        lines = [title, "", head, rule]
-        for method in methods:
-            cells = [cell([float(r[key]) for r in rows if _series(r) == method
-                           and r["sparsity"] == s and _finite(r.get(key))])
-                     for s in sparsities]
-            lines.append(f"| {method} | " + " | ".join(cells) + " |")
-        sections.append("\n".join(lines))
+        table = [[method, *(cell(_values(rows, key, method, s)) for s in sparsities)]
+                 for method in methods]
+        sections.append(f"{title}\n\n{markdown_table(head, table)}")
     failed = [r for r in rows if r.get("error")]
-    sections.append(f"{len(rows)} cells, {len(failed)} failed.")
-    return "\n\n".join(sections) + "\n"
+    sections.append(f"{len(rows)} cells, {len(failed)} failed.\n")
+    return "\n".join(sections)
 
 
 def write_summary(path: str, rows: Sequence[dict[str, Any]], methods: Sequence[str],
@@ -213,7 +198,7 @@ def write_summary(path: str, rows: Sequence[dict[str, Any]], methods: Sequence[s
     """
     ranked = ranking_markdown(step_rows, methods, sparsities)
     text = summary_markdown(rows, methods, sparsities)
-    checkpoint.write_atomic(path, text + ("\n" + ranked if ranked else ""))
+    files.write_atomic(path, text + ("\n" + ranked if ranked else ""))
 
 
 STEP_COLUMNS = ("method", "ablation", "sparsity", "seed", "step", "test_accuracy")
@@ -316,18 +301,15 @@ def ranking_markdown(step_rows: Sequence[dict[str, Any]], methods: Sequence[str]
     steps = sorted({int(r["step"]) for r in step_rows})
     if len(steps) < 2:
         return ""
-    lines = ["Ranking of methods by mean test accuracy after each evaluation "
-             "(best first; accuracy_by_step.csv):", "",
-             "| step | " + " | ".join(f"{100 * s:g} %" for s in sparsities) + " |",
-             "|---|" + "---|" * len(sparsities)]
-    for step in steps:
-        lines.append(f"| {step} | " + " | ".join(
-            " > ".join(ranking(step_rows, step, s, methods)) or "n/a" for s in sparsities) + " |")
+    table = [[str(step), *(" > ".join(ranking(step_rows, step, s, methods)) or "n/a"
+                           for s in sparsities)] for step in steps]
     reversals = []
     for s in sparsities:
         pairs = reversed_pairs(step_rows, s, methods)
-        reversals.append(f"{100 * s:g} %: " + (", ".join(f"{a} / {b}" for a, b in pairs)
-                                               if pairs else "none"))
-    lines += ["", "Pairs whose order reverses between evaluations by more than both standard "
-              "deviations over seeds: " + "; ".join(reversals) + "."]
-    return "\n".join(lines) + "\n"
+        reversals.append(f"{sparsity_head(s)}: " + (", ".join(f"{a} / {b}" for a, b in pairs)
+                                                    if pairs else "none"))
+    return ("Ranking of methods by mean test accuracy after each evaluation "
+            "(best first; accuracy_by_step.csv):\n\n"
+            + markdown_table(["step", *(sparsity_head(s) for s in sparsities)], table)
+            + "\nPairs whose order reverses between evaluations by more than both standard "
+            "deviations over seeds: " + "; ".join(reversals) + ".\n")

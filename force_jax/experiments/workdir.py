@@ -28,7 +28,7 @@ import ml_collections
 from force_jax.errors import WorkdirError
 from force_jax.experiments.lock import workdir_lock
 from force_jax.training import cluster
-from force_jax.training.checkpoint import write_atomic
+from force_jax.training.files import write_atomic
 
 CONFIG_FILE = "config.json"
 # Keys (dotted prefixes) that change neither a run's result nor what its numbers mean:

@@ -1,21 +1,20 @@
-"""Atomic files and orbax checkpoints of the train state.
+"""JSON record files and orbax checkpoints of the train state.
 
-Result files are written to a temporary name in the same folder and renamed,
-so a reader never sees half a file and an interrupted run loses nothing that
-was already written. orbax writes each checkpoint into a temporary folder and
-renames it when complete, so the latest complete checkpoint is always intact.
+Record files (JSON, JSON lines) are written through `force_jax.training.files`
+(`write_atomic` is that module's, re-exported here), so a reader never sees
+half a file and an interrupted run loses nothing that was already written.
+orbax writes each checkpoint into a temporary folder and renames it when
+complete, so the latest complete checkpoint is always intact.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import logging
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,14 +22,14 @@ import orbax.checkpoint as ocp
 
 from force_jax.errors import ConfigError
 
+# Re-exported: the errnos of a refusing disk, and the one writer of result files.
+from force_jax.training.files import DISK_ERRNOS, write_atomic
+
 
 class ResultFileError(ConfigError):
     """A result file (metrics.jsonl) or checkpoint folder that cannot be trusted."""
 
 
-# Why a disk refuses a write: full, over quota, read-only, not ours. The command line
-# reports these in one line naming the path (`force_jax.experiments.cli`).
-DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES})
 # How tensorstore, which writes orbax's checkpoints, reports the OS error under its own.
 _OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
 _TENSORSTORE_FILE = re.compile(r'local file "([^"]+)"')
@@ -114,59 +113,13 @@ def _raise_disk_error(error: BaseException, path: str) -> None:
         raise refused from error
 
 
-def publish(tmp: str, path: str) -> None:
-    """Renames a finished temporary file onto `path`, with the usual file mode.
-
-    `tempfile.mkstemp` creates files readable by their owner only; the
-    published file gets 0o666 minus the process umask, like `open(path, "w")`.
-
-    Args:
-      tmp: the complete temporary file, in the folder of `path`.
-      path: destination file.
-    """
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-
-
-def write_atomic(path: str, text: str) -> None:
-    """Writes `text` to `path` atomically (temporary file + rename).
-
-    Args:
-      path: destination file.
-      text: its full content.
-
-    Raises:
-      OSError: naming `path` (not the temporary file) when the disk refuses
-        the write (errno in DISK_ERRNOS); the previous file is kept.
-    """
-    try:
-        _write_and_publish(path, text)
-    except OSError as e:
-        _raise_disk_error(e, path)
-        raise
-
-
-def _write_and_publish(path: str, text: str) -> None:
-    """The body of `write_atomic`: a temporary file in the folder of `path`, renamed."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        publish(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def write_json(path: str, value: Any) -> None:
-    """Writes `value` as indented JSON, atomically."""
+    """Writes `value` as indented JSON (sorted keys, a final newline), atomically.
+
+    Args:
+      path: destination file.
+      value: a JSON-ready value.
+    """
     write_atomic(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 

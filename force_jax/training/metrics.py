@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from force_jax.training import checkpoint
+from force_jax.training import files
 
 Scalars = Mapping[str, Any]
 
@@ -74,12 +74,9 @@ class JsonlWriter:
         self._lines.append(line)
         size = os.path.getsize(self._path) if os.path.exists(self._path) else None
         if size is None or size != self._size:
-            checkpoint.write_atomic(self._path, "".join(self._lines))
+            files.write_atomic(self._path, "".join(self._lines))
         else:
-            with open(self._path, "a") as f:
-                f.write(line)
-                f.flush()
-                os.fsync(f.fileno())
+            files.append_line(self._path, line)
         self._size = os.path.getsize(self._path)
 
     def close(self) -> None:

@@ -1,0 +1,112 @@
+"""force_jax.training.files: the one writer of result files (atomic, usual mode, named errors)."""
+
+from __future__ import annotations
+
+import ast
+import errno
+import os
+import pathlib
+import stat
+
+import pytest
+
+from force_jax.training import checkpoint, files
+
+PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "force_jax"
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_bytes_and_text_are_written_whole_with_the_usual_mode(tmp_path):
+    path = tmp_path / "new" / "folder" / "figure.png"
+    files.write_atomic(str(path), b"\x89PNG\x00\xff")
+    assert path.read_bytes() == b"\x89PNG\x00\xff"
+    files.write_atomic(str(path), "0.8650 ± 0.0040\n")  # a str is UTF-8
+    assert path.read_bytes() == "0.8650 ± 0.0040\n".encode()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert _mode(path) == 0o666 & ~umask
+    assert os.listdir(path.parent) == ["figure.png"]
+
+
+def test_anything_but_bytes_or_text_is_refused_before_a_file_is_made(tmp_path):
+    path = tmp_path / "results.csv"
+    files.write_atomic(str(path), "old\n")
+    with pytest.raises(TypeError, match="bytes or str, not dict"):
+        files.write_atomic(str(path), {"a": 1})
+    assert path.read_text() == "old\n" and os.listdir(tmp_path) == ["results.csv"]
+
+
+def test_a_refusing_disk_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch):
+    path = tmp_path / "summary.md"
+    files.write_atomic(str(path), "old\n")
+
+    def read_only(fd):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(os, "fsync", read_only)
+    with pytest.raises(OSError) as refused:
+        files.write_atomic(str(path), "new\n")
+    assert (refused.value.errno, refused.value.filename) == (errno.EROFS, str(path))
+    with pytest.raises(OSError) as refused:
+        files.append_line(str(path), "more\n")
+    assert (refused.value.errno, refused.value.filename) == (errno.EROFS, str(path))
+    monkeypatch.undo()
+    assert path.read_text().startswith("old\n")
+    assert sorted(os.listdir(tmp_path)) == ["summary.md"]
+
+
+def test_an_append_adds_to_the_same_file(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    files.append_line(str(path), '{"step": 1}\n')
+    inode = os.stat(path).st_ino
+    files.append_line(str(path), '{"step": 2}\n')
+    assert os.stat(path).st_ino == inode
+    assert checkpoint.read_jsonl(str(path)) == [{"step": 1}, {"step": 2}]
+
+
+def test_checkpoint_s_writer_is_this_one():
+    assert checkpoint.write_atomic is files.write_atomic
+    assert checkpoint.DISK_ERRNOS is files.DISK_ERRNOS
+
+
+# The calls that write a file. Only files.py makes them; checkpoint.py moves a damaged
+# checkpoint folder aside (os.replace) and lock.py holds a lock file (os.open), neither a
+# result file; orbax and TensorBoard write their own.
+_WRITES = {"os.replace", "os.rename", "os.open", "os.fdopen", "os.write", "shutil.copyfile",
+           "shutil.copy", "shutil.copy2", "shutil.copytree", "shutil.move", "tempfile.mkstemp",
+           "tempfile.NamedTemporaryFile", ".write_text", ".write_bytes"}
+_ALLOWED = {"training/files.py": _WRITES | {"open"}, "training/checkpoint.py": {"os.replace"},
+            "experiments/lock.py": {"os.open"}}
+
+
+def _writes(path: pathlib.Path) -> set[str]:
+    """The writing calls in a file: those of _WRITES, and open() with a w, a, x or + mode."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if isinstance(func, ast.Attribute):
+            owner = func.value.id if isinstance(func.value, ast.Name) else ""
+            for name in (f"{owner}.{func.attr}", f".{func.attr}"):
+                if name in _WRITES:
+                    found.add(name)
+        elif isinstance(func, ast.Name) and func.id == "open":
+            mode = node.args[1] if len(node.args) > 1 else next(
+                (k.value for k in node.keywords if k.arg == "mode"), None)
+            if isinstance(mode, ast.Constant) and set(str(mode.value)) & set("wax+"):
+                found.add("open")
+    return found
+
+
+def test_files_is_the_one_module_that_writes_a_file():
+    offenders = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = str(path.relative_to(PACKAGE))
+        extra = _writes(path) - _ALLOWED.get(relative, set())
+        if extra:
+            offenders[relative] = sorted(extra)
+    assert offenders == {}
