@@ -805,6 +805,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="methods of the masks part (default force,iter_snip)")
     parser.add_argument("--seed-models", default=None,
                         help=f"models of the seeds part, of {','.join(SEED_MODELS)}")
+    parser.add_argument("--seed-counts", default=None,
+                        help="numbers of seeds S of the seeds part (default 1,8,32)")
+    parser.add_argument("--seed-steps", type=int, default=None,
+                        help="pruning steps T of the seeds part (default 30)")
     args = parser.parse_args(argv)
     for flag, given, known in (("--parts", args.parts, PARTS),
                                ("--mask-methods", args.mask_methods, tuple(METHODS)),
@@ -833,6 +837,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         overrides["mask_methods"] = tuple(bu.csv_list(args.mask_methods))
     if args.seed_models:
         overrides["seed_models"] = tuple(bu.csv_list(args.seed_models))
+    if args.seed_counts:
+        overrides["seed_counts"] = tuple(bu.csv_list(args.seed_counts, int))
+    if args.seed_steps:
+        overrides["seed_steps"] = args.seed_steps
     settings = dataclasses.replace(settings, **overrides)
     parts = [p for p in PARTS if p in bu.csv_list(args.parts)]
     start = time.perf_counter()
