@@ -22,7 +22,7 @@ methods still changes with training.
 
 Measured (2026-11, 2-core CPU): about 90 s per cell when the machine is idle.
 Rerunning the command resumes (finished cells are skipped). The measured
-table, and where it disagrees with the paper, is in the README and
+table, and where it disagrees with the paper, is in docs/claim.md and
 docs/claim_fashion_mnist/.
 
 Outputs in the workdir: results.csv, accuracy_by_step.csv, summary.md,

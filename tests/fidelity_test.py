@@ -4,7 +4,7 @@ the paper code's loss (nll_loss on raw logits) and with cross-entropy, against a
 written here with plain JAX (lax convolutions, numpy selection) and, when torch is
 installed, against a PyTorch twin of the network with the weights copied.
 
-Progressive schedules amplify float rounding (see README), so whole schedules cannot be
+Progressive schedules amplify float rounding (see docs/fidelity.md), so whole schedules cannot be
 compared across implementations; single steps from the same mask can.
 """
 
