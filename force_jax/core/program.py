@@ -236,7 +236,7 @@ def _finite(scores: PyTree, mask: PyTree) -> jax.Array:
 
 
 def _layer_kept(mask: PyTree) -> jax.Array:
-    return jnp.stack([jnp.sum(m, dtype=jnp.int32) for m in jax.tree.leaves(mask)
+    return jnp.stack([masks_lib.count_true(m) for m in jax.tree.leaves(mask)
                       if masks_lib.is_prunable_leaf(m)])
 
 
