@@ -193,3 +193,10 @@ def test_reads_data_is_one_property_of_the_record(name, tracked, untracked):
     assert record.reads_data() is tracked and record.reads_data(True) is tracked
     assert record.reads_data(False) is untracked
     assert sanity.inverted(name).reads_data(False) is untracked
+
+
+@pytest.mark.parametrize("shape", [(0,), (1,), (15,), (16,), (17,), (3, 3, 7, 5), (1000, 33)])
+def test_count_true_counts_exactly_by_blocks(shape):
+    x = np.random.default_rng(sum(shape)).random(shape) < 0.3
+    assert int(jax.jit(fj.masks.count_true)(x)) == int(x.sum())
+    assert int(fj.masks.count_true(np.ones(shape, bool))) == int(np.prod(shape))
