@@ -34,8 +34,8 @@ def vgg_problem():
 def test_a_pruning_step_on_8_devices_selects_what_1_device_selects(vgg_problem, sparsity):
     # One batch of the whole 128-example pool, so both runs score the same examples (BatchNorm
     # statistics included); only the order of the floating-point sums differs. Progressive
-    # steps amplify that rounding (see docs/fidelity.md), so selections are compared one step at a time:
-    # they may differ only on scores within rounding of the k-th score.
+    # steps amplify that rounding (see docs/fidelity.md), so selections are compared one step
+    # at a time: they may differ only on scores within rounding of the k-th score.
     model, variables, data = vgg_problem
     pool = jax.tree.map(lambda x: x[:128], data)
     loss_fn = fj.classification_loss(model, variables)

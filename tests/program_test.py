@@ -168,6 +168,12 @@ def test_pruners_compare_by_value_so_equal_ones_share_a_compile():
     assert sanity.inverted("force") == sanity.inverted(methods.get("force"))
     with pytest.raises(ValueError, match="unknown method 'forse'"):
         program.Pruner("forse", mlp_loss)
+    with pytest.raises(ValueError, match="'force' scores with data: give Pruner a loss_fn"):
+        program.Pruner("force")
+    with pytest.raises(ValueError, match="'synflow' needs synflow_fn"):
+        program.Pruner("synflow")
+    with pytest.raises(ValueError, match="batch_size and batches_per_step must be >= 1"):
+        program.Pruner("force", mlp_loss, batch_size=0)
 
 
 def test_inverted_is_a_record_that_keeps_the_lowest_scores(tiny_mlp):

@@ -70,7 +70,16 @@ class Pruner:
     mesh: Mesh | None = None
 
     def __post_init__(self):
-        object.__setattr__(self, "method", methods_lib.get(self.method))
+        method = methods_lib.get(self.method)
+        object.__setattr__(self, "method", method)
+        if method.needs_data and self.loss_fn is None:
+            raise ValueError(f"method {method.name!r} scores with data: give Pruner a loss_fn")
+        if method.needs_synflow and self.synflow_fn is None:
+            raise ValueError(f"method {method.name!r} needs synflow_fn, e.g. "
+                             "force_jax.synflow_objective(model, variables, input_shape)")
+        if self.batch_size < 1 or self.batches_per_step < 1:
+            raise ValueError("batch_size and batches_per_step must be >= 1, got "
+                             f"{self.batch_size}, {self.batches_per_step}")
 
     @property
     def reads_data(self) -> bool:
