@@ -174,6 +174,10 @@ def test_pruners_compare_by_value_so_equal_ones_share_a_compile():
         program.Pruner("synflow")
     with pytest.raises(ValueError, match="batch_size and batches_per_step must be >= 1"):
         program.Pruner("force", mlp_loss, batch_size=0)
+    params = init_mlp(jax.random.key(0))
+    with pytest.raises(ValueError, match="'force' reads data: give schedule a pool"):
+        program.schedule(program.Pruner("force", mlp_loss), params, None, np.array([9]),
+                         jax.random.key(0), fj.init_mask(params))
 
 
 def test_inverted_is_a_record_that_keeps_the_lowest_scores(tiny_mlp):

@@ -322,6 +322,8 @@ def schedule(pruner: Pruner, params: PyTree, pool: PyTree | None, counts: jax.Ar
       objective[t] is S of the mask step t + 1 produced, each on fresh
       batches (the last from one more draw).
     """
+    if pruner.reads_data and pool is None:
+        raise ValueError(f"method {pruner.method.name!r} reads data: give schedule a pool")
     pool = pool if pruner.reads_data else None
 
     def batches_at(state):
