@@ -122,7 +122,12 @@ def test_a_stream_on_8_devices_selects_what_one_device_selects(tiny):
     before = step._cache_size()
     eight, history = fj.prune(loss_fn, params, random_batches(5, 64),
                               mesh=sharding.make_mesh(8), **kwargs)
-    assert step._cache_size() == before + 1  # the states it returns are laid out like the first
+    # The caller's first state may be laid out otherwise than those the step returns: at most
+    # one more program, never one per step (3 steps here), and none when run again.
+    compiled = step._cache_size()
+    assert compiled - before <= 2
+    fj.prune(loss_fn, params, random_batches(6, 64), mesh=sharding.make_mesh(8), **kwargs)
+    assert step._cache_size() == compiled
     assert int(fj.num_kept(eight)) == int(fj.num_kept(one))
     # Only the order of float sums differs; on this small problem no selection flips.
     for got, want in zip(jax.tree.leaves(eight), jax.tree.leaves(one)):

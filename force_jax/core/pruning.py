@@ -219,8 +219,9 @@ def prune(
         start_mask = jax.tree.map(
             lambda d, m: jnp.broadcast_to(jnp.asarray(m, bool), d.shape) if d.ndim else d,
             dense, initial_mask)
-    if mesh is not None:  # the layout of the masks the steps return, so no step recompiles
+    if mesh is not None:  # the layout of the states the steps return, so no step recompiles
         start_mask = sharding.put_replicated_copy(start_mask, sharding.replicated(mesh))
+        key = jax.device_put(key, sharding.replicated(mesh))
     pruner = program.Pruner(record, loss_fn if data is not None else None, synflow_fn,
                             int(batch_size), int(batches_per_step), bool(track_objective), mesh)
     if streamed:
