@@ -221,7 +221,7 @@ def prune(
             dense, initial_mask)
     if mesh is not None:  # the layout of the states the steps return, so no step recompiles
         start_mask = sharding.put_replicated_copy(start_mask, sharding.replicated(mesh))
-        key = jax.device_put(key, sharding.replicated(mesh))
+        key = sharding.put_replicated_key(key, mesh)
     pruner = program.Pruner(record, loss_fn if data is not None else None, synflow_fn,
                             int(batch_size), int(batches_per_step), bool(track_objective), mesh)
     if streamed:

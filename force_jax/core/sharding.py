@@ -136,3 +136,23 @@ def put_replicated_copy(tree: PyTree, sharding_tree: PyTree) -> PyTree:
         return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
     return jax.tree.map(put, tree, sharding_tree)
+
+
+def put_replicated_key(key: jax.Array, mesh: Mesh) -> jax.Array:
+    """Places a PRNG key (typed or legacy uint32[2]) replicated on the mesh.
+
+    Works with several processes, where a mesh holds devices this process cannot
+    address and ``jax.device_put`` refuses it.
+
+    Args:
+      key: the same key on every process.
+      mesh: the device mesh.
+
+    Returns:
+      The key as a global jax.Array, replicated over the mesh.
+    """
+    layout = replicated(mesh)
+    if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return put_replicated_copy(key, layout)
+    data = put_replicated_copy(jax.random.key_data(key), layout)
+    return jax.random.wrap_key_data(data, impl=jax.random.key_impl(key))
