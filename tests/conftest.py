@@ -12,6 +12,12 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
         os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
     ).strip()
 
+# gs:// tests (gcs_test.py) reach a local GCS server through gcsfs, which reads this flag
+# when imported; etils.epath (orbax's paths) picks gcsfs over tf.io.gfile once, at first use.
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+os.environ.setdefault("EPATH_USE_TF", "false")
+os.environ.setdefault("GOOGLE_AUTH_TOKEN_FOR_TESTING", "fake")  # tensorstore: no credentials
+
 import jax  # noqa: E402
 import jax.numpy as jnp
 import numpy as np

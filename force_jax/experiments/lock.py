@@ -15,6 +15,16 @@ here: the run refuses and says which file to delete once that run is known
 to be gone. ``flock`` is reliable on local filesystems; on a filesystem that
 cannot lock at all, the record decides: a live process with the recorded PID
 and start time on this host keeps the workdir.
+
+On an object store (a gs:// workdir) there is no flock, and a PID or host
+says nothing about a run on another machine. The lock is then an object
+created only if absent (`files.create_exclusive`: on GCS an upload with the
+precondition that no generation exists), so of two runs exactly one creates
+it; the holder deletes it when it ends. A run that finds the object refuses,
+naming the holder recorded in it. A holder that died leaves the object
+behind, and nothing here can tell it from a live one on another host: the
+rule is an explicit takeover, as for a lock left on another host locally.
+The refusal names the object to delete once that run is known to be gone.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ import time
 from collections.abc import Iterator
 
 from force_jax.errors import WorkdirError
+from force_jax.training import files
 
 LOCK_FILE = "lock"
 
@@ -150,6 +161,10 @@ def workdir_lock(workdir: str, *, enabled: bool = True) -> Iterator[None]:
     if not enabled:
         yield
         return
+    if files.is_remote(workdir):
+        with _object_lock(workdir):
+            yield
+        return
     path = os.path.join(workdir, LOCK_FILE)
     try:
         os.makedirs(workdir, exist_ok=True)
@@ -184,3 +199,44 @@ def workdir_lock(workdir: str, *, enabled: bool = True) -> Iterator[None]:
             os.ftruncate(fd, 0)
         finally:
             os.close(fd)  # releases the flock
+
+
+def _holder_record() -> dict:
+    """What a lock says about its holder: PID, host, process start and wall-clock start."""
+    return {"pid": os.getpid(), "host": socket.gethostname(),
+            "process_start": _process_start(os.getpid()),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+def _read_object_holder(path: str) -> dict:
+    """The holder an object lock names ({} if it vanished or is empty)."""
+    try:
+        text = files.read_text(path).strip()
+    except FileNotFoundError:
+        return {}
+    try:
+        holder = json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        return {"unreadable": text[:80]}
+    return holder if isinstance(holder, dict) else {"unreadable": text[:80]}
+
+
+@contextlib.contextmanager
+def _object_lock(workdir: str) -> Iterator[None]:
+    """The lock of a workdir on an object store: an object created only if absent.
+
+    Raises:
+      WorkdirError: when the lock object exists, naming its holder and the
+        object to delete if that run is gone.
+    """
+    path = os.path.join(workdir, LOCK_FILE)
+    if not files.create_exclusive(path, json.dumps(_holder_record()) + "\n"):
+        holder = _read_object_holder(path)
+        raise WorkdirError(
+            f"{workdir} is locked by {_describe(holder)}: one run per workdir. An object store "
+            f"cannot tell a live run from one that died; if that run is gone, delete {path} "
+            "and rerun.")
+    try:
+        yield
+    finally:
+        files.remove(path)

@@ -61,20 +61,20 @@ def trained_mask(cell_dir: str, params_template: PyTree) -> PyTree:
       ValueError: when there is no checkpoint, or the count of nonzero weights
         differs from the count pruning recorded.
     """
-    steps = sorted((int(s) for s in os.listdir(os.path.join(cell_dir, "checkpoints"))
-                    if s.isdigit()), reverse=True) if os.path.isdir(
-                        os.path.join(cell_dir, "checkpoints")) else []
+    folder = os.path.join(cell_dir, "checkpoints")
+    steps = sorted((int(s) for s in files.listdir(folder) if s.isdigit()),
+                   reverse=True) if files.isdir(folder) else []
     if not steps:
         raise ValueError(f"{cell_dir} has no checkpoint")
     restored = ocp.StandardCheckpointer().restore(  # orbax takes absolute paths only
-        os.path.abspath(os.path.join(cell_dir, "checkpoints", str(steps[0]), "default")))
+        files.absolute(os.path.join(folder, str(steps[0]), "default")))
     template_mask = masks_lib.init_mask(params_template)
     leaves, treedef = jax.tree.flatten(template_mask)
     trained = jax.tree.leaves(restored["params"])
     mask = treedef.unflatten([np.asarray(p) != 0 if masks_lib.is_prunable_leaf(m) else m
                               for m, p in zip(leaves, trained, strict=True)])
-    with open(os.path.join(cell_dir, "prune.json")) as f:
-        expected = json.load(f)["history"]["kept"][-1]
+    expected = json.loads(files.read_text(os.path.join(cell_dir, "prune.json")))[
+        "history"]["kept"][-1]
     if int(masks_lib.num_kept(mask)) != expected:
         raise ValueError(f"{cell_dir}: {int(masks_lib.num_kept(mask))} nonzero prunable weights "
                          f"in the checkpoint, but pruning kept {expected}")
@@ -102,8 +102,7 @@ def cell_paths(cell_dir: str, data_dir: str | None = None) -> dict[str, Any]:
     Returns:
       {"method", "ablation", "sparsity", "seed", "paths", "center_tap": {layer: share}}.
     """
-    with open(os.path.join(cell_dir, "config.json")) as f:
-        config = json.load(f)
+    config = json.loads(files.read_text(os.path.join(cell_dir, "config.json")))
     model_part = {"model": config["model"], "data": config["data"]}
     objective, params = _model(json.dumps(model_part, sort_keys=True),
                                data_dir or config["data"]["data_dir"])
@@ -134,13 +133,11 @@ def cached_cell_paths(cell_dir: str, data_dir: str | None = None) -> dict[str, A
       The `cell_paths` dict.
     """
     path = os.path.join(cell_dir, PATHS_FILE)
-    with open(os.path.join(cell_dir, "metrics.json"), "rb") as f:
-        # Ties the measurement to the run it was made of: a cell rerun (its metrics.json
-        # rewritten) is measured again, never reported with the old run's paths.
-        run = hashlib.sha256(f.read()).hexdigest()
-    if os.path.exists(path):
-        with open(path) as f:
-            cached = json.load(f)
+    # Ties the measurement to the run it was made of: a cell rerun (its metrics.json
+    # rewritten) is measured again, never reported with the old run's paths.
+    run = hashlib.sha256(files.read_bytes(os.path.join(cell_dir, "metrics.json"))).hexdigest()
+    if files.exists(path):
+        cached = json.loads(files.read_text(path))
         if cached.get("metrics_sha256") == run:
             return cached
     measured = cell_paths(cell_dir, data_dir)
@@ -193,11 +190,11 @@ def write_paths(sweep_dir: str, data_dir: str | None = None,
       FileNotFoundError: when SWEEP/cells does not exist.
     """
     cells = os.path.join(sweep_dir, "cells")
-    if not os.path.isdir(cells):
+    if not files.isdir(cells):
         raise FileNotFoundError(f"{cells} does not exist: is {sweep_dir} a sweep folder?")
     rows = [cached_cell_paths(os.path.join(cells, name), data_dir)
-            for name in sorted(os.listdir(cells))
-            if os.path.exists(os.path.join(cells, name, "metrics.json"))]
+            for name in sorted(files.listdir(cells))
+            if files.exists(os.path.join(cells, name, "metrics.json"))]
     layers = sorted({layer for r in rows for layer in r["center_tap"]})
     out = io.StringIO()
     writer = csv.writer(out)

@@ -22,7 +22,7 @@ from force_jax.core import masks
 from force_jax.errors import ConfigError
 from force_jax.experiments import plots, setup, validate
 from force_jax.experiments import workdir as workdir_lib
-from force_jax.training import checkpoint
+from force_jax.training import checkpoint, files
 
 
 def prune_and_save(config: ml_collections.ConfigDict, workdir: str) -> masks.SparsityReport:
@@ -46,6 +46,7 @@ def prune_and_save(config: ml_collections.ConfigDict, workdir: str) -> masks.Spa
     if config.prune.get("ablation", "none") == "reinit":
         raise ConfigError("config.prune.ablation='reinit' changes the initial weights training "
                           "starts from, not the mask: run it with python -m force_jax.train")
+    workdir_lib.check_location(workdir)
     # The dataset's description and the model, checked against the config (a sparsity that
     # keeps no weight, batches larger than the data) before the workdir is touched.
     exp = setup.experiment(config)
@@ -60,7 +61,7 @@ def _prune_and_save(config: ml_collections.ConfigDict, workdir: str,
     mask, history = setup.prune_at_init(config, exp.model, exp.variables, exp.prune_key)
     seconds = time.perf_counter() - start
     report = masks.sparsity_report(mask)
-    mask_dir = os.path.abspath(os.path.join(workdir, "mask"))
+    mask_dir = files.absolute(os.path.join(workdir, "mask"))
     checkpoint.save_tree(mask_dir, mask)
     checkpoint.write_json(os.path.join(workdir, "prune.json"),
                           setup.prune_record(config, seconds, report, history))
@@ -77,7 +78,7 @@ def load_mask(workdir: str, params: object) -> object:
     """Reads a mask written by `prune_and_save` for a model with these params."""
     template = masks.init_mask(params)
     with ocp.StandardCheckpointer() as ckpt:
-        return ckpt.restore(os.path.abspath(os.path.join(workdir, "mask")), template)
+        return ckpt.restore(files.absolute(os.path.join(workdir, "mask")), template)
 
 
 def main() -> None:

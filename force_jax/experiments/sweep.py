@@ -71,7 +71,7 @@ from force_jax.experiments.sweep_report import (
     write_step_results,
     write_summary,
 )
-from force_jax.training import checkpoint, cluster
+from force_jax.training import checkpoint, cluster, files
 
 # Written by the sweep beside the cell's own files: its timing and error, so a
 # rerun that skips the cell can still report them.
@@ -81,10 +81,9 @@ TrainFn = Callable[[ml_collections.ConfigDict, str], dict]
 
 
 def _read_json(path: str) -> dict | None:
-    if not os.path.exists(path):
+    if not files.exists(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    return json.loads(files.read_text(path))
 
 
 def _density_reports(workdir: str, sweep: ml_collections.ConfigDict, sparsity: float,
@@ -164,7 +163,7 @@ def run_cell(
         resumes the cell.
     """
     prune_path = os.path.join(workdir, "prune.json")
-    pruned_before = os.path.exists(prune_path)
+    pruned_before = files.exists(prune_path)
     error = None
     start = time.perf_counter()
     try:
@@ -206,6 +205,7 @@ def run_sweep(
         cells left by another config.
     """
     validate_cells(config)
+    workdir_lib.check_location(workdir)
     cluster.initialize_distributed(config.distributed, config.get("cluster"))
     with workdir_lib.claim(workdir, check=lambda: check_cells(config, workdir)):
         return _run_cells(config, workdir, train_fn or train.train_and_evaluate)
@@ -249,7 +249,7 @@ def _run_cells(config: ml_collections.ConfigDict, workdir: str,
         name = cell_name(*cell)
         bar.set_postfix_str(name)
         cell_dir = os.path.join(workdir, "cells", name)
-        ran = not os.path.exists(os.path.join(cell_dir, "metrics.json"))
+        ran = not files.exists(os.path.join(cell_dir, "metrics.json"))
         if ran:
             run_cell(cell_config(config, *cell), cell_dir, train_fn)
             # Every cell compiles its own programs (its loss closes over its model): free them.

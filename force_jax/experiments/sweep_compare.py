@@ -18,7 +18,6 @@ counted, never averaged.
 from __future__ import annotations
 
 import csv
-import glob
 import io
 import json
 import os
@@ -49,9 +48,9 @@ def read_rows(label: str, sweep_dir: str) -> list[dict[str, Any]]:
       FileNotFoundError: naming the missing results.csv.
     """
     path = os.path.join(sweep_dir, "results.csv")
-    if not os.path.exists(path):
+    if not files.exists(path):
         raise FileNotFoundError(f"{path} does not exist: is {sweep_dir} a sweep folder?")
-    with open(path) as f:
+    with io.StringIO(files.read_text(path)) as f:
         return [{"variant": label, "method": series_name(r["method"], r.get("ablation")),
                  "sparsity": float(r["sparsity"]),
                  "seed": int(r["seed"]),
@@ -151,9 +150,12 @@ def cell_settings(sweep_dir: str) -> dict[str, dict]:
       ValueError: when the folder holds no cell with a config.json.
     """
     settings = {}
-    for path in sorted(glob.glob(os.path.join(sweep_dir, "cells", "*", workdir.CONFIG_FILE))):
-        with open(path) as f:
-            record = json.load(f)
+    cells = os.path.join(sweep_dir, "cells")
+    names = sorted(files.listdir(cells)) if files.isdir(cells) else []
+    for path in (os.path.join(cells, name, workdir.CONFIG_FILE) for name in names):
+        if not files.isfile(path):
+            continue
+        record = json.loads(files.read_text(path))
         record.pop("seed", None)
         record.get("prune", {}).pop("sparsity", None)
         prune = record.get("prune", {})

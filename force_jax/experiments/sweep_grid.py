@@ -14,6 +14,7 @@ import ml_collections
 from force_jax.core import methods, sanity, schedules
 from force_jax.errors import ConfigError, WorkdirError
 from force_jax.experiments import workdir as workdir_lib
+from force_jax.training import files
 
 
 def cell_name(method: str, sparsity: float, seed: int, ablation: str = "none") -> str:
@@ -130,7 +131,7 @@ def check_cells(config: ml_collections.ConfigDict, workdir: str) -> None:
     problems = []
     for cell in grid(config.sweep):
         cell_dir = os.path.join(workdir, "cells", cell_name(*cell))
-        if not os.path.isdir(cell_dir):
+        if not files.isdir(cell_dir):
             continue
         try:
             workdir_lib.check_config(cell_dir, cell_config(config, *cell))

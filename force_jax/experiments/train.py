@@ -127,6 +127,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         in use by another run, unreadable checkpoints or metrics.
     """
     validate.validate_config(config)
+    workdir_lib.check_location(workdir)
     cluster.initialize_distributed(config.distributed, config.get("cluster"))
     mesh = sharding.make_mesh(config.mesh.num_devices)
     sharding.check_batch_size(config.train.batch_size, mesh, "config.train.batch_size")

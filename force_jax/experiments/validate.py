@@ -18,7 +18,7 @@ import numpy as np
 from force_jax import models as models_lib
 from force_jax.core import losses, methods, sanity, schedules
 from force_jax.errors import ConfigError
-from force_jax.training import data, optim
+from force_jax.training import data, files, optim
 
 
 def _check(condition: bool, key: str, value: Any, expected: str) -> None:
@@ -219,6 +219,8 @@ def _validate_data(config: ml_collections.ConfigDict) -> None:
            "a fraction in [0, 1)")
     _check_bool(config, "data.augment", optional=True)
     _check_bool(config, "data.download")
+    if config.data.get("data_dir"):  # TFDS reads it (a URL through TensorFlow's own clients)
+        files.check_path(config.data.data_dir, "config.data.data_dir")
 
 
 def _validate_evaluation(config: ml_collections.ConfigDict) -> None:

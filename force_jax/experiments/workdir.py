@@ -27,8 +27,7 @@ import ml_collections
 
 from force_jax.errors import WorkdirError
 from force_jax.experiments.lock import workdir_lock
-from force_jax.training import cluster
-from force_jax.training.files import write_atomic
+from force_jax.training import cluster, files
 
 CONFIG_FILE = "config.json"
 # Keys (dotted prefixes) that change neither a run's result nor what its numbers mean:
@@ -65,7 +64,7 @@ def results_in(workdir: str) -> list[str]:
     found = []
     for name in RESULT_FILES:
         path = os.path.join(workdir, name)
-        if os.path.isfile(path) or (os.path.isdir(path) and os.listdir(path)):
+        if files.isfile(path) or (files.isdir(path) and files.listdir(path)):
             found.append(name)
     return found
 
@@ -170,13 +169,12 @@ def check_config(workdir: str, config: ml_collections.ConfigDict) -> bool:
     found = results_in(workdir)
     if not found:
         return False
-    if not os.path.exists(path):
+    if not files.exists(path):
         raise WorkdirError(
             f"{workdir} holds results ({', '.join(found)}) but no {CONFIG_FILE} saying which "
             "config made them; use a new --workdir.")
     try:
-        with open(path) as f:
-            recorded = json.load(f)
+        recorded = json.loads(files.read_text(path))
     except (OSError, json.JSONDecodeError) as e:
         raise WorkdirError(f"{path} cannot be read ({e}); use a new --workdir.") from None
     diff = differences(recorded, config_record(config))
@@ -197,8 +195,25 @@ def record_config(workdir: str, config: ml_collections.ConfigDict) -> None:
       workdir: the run's folder.
       config: the config of the run.
     """
-    write_atomic(os.path.join(workdir, CONFIG_FILE),
+    files.write_atomic(os.path.join(workdir, CONFIG_FILE),
                  json.dumps(config_record(config), indent=2, sort_keys=True) + "\n")
+
+
+def check_location(workdir: str) -> None:
+    """Checks, before any work, that a workdir can be used where it is.
+
+    A URL must name an installed filesystem and its store must answer within
+    `files.REACHABLE_TIMEOUT_S`; a URL typed with one slash (``gs:/bucket``)
+    is refused instead of becoming a local folder named ``gs:``.
+
+    Args:
+      workdir: the run's folder, local or a URL.
+
+    Raises:
+      ConfigError: one line naming --workdir and the fix.
+    """
+    files.check_path(workdir, "--workdir")
+    files.check_reachable(workdir, "--workdir")
 
 
 @contextlib.contextmanager

@@ -1,10 +1,12 @@
 """JSON record files and orbax checkpoints of the train state.
 
-Record files (JSON, JSON lines) are written through `force_jax.training.files`
-(`write_atomic` is that module's, re-exported here), so a reader never sees
-half a file and an interrupted run loses nothing that was already written.
-orbax writes each checkpoint into a temporary folder and renames it when
-complete, so the latest complete checkpoint is always intact.
+Record files (JSON, JSON lines) are read and written through
+`force_jax.training.files` (`write_atomic` is that module's, re-exported
+here), so a reader never sees half a file and an interrupted run loses
+nothing that was already written, on a local disk or an object store.
+orbax marks a checkpoint complete only once all of it is written (locally it
+renames a temporary folder; on GCS it writes a commit marker last), so the
+latest complete checkpoint is always intact.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import orbax.checkpoint as ocp
 
 from force_jax.errors import ConfigError
+from force_jax.training import files
 
 # Re-exported: the errnos of a refusing disk, and the one writer of result files.
 from force_jax.training.files import DISK_ERRNOS, write_atomic
@@ -136,11 +139,10 @@ def read_jsonl(path: str) -> list[dict]:
     Raises:
       ResultFileError: naming the file and line of a line that is not a JSON object.
     """
-    if not os.path.exists(path):
+    if not files.exists(path):
         return []
     records = []
-    with open(path) as f:
-        lines = f.readlines()
+    lines = files.read_text(path).splitlines(keepends=True)
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -206,14 +208,14 @@ def manager(directory: str, *, max_to_keep: int = 2) -> ocp.CheckpointManager:
     """An orbax CheckpointManager for the train state in `directory`.
 
     Args:
-      directory: checkpoint folder (created if missing).
+      directory: checkpoint folder (created if missing), local or a URL.
       max_to_keep: how many recent checkpoints to keep.
 
     Returns:
       The manager; use `save_state` / `restore_state`.
     """
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
-    return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+    return ocp.CheckpointManager(files.absolute(directory), options=options)
 
 
 def save_state(mngr: ocp.CheckpointManager, step: int, state: Any) -> None:
@@ -231,7 +233,7 @@ def save_state(mngr: ocp.CheckpointManager, step: int, state: Any) -> None:
         previous checkpoint is intact: orbax renames a checkpoint's folder
         into place only once it is complete.
     """
-    target = os.path.join(str(mngr.directory), str(step))
+    target = os.path.join(_directory(mngr), str(step))
     with _reports_dropped_on_disk_error():
         try:
             mngr.save(step, args=ocp.args.StandardSave(state))
@@ -245,13 +247,13 @@ def save_tree(directory: str, tree: Any) -> None:
     """Writes a pytree of arrays (a mask) as a standalone orbax checkpoint, replacing any.
 
     Args:
-      directory: the checkpoint folder (made absolute).
+      directory: the checkpoint folder (made absolute), local or a URL.
       tree: the pytree.
 
     Raises:
       OSError: naming `directory` when the disk refuses the write, as in `save_state`.
     """
-    directory = os.path.abspath(directory)
+    directory = files.absolute(directory)
     with _reports_dropped_on_disk_error():
         try:
             with ocp.StandardCheckpointer() as ckpt:
@@ -268,19 +270,31 @@ def _one_line(error: BaseException) -> str:
 
 def set_aside_folder(directory: str) -> str:
     """Where unreadable checkpoints of `directory` are moved: a sibling folder."""
-    return os.path.abspath(directory).rstrip("/") + ".damaged"
+    return files.absolute(directory).rstrip("/") + ".damaged"
 
 
 def _set_aside(mngr: ocp.CheckpointManager, step: int) -> str:
-    """Moves the folder of checkpoint `step` out of the manager's sight; returns its new path."""
-    source = os.path.join(str(mngr.directory), str(step))
-    target_dir = set_aside_folder(str(mngr.directory))
-    os.makedirs(target_dir, exist_ok=True)
+    """Moves the folder of checkpoint `step` out of the manager's sight; returns its new path.
+
+    Locally one rename. On an object store a move copies every object and
+    deletes the original: a kill in between leaves the step both set aside and
+    in place, still unreadable, and the next run sets it aside again (under a
+    new name).
+    """
+    directory = _directory(mngr)
+    source = os.path.join(directory, str(step))
+    target_dir = set_aside_folder(directory)
+    files.makedirs(target_dir)
     target, n = os.path.join(target_dir, str(step)), 1
-    while os.path.exists(target):
+    while files.exists(target):
         target, n = os.path.join(target_dir, f"{step}.{n}"), n + 1
-    os.replace(source, target)
+    files.move(source, target)
     return target
+
+
+def _directory(mngr: ocp.CheckpointManager) -> str:
+    """The manager's folder as a path string (an epath keeps a URL's scheme in str)."""
+    return str(mngr.directory)
 
 
 def restore_state(

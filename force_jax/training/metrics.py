@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -49,14 +51,19 @@ class ConsoleWriter:
 
 
 class JsonlWriter:
-    """Appends one JSON object per record to a file, flushed to disk each time.
+    """One JSON object per record in a file, on disk after each record.
 
-    An append writes only the new line: a run killed mid-write leaves at most
-    one torn last line, which `force_jax.training.checkpoint.read_jsonl`
+    On a local disk a record is appended: a run killed mid-write leaves at
+    most one torn last line, which `force_jax.training.checkpoint.read_jsonl`
     drops (that record's checkpoint was never written, so the resumed run
     writes it again). The writer remembers its records and the file's size:
     a file deleted or changed by someone else during the run is rewritten
     whole, atomically, at the next record.
+
+    On an object store, which cannot append, the file is rewritten whole from
+    the remembered records at each record, in one upload: a kill leaves the
+    previous version, and a resumed run starts from the records up to its
+    checkpoint (`checkpoint.resume_records`), as on a local disk.
 
     Args:
       path: the JSON-lines file.
@@ -65,19 +72,26 @@ class JsonlWriter:
 
     def __init__(self, path: str, records: Sequence[Scalars] = ()):
         self._path = path
+        self._remote = files.is_remote(path)
         self._lines = [json.dumps(dict(r), sort_keys=True) + "\n" for r in records]
-        self._size = os.path.getsize(path) if os.path.exists(path) else None
+        self._size = None if self._remote else self._size_now()
+
+    def _size_now(self) -> int | None:
+        return files.getsize(self._path) if files.exists(self._path) else None
 
     def write_scalars(self, step: int, scalars: Scalars) -> None:
-        """Appends the record (with its step) as one line and fsyncs it."""
+        """Writes the record (with its step): appended and fsynced, or the file rewritten."""
         line = json.dumps({"step": step, **scalars}, sort_keys=True) + "\n"
         self._lines.append(line)
-        size = os.path.getsize(self._path) if os.path.exists(self._path) else None
+        if self._remote:
+            files.write_atomic(self._path, "".join(self._lines))
+            return
+        size = self._size_now()
         if size is None or size != self._size:
             files.write_atomic(self._path, "".join(self._lines))
         else:
             files.append_line(self._path, line)
-        self._size = os.path.getsize(self._path)
+        self._size = self._size_now()
 
     def close(self) -> None:
         """Nothing held open between records."""
@@ -86,15 +100,27 @@ class JsonlWriter:
 class TensorBoardWriter:
     """Scalar summaries in a TensorBoard event folder (tf.summary, imported lazily).
 
+    tf.summary writes gs:// through TensorFlow's own GCS client, a second
+    client beside the package's (gcsfs, `force_jax.training.files`), with its
+    own credentials and retries, which no local test server can stand in for.
+    So for a folder on an object store the events are written to a local
+    temporary folder, and each event file is uploaded whole, through
+    `files.write_atomic`, after every flush: TensorBoard reads the copies in
+    ``logdir`` as it would the originals. A resumed run writes a new event
+    file beside the old ones, as on a local disk.
+
     Args:
-      logdir: the event folder.
+      logdir: the event folder, local or a URL.
     """
 
     def __init__(self, logdir: str):
         import tensorflow as tf
 
         self._tf = tf
-        self._writer = tf.summary.create_file_writer(logdir)
+        self._logdir = logdir
+        self._local = tempfile.mkdtemp(prefix="tensorboard-") if files.is_remote(logdir) \
+            else logdir
+        self._writer = tf.summary.create_file_writer(self._local)
 
     def write_scalars(self, step: int, scalars: Scalars) -> None:
         """Writes the numeric values as scalars at `step` and flushes."""
@@ -103,10 +129,22 @@ class TensorBoardWriter:
                 if isinstance(value, int | float) and not isinstance(value, bool):
                     self._tf.summary.scalar(name, value)
         self._writer.flush()
+        self._upload()
+
+    def _upload(self) -> None:
+        """Copies the local event files to the object store (nothing for a local logdir)."""
+        if self._local == self._logdir:
+            return
+        for name in sorted(os.listdir(self._local)):
+            with open(os.path.join(self._local, name), "rb") as f:
+                files.write_atomic(os.path.join(self._logdir, name), f.read())
 
     def close(self) -> None:
-        """Closes the event file."""
+        """Closes the event file (and uploads its last version)."""
         self._writer.close()
+        self._upload()
+        if self._local != self._logdir:
+            shutil.rmtree(self._local, ignore_errors=True)
 
 
 class MultiWriter:
