@@ -18,10 +18,13 @@ import pytest
 import force_jax as fj
 from force_jax.models.common import scaled_width
 
+pytestmark = pytest.mark.xdist_group("fidelity")  # one worker: the fixture is made once
+
 SPARSITY_AFTER_STEP = 0.98  # one step from a 10 %-dense mask down to 2 %
 
 
-@pytest.fixture(scope="module")
+# Session scope: made once per worker, also when xdist runs another module in between.
+@pytest.fixture(scope="session")
 def problem():
     """VGG-11 (BatchNorm) at width 1/8, 64 random CIFAR-shaped examples, a 10 % mask."""
     model = fj.models.VGG(depth=11, num_classes=10, width_multiplier=0.125)

@@ -103,9 +103,9 @@ def test_default_config_trains_on_fashion_mnist_and_resumes_identically(tmp_path
 
 
 @needs_real_data
-@pytest.mark.parametrize("optimizer", ["adamw", "lamb"])
-def test_config_chooses_any_optimizer_and_pruned_weights_stay_zero(tmp_path, optimizer):
-    config = tiny_config(**{"train.optimizer": optimizer, "train.weight_decay": 0.05,
+def test_config_chooses_another_optimizer_and_pruned_weights_stay_zero(tmp_path):
+    # One end-to-end run (lamb); optim_test checks sgd, adamw and lamb step by step.
+    config = tiny_config(**{"train.optimizer": "lamb", "train.weight_decay": 0.05,
                             "train.lr_schedule.base_lr": 1e-3})
     metrics = train.train_and_evaluate(config, str(tmp_path))
     assert np.isfinite(metrics["train_loss"])
@@ -118,12 +118,10 @@ def test_config_chooses_any_optimizer_and_pruned_weights_stay_zero(tmp_path, opt
         state.opt_state, is_leaf=lambda x: isinstance(x, optim.MaskedUpdatesState))) == 1
 
 
+# ImageNet end to end: test_imagenet_streams_fresh_augmented_pruning_batches_end_to_end.
 @pytest.mark.parametrize(
     "name, splits, model, width",
-    [
-        ("cifar10", {"train": 50_000, "test": 10_000}, "vgg11", 0.125),
-        ("imagenet2012", {"train": 1_281_167, "validation": 50_000}, "resnet50_imagenet", 0.0625),
-    ],
+    [("cifar10", {"train": 50_000, "test": 10_000}, "vgg11", 0.125)],
 )
 def test_mock_datasets_train_end_to_end(tmp_path, name, splits, model, width):
     write_metadata(tmp_path / "tfds", name, splits)
