@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import getpass
 import os
+import tempfile
 from pathlib import Path
 
 # Eight fake CPU devices for the sharding tests; set before jax is imported.
@@ -17,6 +19,15 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 os.environ.setdefault("EPATH_USE_TF", "false")
 os.environ.setdefault("GOOGLE_AUTH_TOKEN_FOR_TESTING", "fake")  # tensorstore: no credentials
+
+# Compiled programs are kept on disk (JAX's persistent compilation cache): the many tests
+# that build the same tiny models then compile each program once per machine rather than
+# once per test. Test subprocesses inherit the setting. A cached program is the same
+# executable, so results are unchanged; jit's own cache, which the compile-count tests
+# read, is untouched.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
+    tempfile.gettempdir(), f"force_jax_tests_xla_cache_{getpass.getuser()}"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
 
 import jax  # noqa: E402
 import jax.numpy as jnp
