@@ -25,8 +25,9 @@ import pytest
 from sweep_test import tiny_sweep_config
 from train_test import final_state, needs_real_data, tiny_config
 
+from force_jax.core import masks
 from force_jax.errors import ConfigError, WorkdirError
-from force_jax.experiments import lock, sweep, sweep_compare, train, workdir
+from force_jax.experiments import lock, prune_command, setup, sweep, sweep_compare, train, workdir
 from force_jax.training import checkpoint, files, metrics
 
 pytestmark = [pytest.mark.xdist_group("gcs"),
@@ -192,6 +193,19 @@ def test_a_sweep_folder_on_gcs_resumes_and_is_compared(bucket, tmp_path):
     assert len(compared) == 8
     assert "here" in files.read_text(f"{out}/summary.md")
     assert files.exists(f"{out}/accuracy_vs_sparsity.png")
+
+
+@needs_real_data
+def test_the_prune_command_writes_its_mask_record_and_figure_to_gcs(bucket):
+    config = tiny_config()
+    report = prune_command.prune_and_save(config, f"{bucket}/prune")
+    assert json.loads(files.read_text(f"{bucket}/prune/prune.json"))["report"]["kept"] == (
+        report.kept)
+    assert files.read_bytes(f"{bucket}/prune/layer_density.png")[:4] == b"\x89PNG"
+    model = setup.build_model(config, 10)
+    variables = setup.init_variables(model, (28, 28, 1), jax.random.key(0))
+    mask = prune_command.load_mask(f"{bucket}/prune", variables["params"])
+    assert masks.sparsity_report(mask) == report
 
 
 def _launch(workdir_url: str, server, log: Path, *flags: str) -> subprocess.Popen:
