@@ -196,7 +196,7 @@ def record_config(workdir: str, config: ml_collections.ConfigDict) -> None:
       config: the config of the run.
     """
     files.write_atomic(os.path.join(workdir, CONFIG_FILE),
-                 json.dumps(config_record(config), indent=2, sort_keys=True) + "\n")
+                       json.dumps(config_record(config), indent=2, sort_keys=True) + "\n")
 
 
 def check_location(workdir: str) -> None:
