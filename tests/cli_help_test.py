@@ -39,8 +39,10 @@ def test_importing_the_commands_defines_no_flag_and_leaves_the_environment():
 
 def test_each_command_s_help_lists_its_usage_and_flags():
     """python -m force_jax.<command> --help, the three at once (each imports TensorFlow)."""
+    # As a user starts it: no log level set (this process's jax set one).
+    env = {k: v for k, v in os.environ.items() if k != cli.LIBRARY_LOG_LEVEL[0]}
     runs = {command: subprocess.Popen(
-        [sys.executable, "-m", f"force_jax.{command}", "--help"], cwd=ROOT, text=True,
+        [sys.executable, "-m", f"force_jax.{command}", "--help"], cwd=ROOT, text=True, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for command in WORKDIR_HELP}
     for command, run in runs.items():
         output = run.communicate(timeout=600)[0]

@@ -17,18 +17,38 @@ LEVEL = cli.LIBRARY_LOG_LEVEL[0]
 
 def test_the_level_is_set_unless_the_user_set_one():
     environ = {}
-    cli.quiet_library_logs(environ, startup={})
+    cli.quiet_library_logs(environ, startup={}, load=None)
     assert environ == {LEVEL: "3"}
     environ = {LEVEL: "1"}  # jax's default, set on import: not the user's choice
-    cli.quiet_library_logs(environ, startup={})
+    cli.quiet_library_logs(environ, startup={}, load=None)
     assert environ == {LEVEL: "3"}
     for users in ("0", "1", "3"):
         environ = {LEVEL: users}
-        cli.quiet_library_logs(environ, startup={LEVEL: users})
+        cli.quiet_library_logs(environ, startup={LEVEL: users}, load=None)
         assert environ == {LEVEL: users}
     environ = {LEVEL: "1"}  # the start-up environment unknown: any value counts as the user's
-    cli.quiet_library_logs(environ, startup=None)
+    cli.quiet_library_logs(environ, startup=None, load=None)
     assert environ == {LEVEL: "1"}
+
+
+def test_only_the_startup_noise_of_a_load_is_held_back(capfd):
+    def load():  # what TensorFlow 2.21 writes from C++ as it loads, and one real line
+        os.write(2, (cli.STARTUP_NOISE[0] + "\n").encode())
+        os.write(2, b"I0000 00:00:1.5 123 port.cc:153] oneDNN custom operations are on. You "
+                    b"may see slightly different numerical results\n")
+        os.write(2, b"E0000 a real error line\n")
+        return 42
+
+    assert cli.load_quietly(load) == 42
+    assert capfd.readouterr().err == "E0000 a real error line\n"
+    calls = []
+    cli.quiet_library_logs({}, startup={}, load=lambda: calls.append("loaded"))
+    cli.quiet_library_logs({}, startup={LEVEL: "0"}, load=lambda: calls.append("loaded"))
+    assert calls == ["loaded"]  # a level the user set: nothing held back
+    with pytest.raises(ZeroDivisionError):  # a failing load still gives the console back
+        cli.load_quietly(lambda: (os.write(2, b"before the failure\n"), 1 / 0))
+    print("after", file=sys.stderr)
+    assert capfd.readouterr().err == "before the failure\nafter\n"
 
 
 def test_the_startup_environment_is_the_user_s_not_what_a_library_set_since(tmp_path,
@@ -67,8 +87,11 @@ def test_noise_counting_by_hand():
 
 
 @pytest.mark.skipif(not SHARED_TFDS.is_dir(), reason="no shared TFDS folder")
-def test_prune_starts_with_its_own_lines_and_still_shows_our_warnings(tmp_path):
-    """Two tiny prune runs at once: as a user starts it, and with TF_CPP_MIN_LOG_LEVEL=0.
+def test_commands_start_with_their_own_lines_and_still_show_our_warnings(tmp_path):
+    """Two tiny prune runs and a tiny default training run at once.
+
+    The prune command as a user starts it, and with TF_CPP_MIN_LOG_LEVEL=0;
+    the training run as a user starts it.
 
     The second shows what the command printed before it quieted the libraries
     (TensorFlow's and XLA's C++ log lines, absl's "All log messages before
@@ -84,15 +107,24 @@ def test_prune_starts_with_its_own_lines_and_still_shows_our_warnings(tmp_path):
     # As a user starts it: no level set, and one CPU device (not conftest's eight).
     quiet_env = {k: v for k, v in os.environ.items() if k not in (LEVEL, "XLA_FLAGS")}
     quiet_env["PYTHONUNBUFFERED"] = "1"  # stdout and stderr interleaved as printed
+    # The default training run, two steps of it, as a user starts it.
+    train = [sys.executable, "-m", "force_jax.train", "--config=configs/default.py",
+             f"--config.data.data_dir={SHARED_TFDS}", "--config.train.num_steps=2",
+             "--config.prune.steps=2", "--config.prune.pool_size=64",
+             "--config.prune.batch_size=64", "--config.mesh.num_devices=1"]
     runs = {name: subprocess.Popen(
-        [*command, f"--workdir={tmp_path / name}"], cwd=ROOT, env=env, text=True,
+        [*argv, f"--workdir={tmp_path / name}"], cwd=ROOT, env=env, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        for name, env in (("quiet", quiet_env), ("loud", {**quiet_env, LEVEL: "0"}))}
+        for name, argv, env in (("quiet", command, quiet_env),
+                                ("loud", command, {**quiet_env, LEVEL: "0"}),
+                                ("train", train, quiet_env))}
     outputs = {name: run.communicate(timeout=900)[0] for name, run in runs.items()}
     for name, run in runs.items():
         assert run.returncode == 0, outputs[name][-3000:]
     loud = noise_before_first_own_line(outputs["loud"])
     assert len(loud) > 0, outputs["loud"][-3000:]  # the count the command had before
     assert noise_before_first_own_line(outputs["quiet"]) == [], outputs["quiet"][-3000:]
+    assert noise_before_first_own_line(outputs["train"]) == [], outputs["train"][-3000:]
+    assert "test accuracy" in outputs["train"]
     assert "UserWarning: layer collapse" in outputs["quiet"]
     assert "layer collapse" in outputs["loud"]
