@@ -214,13 +214,12 @@ def write_results(name: str, payload: dict[str, Any], out_dir: Path | None = Non
     Returns:
       The path written.
     """
-    out_dir = Path(out_dir) if out_dir else RESULTS_DIR
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{name}.json"
+    from force_jax.training import files
+
+    path = (Path(out_dir) if out_dir else RESULTS_DIR) / f"{name}.json"
     payload = {"benchmark": name, "machine": machine_info(), **payload}
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=_jsonable))
-    os.replace(tmp, path)  # a reader never sees half a file
+    # Atomic (the folder is made if missing): a reader never sees half a file.
+    files.write_atomic(str(path), json.dumps(payload, indent=2, default=_jsonable))
     return path
 
 

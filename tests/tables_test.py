@@ -16,6 +16,14 @@ def test_a_table_is_a_head_a_rule_and_one_line_per_row():
     assert [tables.sparsity_head(s) for s in (0.99, 0.995, 0.9)] == ["99 %", "99.5 %", "90 %"]
 
 
+def test_csv_text_is_a_head_and_one_line_per_row():
+    text = tables.csv_text(["method", "acc", "note"], [["force", 0.5, None], ["snip", 1, "a,b"]])
+    assert text == 'method,acc,note\nforce,0.5,\nsnip,1,"a,b"\n'
+    assert tables.csv_text(["a"], []) == "a\n"
+    with pytest.raises(ValueError, match="2 values for 1 columns"):
+        tables.csv_text(["a"], [["x", "y"]])
+
+
 def test_mean_std_to_four_decimals():
     assert tables.mean_std([0.8, 0.9]) == "0.8500 ± 0.0707"
     assert tables.mean_std([0.8, 0.9], count=True) == "0.8500 ± 0.0707 (n=2)"

@@ -21,10 +21,8 @@ share of the --center_layers), and prints the table.
 
 from __future__ import annotations
 
-import csv
 import functools
 import hashlib
-import io
 import json
 import os
 import statistics
@@ -40,7 +38,7 @@ from force_jax.core import losses, mask_analysis
 from force_jax.core import masks as masks_lib
 from force_jax.experiments import setup
 from force_jax.experiments.sweep_report import series_name
-from force_jax.experiments.tables import markdown_table
+from force_jax.experiments.tables import csv_text, markdown_table
 from force_jax.training import checkpoint, data, files
 
 PyTree = Any
@@ -196,14 +194,11 @@ def write_paths(sweep_dir: str, data_dir: str | None = None,
             for name in sorted(files.listdir(cells))
             if files.exists(os.path.join(cells, name, "metrics.json"))]
     layers = sorted({layer for r in rows for layer in r["center_tap"]})
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["method", "ablation", "sparsity", "seed", "paths"]
-                    + [f"center_tap:{layer}" for layer in layers])
-    for r in rows:
-        writer.writerow([r["method"], r["ablation"], r["sparsity"], r["seed"], r["paths"]]
-                        + [r["center_tap"].get(layer, "") for layer in layers])
-    files.write_atomic(os.path.join(sweep_dir, "paths.csv"), out.getvalue())
+    head = (["method", "ablation", "sparsity", "seed", "paths"]
+            + [f"center_tap:{layer}" for layer in layers])
+    lines = [[r["method"], r["ablation"], r["sparsity"], r["seed"], r["paths"]]
+             + [r["center_tap"].get(layer) for layer in layers] for r in rows]
+    files.write_atomic(os.path.join(sweep_dir, "paths.csv"), csv_text(head, lines))
     files.write_atomic(os.path.join(sweep_dir, "paths.md"),
                             summary_markdown(rows, center_layers))
     return rows

@@ -25,8 +25,6 @@ and width: the report refuses to put two protocols in one table.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import statistics
@@ -34,7 +32,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from force_jax.experiments import mask_paths, plots, workdir
-from force_jax.experiments.tables import markdown_table, mean_std
+from force_jax.experiments.tables import csv_text, markdown_table, mean_std
 from force_jax.training import files
 
 # The files of a finished cell that the report and a resumed sweep need (no checkpoints).
@@ -309,11 +307,8 @@ def write_report(runs_dir: str, out_dir: str, data_dir: str | None = None
         if os.path.abspath(target) != os.path.abspath(cell_dir):
             _copy_records(cell_dir, target)
     rows.sort(key=lambda r: (r["method"], r["sparsity"], r["width"], r["seed"]))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    files.write_atomic(os.path.join(out_dir, "results.csv"), buffer.getvalue())
+    files.write_atomic(os.path.join(out_dir, "results.csv"),
+                       csv_text(COLUMNS, [[r.get(c) for c in COLUMNS] for r in rows]))
     files.write_atomic(os.path.join(out_dir, "summary.md"), summary_markdown(rows))
     plot_against_size(rows, os.path.join(out_dir, "accuracy_vs_size.png"))
     return rows

@@ -27,7 +27,7 @@ from typing import Any
 
 from force_jax.experiments import plots, workdir
 from force_jax.experiments.sweep_report import series_name
-from force_jax.experiments.tables import markdown_table, mean_std, sparsity_head
+from force_jax.experiments.tables import csv_text, markdown_table, mean_std, sparsity_head
 from force_jax.training import files
 
 VARIANT_COLUMNS = ("variant", "method", "sparsity", "seed", "test_accuracy", "error")
@@ -214,12 +214,8 @@ def write_comparison(runs: Sequence[tuple[str, str]], out_dir: str) -> list[dict
     rows = [row for label, folder in runs for row in read_rows(label, folder)]
     check_no_repeated_cells(rows)
     check_joined_settings(runs)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(VARIANT_COLUMNS)
-    for row in rows:
-        writer.writerow(["" if row[c] is None else row[c] for c in VARIANT_COLUMNS])
-    files.write_atomic(os.path.join(out_dir, "results.csv"), buffer.getvalue())
+    files.write_atomic(os.path.join(out_dir, "results.csv"),
+                       csv_text(VARIANT_COLUMNS, [[r[c] for c in VARIANT_COLUMNS] for r in rows]))
     files.write_atomic(os.path.join(out_dir, "summary.md"), summary_markdown(rows))
     plot_comparison(rows, os.path.join(out_dir, "accuracy_vs_sparsity.png"))
     return rows

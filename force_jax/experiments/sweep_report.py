@@ -7,8 +7,6 @@ leaves a half-written table or figure behind.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 import statistics
@@ -17,7 +15,7 @@ from typing import Any
 
 from force_jax.core.masks import LayerDensity, SparsityReport
 from force_jax.experiments import plots
-from force_jax.experiments.tables import markdown_table, mean_std, sparsity_head
+from force_jax.experiments.tables import csv_text, markdown_table, mean_std, sparsity_head
 from force_jax.training import files
 
 COLUMNS = (
@@ -53,12 +51,8 @@ def _format(value: Any) -> str:
 
 def _write_csv(path: str, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
     """Rows as CSV with the given columns (None as an empty field), written atomically."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([_format(row.get(c)) for c in columns])
-    files.write_atomic(path, buffer.getvalue())
+    files.write_atomic(path, csv_text(columns, [[_format(row.get(c)) for c in columns]
+                                                for row in rows]))
 
 
 def write_results(path: str, rows: Sequence[dict[str, Any]]) -> None:

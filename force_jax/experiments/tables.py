@@ -1,4 +1,4 @@
-"""The text of the reports' markdown tables: the table, its column heads, its cells.
+"""The text of the reports' tables: markdown and CSV, their column heads, their cells.
 
 Every summary.md (a sweep's, a comparison of sweeps, the scale report, a
 sweep's paths.md) is built from these, so one statistic reads the same in
@@ -8,8 +8,11 @@ decimal places.
 
 from __future__ import annotations
 
+import csv
+import io
 import statistics
 from collections.abc import Sequence
+from typing import Any
 
 # The decimal places of every mean and standard deviation in a table (Python's
 # correctly rounded format of the float).
@@ -35,6 +38,32 @@ def markdown_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def csv_text(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A CSV file's text: the head row, then one line per row ("\\n" line ends).
+
+    Every results.csv and paths.csv is written from this text (in one atomic
+    write, `force_jax.training.files.write_atomic`).
+
+    Args:
+      head: the column names.
+      rows: the values of each row, one per column; None is an empty field.
+
+    Returns:
+      The CSV text.
+
+    Raises:
+      ValueError: for a row whose length is not the head's.
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(head)
+    for row in rows:
+        if len(row) != len(head):
+            raise ValueError(f"a CSV row has {len(row)} values for {len(head)} columns: {row}")
+        writer.writerow(row)
+    return buffer.getvalue()
 
 
 def sparsity_head(sparsity: float) -> str:
