@@ -160,6 +160,35 @@ class PureCoreTest(chex.TestCase):
         assert np.isnan(float(program.objective(
             program.Pruner("magnitude"), params, state, None)))
 
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_the_schedule_is_its_steps_with_the_objective_moved_one_step_earlier(self):
+        params = init_mlp(jax.random.key(0))
+        kx, ky = jax.random.split(jax.random.key(1))
+        pool = {"image": jax.random.normal(kx, (96, 64)),
+                "label": jax.random.randint(ky, (96,), 0, 10)}
+        pruner = program.Pruner("iter_snip", mlp_loss, batch_size=32)
+        counts = jnp.array([1500, 800, 400], jnp.int32)
+        run = self.variant(lambda p, c, k: program.schedule(pruner, p, pool, c, k,
+                                                            fj.init_mask(p)))
+        mask, out = run(params, counts, jax.random.key(2))
+        chex.assert_shape([out.objective, out.finite, out.revived], (3,))
+        chex.assert_shape(out.layer_kept, (3, 2))
+        np.testing.assert_array_equal(np.asarray(out.layer_kept).sum(axis=1), counts)
+        assert int(fj.num_kept(mask)) == 400 and np.asarray(out.finite).all()
+        assert not np.asarray(out.revived).any()  # Iterative SNIP never brings a weight back
+        # The same steps one by one: each reports S of the mask it started from.
+        state = program.init_state(fj.init_mask(params), jax.random.key(2))
+        started_from = []
+        for count in counts:
+            state, step_out = program.step(pruner, params, state,
+                                           program.draw_batches(pruner, pool, state), count)
+            started_from.append(float(step_out.objective))
+        final = program.objective(pruner, params, state,
+                                  program.draw_batches(pruner, pool, state))
+        np.testing.assert_allclose(np.asarray(out.objective),
+                                   [*started_from[1:], float(final)], rtol=1e-4)
+        _assert_same_masks(mask, state.mask)
+
 
 def test_pruners_compare_by_value_so_equal_ones_share_a_compile():
     assert program.Pruner("force", mlp_loss) == program.Pruner(methods.get("force"), mlp_loss)
@@ -203,6 +232,9 @@ def test_reads_data_is_one_property_of_the_record(name, tracked, untracked):
     assert record.reads_data() is tracked and record.reads_data(True) is tracked
     assert record.reads_data(False) is untracked
     assert sanity.inverted(name).reads_data(False) is untracked
+    # S(m) costs one more gradient exactly where a tracked objective is what reads data.
+    assert record.extra_gradient(True) is (tracked and not record.needs_data)
+    assert record.extra_gradient(False) is False
 
 
 @pytest.mark.parametrize("shape", [(0,), (1,), (15,), (16,), (17,), (3, 3, 7, 5), (1000, 33)])

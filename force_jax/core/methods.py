@@ -59,7 +59,18 @@ class Method(NamedTuple):
           True when its scores read data, or when S(m) is tracked and costs a
           data gradient.
         """
-        return self.needs_data or (self.objective == OBJECTIVE_EXTRA and track_objective)
+        return self.needs_data or self.extra_gradient(track_objective)
+
+    def extra_gradient(self, track_objective: bool = True) -> bool:
+        """Whether S(m) costs one more data gradient per step with this method.
+
+        Args:
+          track_objective: whether S(m) is tracked.
+
+        Returns:
+          True when S(m) is tracked and the method's scores do not give it.
+        """
+        return self.objective == OBJECTIVE_EXTRA and track_objective
 
     def check(self) -> Method:
         """Checks the record's fields agree with one another; returns it.

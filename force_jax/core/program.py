@@ -273,7 +273,7 @@ def step(pruner: Pruner, params: PyTree, state: PruneState, batches: PyTree | No
     inputs = scores_lib.StepInputs(params, mask, gradient, hessian_vector, synflow_gradient,
                                    score_key)
     scores, grads = pruner.method.score(inputs)
-    extra = pruner.method.objective == methods_lib.OBJECTIVE_EXTRA and pruner.track_objective
+    extra = pruner.method.extra_gradient(pruner.track_objective)
     if grads is None and extra and gradient is not None:
         grads = gradient(masks_lib.apply_mask(params, mask))
     objective = _objective(params, grads, mask) if grads is not None else jnp.float32(jnp.nan)
@@ -333,6 +333,23 @@ def schedule(pruner: Pruner, params: PyTree, pool: PyTree | None, counts: jax.Ar
         return step(pruner, params, state, batches_at(state), count)
 
     state, outputs = jax.lax.scan(body, init_state(start_mask, key), jnp.asarray(counts))
-    final = objective(pruner, params, state, batches_at(state))
-    later = jnp.concatenate([outputs.objective[1:], final[None]])
-    return state.mask, outputs._replace(objective=later)
+    return state.mask, objectives_after(outputs, objective(pruner, params, state,
+                                                           batches_at(state)))
+
+
+def objectives_after(outputs: StepOutput, final: jax.Array) -> StepOutput:
+    """Steps' outputs with objective[t] the S of the mask step t + 1 produced.
+
+    Each `step` reports S of the mask it started from; a schedule reports S
+    of the mask each step made, so its outputs move one step earlier and the
+    last is S of the final mask.
+
+    Args:
+      outputs: `StepOutput` of arrays stacked over the T steps.
+      final: S of the final mask (a scalar).
+
+    Returns:
+      The outputs with the objective shifted.
+    """
+    later = jnp.concatenate([outputs.objective[1:], jnp.asarray(final)[None]])
+    return outputs._replace(objective=later)

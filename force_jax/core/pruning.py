@@ -179,24 +179,17 @@ def prune(
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     if not record.progressive and steps != 1:
         raise ValueError(f"method {method!r} prunes in one shot; got steps={steps}")
-    if batch_size < 1 or batches_per_step < 1:
-        raise ValueError(
-            f"batch_size and batches_per_step must be >= 1, got {batch_size}, {batches_per_step}"
-        )
-    if record.needs_synflow and synflow_fn is None:
-        raise ValueError(
-            f"method={method!r} needs synflow_fn, e.g. "
-            "force_jax.synflow_objective(model, variables, input_shape)"
-        )
     if record.needs_data and (data is None or loss_fn is None):
         raise ValueError(f"method {method!r} needs loss_fn and data")
     # Data-free methods read no batches (from a stream either), unless S(m) is tracked.
-    streamed = pruning_stream.is_stream(data)
-    if record.reads_data(track_objective) and data is not None and loss_fn is not None:
-        if not streamed:
-            _check_data(data, batch_size, batches_per_step)
-    else:
-        data = streamed = None
+    if not (record.reads_data(track_objective) and data is not None and loss_fn is not None):
+        data = None
+    # The Pruner checks batch_size, batches_per_step and synflow_fn.
+    pruner = program.Pruner(record, loss_fn if data is not None else None, synflow_fn,
+                            int(batch_size), int(batches_per_step), bool(track_objective), mesh)
+    streamed = data is not None and pruning_stream.is_stream(data)
+    if data is not None and not streamed:
+        _check_data(data, batch_size, batches_per_step)
 
     if mesh is not None:
         sharding.check_batch_size(batch_size, mesh, "pruning batch_size")
@@ -206,11 +199,9 @@ def prune(
             divisible = size % mesh.shape[sharding.DATA_AXIS] == 0
             layout = sharding.batch_sharding(mesh) if divisible else sharding.replicated(mesh)
             data = sharding.put_replicated_copy(data, layout)
-    flags = masks_lib.prunable_flags(params, is_prunable)
-    total = sum(int(np.size(x)) for x, f in zip(jax.tree.leaves(params), flags) if f)
+    dense = masks_lib.dense_mask(params, masks_lib.prunable_flags(params, is_prunable))
     fractions = schedules.keep_fractions(schedule, 1.0 - sparsity, int(steps))
-    counts = schedules.keep_counts(fractions, total)
-    dense = masks_lib.dense_mask(params, flags)
+    counts = schedules.keep_counts(fractions, masks_lib.num_prunable(dense))
     if initial_mask is None:
         start_mask = dense
     else:
@@ -222,8 +213,6 @@ def prune(
     if mesh is not None:  # the layout of the states the steps return, so no step recompiles
         start_mask = sharding.put_replicated_copy(start_mask, sharding.replicated(mesh))
         key = sharding.put_replicated_key(key, mesh)
-    pruner = program.Pruner(record, loss_fn if data is not None else None, synflow_fn,
-                            int(batch_size), int(batches_per_step), bool(track_objective), mesh)
     if streamed:
         mask, trace = pruning_stream.run_schedule(
             pruner, params, data, counts, key, start_mask, fresh_final=bool(track_objective))

@@ -178,5 +178,4 @@ def run_schedule(pruner: program.Pruner, params: PyTree, batches: Any, counts: n
         step_data, expected = draw(step=steps + 1, expected=expected)
     final = objective(pruner, params, state, step_data)
     trace = jax.tree.map(lambda *column: jnp.stack(column), *outputs)
-    later = jnp.concatenate([trace.objective[1:], final[None]])
-    return state.mask, trace._replace(objective=later)
+    return state.mask, program.objectives_after(trace, final)
