@@ -83,7 +83,8 @@ def _builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
     except tfds.core.registered.DatasetNotFoundError:
         # TFDS's own message lists every dataset it knows: name a few close ones instead.
         base = name.split(":")[0].split("/")[0]
-        close = difflib.get_close_matches(base, tfds.list_builders(), n=3)
+        close = difflib.get_close_matches(
+            base, tfds.list_builders(with_community_datasets=False), n=3)
         hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
         raise DatasetNotFoundError(
             f"config.data.name={name!r} is not a TFDS dataset{hint}") from None
