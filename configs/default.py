@@ -45,6 +45,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.prune.scoring_loss = "nll_on_logits"
     config.prune.temperature = 1.0
     config.prune.on_collapse = "warn"
+    # A guard, not the paper's algorithm: every step keeps at least this many weights of each
+    # prunable layer (force_jax.core.guards.layer_floor). 0: no floor.
+    config.prune.layer_floor = 0
     # A sanity check of the mask (force_jax.core.sanity): none, shuffle (kept positions redrawn at
     # random in each layer), reinit (same mask, new initial weights) or invert (keep the lowest
     # scores at every step).

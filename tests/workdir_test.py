@@ -54,9 +54,13 @@ def test_a_key_added_later_matches_records_made_before_it_at_its_neutral_value()
     del recorded["prune"]["ablation"]  # a run recorded before sanity checks existed
     del recorded["model"]["kernels"]  # and before the per-backend kernel choice
     del recorded["prune"]["augment"]  # and before streamed pruning batches
+    del recorded["prune"]["layer_floor"]  # and before the per-layer floor
     assert workdir.ADDED_KEYS == {"prune.ablation": "none", "model.kernels": "auto",
-                                  "prune.augment": False, "train.optimizer": "sgd"}
+                                  "prune.augment": False, "train.optimizer": "sgd",
+                                  "prune.layer_floor": 0}
     assert workdir.differences(recorded, workdir.config_record(tiny_config())) == []
+    floored = workdir.config_record(tiny_config(**{"prune.layer_floor": 8}))
+    assert workdir.differences(recorded, floored) == ["prune.layer_floor: 0 -> 8"]
     shuffled = workdir.config_record(tiny_config(**{"prune.ablation": "shuffle"}))
     assert workdir.differences(recorded, shuffled) == ['prune.ablation: "none" -> "shuffle"']
     # The other way round too: a config without the key means its neutral value.

@@ -20,7 +20,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from force_jax import models as models_lib
-from force_jax.core import losses, masks, methods, pruning, pruning_stream, sanity
+from force_jax.core import guards, losses, masks, methods, pruning, pruning_stream, sanity
 from force_jax.errors import ConfigError
 from force_jax.experiments import validate
 from force_jax.training import data
@@ -154,6 +154,8 @@ def prune_at_init(
 
     Every process computes the same mask: from the same pool, or from one
     stream of global batches to which each process gives its own slice.
+    With ``config.prune.layer_floor`` > 0 every step keeps at least that many
+    weights of each prunable layer (`force_jax.core.guards.layer_floor`).
     With ``config.prune.ablation`` "invert" the method keeps its lowest scores
     at every step; with "shuffle" the final mask's kept positions are redrawn
     at random within each layer, with "shuffle_taps" within each spatial tap
@@ -172,6 +174,11 @@ def prune_at_init(
     cfg = config.prune
     ablation = cfg.get("ablation", "none")
     method = sanity.inverted(cfg.method) if ablation == "invert" else methods.get(cfg.method)
+    if cfg.get("layer_floor", 0):
+        flags = masks.prunable_flags(variables["params"])
+        validate.check_layer_floor(config, [int(np.size(x)) for x, f in zip(
+            jax.tree.leaves(variables["params"]), flags) if f])
+        method = guards.layer_floor(method, cfg.layer_floor)
     # A method that reads no data gets none (no pool loaded, no stream), as `prune` decides.
     examples = pruning_examples(config) if method.reads_data() else None
     loss_fn = losses.classification_loss(

@@ -106,6 +106,9 @@ def _validate_prune(cfg: ml_collections.ConfigDict) -> None:
            cfg.get("ablation"), f"one of {', '.join(sanity.ABLATIONS)}")
     for key in ("batch_size", "batches_per_step"):
         _check(_is_int(cfg[key]) and cfg[key] >= 1, f"prune.{key}", cfg[key], "an integer >= 1")
+    _check(_is_int(cfg.get("layer_floor", 0)) and cfg.get("layer_floor", 0) >= 0,
+           "prune.layer_floor", cfg.get("layer_floor"),
+           "an integer >= 0 (weights every prunable layer keeps at each step; 0: no floor)")
     _validate_pool(cfg)
 
 
@@ -316,6 +319,29 @@ def largest_sparsity(num_prunable: int) -> float:
         if close and final_keep_count(candidate, num_prunable) == 1:
             return candidate
     return bound
+
+
+def check_layer_floor(config: ml_collections.ConfigDict, layer_sizes: list[int]) -> None:
+    """Rejects a per-layer floor the final keep count cannot honour.
+
+    Args:
+      config: a validated experiment config (uses config.prune.layer_floor and
+        config.prune.sparsity).
+      layer_sizes: the number of weights of each prunable layer.
+
+    Raises:
+      ConfigError: naming config.prune.layer_floor when the floors (each capped
+        at its layer's size) add up to more weights than the sparsity keeps.
+    """
+    floor = config.prune.get("layer_floor", 0)
+    floors = sum(min(floor, size) for size in layer_sizes)
+    kept = final_keep_count(config.prune.sparsity, sum(layer_sizes))
+    if floors > kept:
+        raise ConfigError(
+            f"config.prune.layer_floor={floor} asks {floors:,} weights over "
+            f"{len(layer_sizes)} prunable layers, but config.prune.sparsity="
+            f"{config.prune.sparsity!r} keeps {kept:,}: use at most "
+            f"--config.prune.layer_floor={kept // len(layer_sizes)}")
 
 
 def check_keeps_a_weight(config: ml_collections.ConfigDict, num_prunable: int) -> None:

@@ -46,7 +46,7 @@ EVALUATED_EXAMPLES = "evaluated examples (eval_max_batches x eval_batch_size)"
 # Keys added after runs were recorded, with the value that reproduces those runs: a
 # config.json without the key counts as having that value, so older workdirs still resume.
 ADDED_KEYS = {"prune.ablation": "none", "model.kernels": "auto", "prune.augment": False,
-              "train.optimizer": "sgd"}
+              "train.optimizer": "sgd", "prune.layer_floor": 0}
 # Files whose presence means the workdir already holds results of some run (a
 # checkpoints folder counts once it holds anything).
 RESULT_FILES = ("prune.json", "metrics.jsonl", "metrics.json", "checkpoints", "mask")
