@@ -101,3 +101,20 @@ def test_the_tap_shuffle_sweep_is_the_sanity_setting_at_the_sparsities_where_shu
 def test_the_ablation_base_keeps_its_own_budget():
     config = load("ablation_fashion_mnist")
     assert (config.train.num_steps, config.prune.steps, config.prune.pool_size) == (150, 30, 2048)
+
+
+def test_the_guard_sweep_is_the_scale_setting_with_only_the_floor_changed():
+    from configs import guard_fashion_mnist, scale_fashion_mnist
+
+    floored, plain = guard_fashion_mnist.get_config("16"), guard_fashion_mnist.get_config("0")
+    validate.validate_config(floored)
+    sweep_grid.validate_grid(floored.sweep)
+    assert (floored.prune.layer_floor, plain.prune.layer_floor) == (16, 0)
+    assert floored.sweep.methods == ("force",) and floored.sweep.sparsities == (0.999,)
+    scale = scale_fashion_mnist.get_config("0.25")
+    assert floored.sweep.seeds == scale.sweep.seeds
+    del floored.sweep, scale.sweep
+    floored.prune.layer_floor = 0
+    assert floored.to_dict() == scale.to_dict()
+    with pytest.raises(ValueError, match="takes a floor, an integer >= 0"):
+        guard_fashion_mnist.get_config("-1")
