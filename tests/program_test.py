@@ -242,3 +242,17 @@ def test_count_true_counts_exactly_by_blocks(shape):
     x = np.random.default_rng(sum(shape)).random(shape) < 0.3
     assert int(jax.jit(fj.masks.count_true)(x)) == int(x.sum())
     assert int(fj.masks.count_true(np.ones(shape, bool))) == int(np.prod(shape))
+
+
+@pytest.mark.parametrize(("scores", "mask", "finite"), [
+    ([1.0, 0.0, -2.0], [True, False, True], True),
+    ([1.0, -np.inf, 3.0], [True, False, True], True),  # a weight never let back
+    ([1.0, -np.inf, 3.0], [True, True, True], False),  # -inf on a kept weight
+    ([1.0, np.nan, 3.0], [True, False, True], False),  # NaN, kept or not
+    ([1.0, np.inf, 3.0], [True, False, True], False),
+    ([np.finfo(np.float32).max] * 3, [True] * 3, True),  # a floor's scores: no overflow
+])
+def test_the_finite_check_allows_minus_inf_on_pruned_weights_only(scores, mask, finite):
+    tree = {"w": jnp.array([scores], jnp.float32), "b": jnp.array([np.nan])}
+    masks_tree = {"w": jnp.array([mask]), "b": jnp.array(True)}  # b is not prunable
+    assert bool(jax.jit(program._finite)(tree, masks_tree)) is finite

@@ -224,17 +224,15 @@ def num_prunable(mask: PyTree) -> int:
     return sum(int(np.size(m)) for m in jax.tree.leaves(mask) if is_prunable_leaf(m))
 
 
-# Entries summed together first by `count_true`.
-_COUNT_BLOCK = 16
-
-
 def count_true(x: jax.Array) -> jax.Array:
     """Number of True entries of a bool array, as an int32 (traceable, exact).
 
-    Summed per block of 16 entries first, then over the blocks: XLA:CPU runs
-    one long bool sum about 3.5 times slower (a 2.4 M-entry VGG-19 kernel:
-    4.9 ms against 1.35 ms), and a pruning step counts every mask several
-    times (kept per layer, revived).
+    The entries, one byte each (0 or 1), are read four at a time as uint32
+    words, whose set bits are counted (`jax.lax.population_count`) and summed.
+    XLA:CPU runs a plain bool sum several times slower: over the 20 M entries
+    of VGG-19's 17 kernels, 25 ms against 6 ms on a 2-core Xeon with AVX-512
+    (docs/performance.md), and a pruning step counts every mask twice (kept
+    per layer, revived).
 
     Args:
       x: a bool array of any shape.
@@ -242,12 +240,12 @@ def count_true(x: jax.Array) -> jax.Array:
     Returns:
       An int32 scalar.
     """
-    flat = jnp.ravel(x)
-    pad = (-flat.size) % _COUNT_BLOCK
+    flat = jnp.ravel(x).astype(jnp.uint8)
+    pad = (-flat.size) % 4
     if pad:
         flat = jnp.pad(flat, (0, pad))
-    blocks = jnp.sum(flat.reshape(-1, _COUNT_BLOCK), axis=1, dtype=jnp.int32)
-    return jnp.sum(blocks, dtype=jnp.int32)
+    words = jax.lax.bitcast_convert_type(flat.reshape(-1, 4), jnp.uint32)
+    return jnp.sum(jax.lax.population_count(words).astype(jnp.int32), dtype=jnp.int32)
 
 
 def num_kept(mask: PyTree) -> jax.Array:
