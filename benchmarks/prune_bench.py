@@ -7,8 +7,11 @@ the masked score gradient, the saliency, the exact top-k selection and the
 step's bookkeeping (finite check, revived count, per-layer counts, S(m)),
 each jitted and timed alone, the overhead ratio (step / one masked
 gradient), memory, and the number of compilations after two sparsity
-levels (must be 1). Every time is the median of --repeats calls (default 7),
-and the JSON keeps each figure's spread (max / min of its calls).
+levels (must be 1). Every time is the median of --repeats calls (default 15),
+and the JSON keeps each figure's spread (max / min of its calls). The T=2
+and T=12 schedules and the masked gradient take turns within each round,
+and the overhead ratio is the median of the rounds' own ratios, so a load
+that changes between rounds moves the step and the gradient together.
 
 Memory on CPU: the device allocator reports nothing, so the JSON holds XLA's
 static buffer assignment (``compiled.memory_analysis()``: arguments + outputs
@@ -37,6 +40,9 @@ import optax
 SPARSITIES = (0.9, 0.99)
 LONG_STEPS = 60
 SHORT_T, LONG_T = 2, 12  # the marginal step is (t(LONG_T) - t(SHORT_T)) / (LONG_T - SHORT_T)
+# Rounds per figure: with 15, two runs' FORCE overhead ratios on VGG-19 at batch 32 agreed
+# within 5 % (benchmarks/RESULTS.md); 7 did not.
+REPEATS = 15
 
 
 def _bookkeeping(params, grads, scores, mask, new_mask):
@@ -78,8 +84,29 @@ def _timed(spread: dict[str, float], name: str, fn, repeats: int, warmup: int = 
     return float(np.median(times))
 
 
+def _rounds(spread: dict[str, float], prefix: str, fns: dict, repeats: int) -> dict:
+    """Seconds of each fn in each of `repeats` rounds, the fns taking turns within a round.
+
+    Figures of one round were measured under the same load, so a ratio of two
+    is paired: a machine that slows down between rounds moves both.
+
+    Returns:
+      name -> numpy array of its seconds, one per round; spread gets each
+      name's max / min under "<prefix>_<name>_s".
+    """
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            bu.block(fn())
+            times[name].append(time.perf_counter() - start)
+    for name, values in times.items():
+        spread[f"{prefix}_{name}_s"] = max(values) / min(values)
+    return {name: np.asarray(values) for name, values in times.items()}
+
+
 def bench_one(name: str, batch_size: int, methods: list[str], *, quick: bool,
-              repeats: int = 7, kernels: str = "auto") -> list[dict]:
+              repeats: int = REPEATS, kernels: str = "auto") -> list[dict]:
     """All measurements for one model and batch size."""
     from force_jax.core import compile_options, losses, masks, program, scores
     from force_jax.core import pruning as prune
@@ -95,7 +122,6 @@ def bench_one(name: str, batch_size: int, methods: list[str], *, quick: bool,
 
     grad_fn = compile_options.jit(lambda p, m, b: jax.grad(loss_fn)(masks.apply_mask(p, m), b))
     spread: dict[str, float] = {}
-    grad_s = _timed(spread, "masked_grad_s", lambda: grad_fn(params, dense, batch), repeats)
     grads = grad_fn(params, dense, batch)
     saliency = compile_options.jit(scores.saliency)
     saliency_s = _timed(spread, "saliency_s", lambda: saliency(params, grads), repeats)
@@ -137,17 +163,23 @@ def bench_one(name: str, batch_size: int, methods: list[str], *, quick: bool,
 
         # One compile serves every sparsity level at a fixed T.
         start = time.perf_counter()
-        bu.block(run(SPARSITIES[0], 2))
+        bu.block(run(SPARSITIES[0], SHORT_T))
         first_s = time.perf_counter() - start
-        t_short = _timed(spread, f"{method}_t{SHORT_T}_s", lambda: run(SPARSITIES[1], SHORT_T),
-                         repeats, warmup=0)
+        bu.block(run(SPARSITIES[1], SHORT_T))
         compilations = schedule._cache_size() - cached_before
-        t_long = _timed(spread, f"{method}_t{LONG_T}_s", lambda: run(SPARSITIES[0], LONG_T),
-                        repeats)
-        step_s = max(t_long - t_short, 0.0) / (LONG_T - SHORT_T)
-        score_s = synflow_grad_s if method == "synflow" else grad_s
+        bu.block(run(SPARSITIES[0], LONG_T))  # its compile, outside the timed rounds
+        # The step and the gradient it is compared with, timed in the same rounds.
+        rounds = _rounds(spread, method, {
+            "grad": lambda: grad_fn(params, dense, batch),
+            f"t{SHORT_T}": lambda: run(SPARSITIES[1], SHORT_T),
+            f"t{LONG_T}": lambda: run(SPARSITIES[0], LONG_T)}, repeats)
+        t_short, t_long = (float(np.median(rounds[f"t{t}"])) for t in (SHORT_T, LONG_T))
+        steps_s = np.maximum(rounds[f"t{LONG_T}"] - rounds[f"t{SHORT_T}"], 0.0) / (
+            LONG_T - SHORT_T)
+        step_s, paired_grad_s = float(np.median(steps_s)), float(np.median(rounds["grad"]))
+        score_s = synflow_grad_s if method == "synflow" else paired_grad_s
         # SynFlow with track_objective also takes one data gradient per step.
-        extra = grad_s if method == "synflow" else 0.0
+        extra = paired_grad_s if method == "synflow" else 0.0
         row: dict[str, Any] = {
             "model": name,
             "batch": batch_size,
@@ -159,8 +191,9 @@ def bench_one(name: str, batch_size: int, methods: list[str], *, quick: bool,
             "select_s": select_s,
             "bookkeeping_s": bookkeeping_s,
             "rest_s": step_s - score_s - extra - saliency_s - select_s - bookkeeping_s,
-            "masked_grad_s": grad_s,
-            "overhead_ratio": step_s / grad_s,
+            "masked_grad_s": paired_grad_s,
+            # The median over rounds of (the round's step) / (the round's gradient).
+            "overhead_ratio": float(np.median(steps_s / rounds["grad"])),
             "compilations_after_2_sparsities": compilations,
             f"t{SHORT_T}_s": t_short,
             f"t{LONG_T}_s": t_long,
@@ -207,7 +240,8 @@ def main(argv: list[str] | None = None) -> dict:
     """Runs the benchmark; returns the JSON payload."""
     parser = bu.parser(__doc__.splitlines()[0], "prune_bench")
     parser.add_argument("--methods", default="force,iter_snip,synflow")
-    parser.add_argument("--repeats", type=int, default=7, help="timed calls per figure (median)")
+    parser.add_argument("--repeats", type=int, default=REPEATS,
+                        help="timed calls (rounds) per figure; the median is reported")
     args = parser.parse_args(argv)
     bu.set_plain_conv(args.plain_conv)
     rows = []
