@@ -209,15 +209,15 @@ def summary_markdown(rows: Sequence[dict[str, Any]]) -> str:
         return (f"{sum(r['paths'] == 0 for r in group)}/{len(group)} "
                 f"({sum(r['final_objective'] == 0 for r in group)} with S(m) = 0)")
 
-    parts = ["Test accuracy, mean ± sample std over seeds (0.100 is chance):\n",
+    parts = ["Test accuracy, mean ± sample std over seeds (0.100 is chance):\n\n",
              markdown_table(["method", "sparsity", *width_head],
                     [[m, f"{s:g}", *cells(m, s, accuracy)] for m, s in series]),
-             "\nMasks with no path from input to output after training:\n",
+             "\nMasks with no path from input to output after training:\n\n",
              markdown_table(["method", "sparsity", *width_head],
                     [[m, f"{s:g}", *cells(m, s, disconnected)] for m, s in series])]
     by_kept = sorted({(r["kept"], r["width"], r["sparsity"]) for r in rows})
     methods = sorted({r["method"] for r in rows})
-    parts += ["\nThe same cells by kept weights (a comparison at matched kept counts):\n",
+    parts += ["\nThe same cells by kept weights (a comparison at matched kept counts):\n\n",
               markdown_table(["kept", "width", "sparsity", *methods],
                      [[f"{k:,}", f"x{w:g}", f"{s:g}",
                        *[accuracy(groups.get((m, s, w), [])) for m in methods]]
@@ -227,7 +227,7 @@ def summary_markdown(rows: Sequence[dict[str, Any]]) -> str:
     if lost:
         parts += ["\nDisconnected masks: the first step of the schedule at which S(m) was 0, "
                   "the thinnest layer (kept weights) at the step before, and the first step "
-                  "at which a layer kept no weight:\n",
+                  "at which a layer kept no weight:\n\n",
                   markdown_table(["method", "width", "sparsity", "seed", "S(m) = 0 from step",
                           "thinnest layer before", "first empty at step", "emptied layers"],
                          [[r["method"], f"x{r['width']:g}", f"{r['sparsity']:g}",
