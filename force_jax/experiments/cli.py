@@ -90,8 +90,11 @@ def load_quietly(load: Callable[[], Any]) -> Any:
     Returns:
       What `load` returns.
     """
-    sys.stderr.flush()
-    saved = os.dup(2)
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (AttributeError, OSError):  # no standard error to hold lines back from
+        return load()
     with tempfile.TemporaryFile() as held:
         os.dup2(held.fileno(), 2)
         try:
