@@ -53,6 +53,7 @@ def test_the_floor_is_a_method_record_and_zero_is_the_method():
     floored = guards.layer_floor("force", 8)
     assert floored.name == "force:floor8" and floored == guards.layer_floor(methods.get("force"), 8)
     assert floored != guards.layer_floor("force", 9)
+    assert guards.layer_floor("force", np.int64(8)) == floored  # numpy integers too
     assert floored.reads_data() and floored.revives and floored.progressive
     for bad in (-1, 2.5, True, "8"):
         with pytest.raises(ValueError, match="floor must be an integer >= 0"):

@@ -12,6 +12,7 @@ before. The paper's algorithm has no floor; no method has one by default.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -85,8 +86,9 @@ def layer_floor(method: str | methods_lib.Method, floor: int) -> methods_lib.Met
     Raises:
       ValueError: for a floor that is not an integer >= 0.
     """
-    if isinstance(floor, bool) or not isinstance(floor, int) or floor < 0:
+    if isinstance(floor, bool) or not isinstance(floor, numbers.Integral) or floor < 0:
         raise ValueError(f"floor must be an integer >= 0, got {floor!r}")
+    floor = int(floor)
     record = methods_lib.get(method)
     if floor == 0:
         return record
