@@ -283,3 +283,19 @@ def test_the_mask_fingerprint_sees_one_moved_weight():
     assert base != int(fj.masks.fingerprint(moved))
     assert base != int(fj.masks.fingerprint(other_leaf))
     assert int(fj.masks.fingerprint({"w": jnp.zeros((4, 5), bool)})) == 0
+
+
+def test_this_module_runs_on_one_xdist_worker(request):
+    """Under --dist loadgroup, xdist names the group in the test's id.
+
+    If it does not (pytest 9.2 with pytest-xdist 3.8 drops the groups silently,
+    pytest-xdist issue 1386), each worker makes its own 2-process run.
+    """
+    worker = getattr(request.config, "workerinput", None)
+    if worker is None:
+        pytest.skip("not on an xdist worker")
+    # The suite's addopts ask for loadgroup; a --dist given on the command line wins.
+    argv = " ".join(worker["mainargv"]).replace("--dist=", "--dist ")
+    if "--dist " in argv and "--dist loadgroup" not in argv:
+        pytest.skip("another --dist mode was asked for")
+    assert request.node.nodeid.endswith("@multiprocess"), request.node.nodeid
