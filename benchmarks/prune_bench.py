@@ -40,8 +40,8 @@ import optax
 SPARSITIES = (0.9, 0.99)
 LONG_STEPS = 60
 SHORT_T, LONG_T = 2, 12  # the marginal step is (t(LONG_T) - t(SHORT_T)) / (LONG_T - SHORT_T)
-# Rounds per figure: with 15, two runs' FORCE overhead ratios on VGG-19 at batch 32 agreed
-# within 5 % (benchmarks/RESULTS.md); 7 did not.
+# Paired rounds per figure: with 15, two runs' FORCE overhead ratios on VGG-19 at batch 32
+# agreed within 3 % (benchmarks/RESULTS.md); 7 calls per figure, unpaired, read 10 % apart.
 REPEATS = 15
 
 
