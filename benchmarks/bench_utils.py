@@ -41,7 +41,8 @@ def machine_info() -> dict[str, Any]:
     return {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
-        **cpu_model(),
+        **{key: value for key, value in compile_options.machine().items()
+           if key in ("cpu_model", "avx512")},
         "cpu_count": os.cpu_count(),
         "python": sys.version.split()[0],
         "jax_version": jax.__version__,
@@ -52,26 +53,6 @@ def machine_info() -> dict[str, Any]:
         "compiler_options": compile_options.compiler_options(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
-
-
-def cpu_model(path: str = "/proc/cpuinfo") -> dict[str, Any]:
-    """The CPU's model name and whether it has AVX-512 (which changes XLA:CPU's kernels).
-
-    Args:
-      path: Linux's CPU description.
-
-    Returns:
-      {"cpu_model": name, "avx512": bool}, or {} where the file cannot be read.
-    """
-    try:
-        with open(path) as f:
-            text = f.read()
-    except OSError:
-        return {}
-    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
-    return {"cpu_model": fields.get("model name", "unknown"),
-            "avx512": "avx512f" in fields.get("flags", "").split()}
 
 
 def block(tree: Any) -> Any:

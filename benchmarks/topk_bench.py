@@ -75,16 +75,6 @@ def time_calls(fn, args, repeats: int, warmup: int) -> list[float]:
     return times
 
 
-def cpu_model() -> str | None:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(bench_utils.RESULTS_DIR / "topk_bench.json"))
@@ -97,7 +87,6 @@ def main() -> None:
         args.repeats, args.warmup = 2, 1
 
     info = bench_utils.machine_info()
-    info["cpu_model"] = cpu_model()
     info["load_average_at_start"] = list(os.getloadavg())
     shapes = vgg19_shapes(8 if args.quick else 1)
     host = snip_like_scores(shapes, args.seed)

@@ -17,6 +17,8 @@ MACHINE_KEYS = {
     "jax_version",
     "jaxlib_version",
     "device_kind",
+    "cpu_model",
+    "avx512",
 }
 
 
@@ -87,6 +89,21 @@ def test_chaos_bench_quick(tmp_path):
     for row in rows.values():
         assert 0.0 <= row["iou"] <= 1.0 and row["kept"] == int(0.01 * 430_500)
         assert row["differing_kept"] == round(row["kept"] * (1 - row["iou"]) / (1 + row["iou"]))
+
+
+def test_options_bench_quick(tmp_path):
+    payload = _run("options_bench.py", tmp_path)
+    rows = payload["rows"]
+    assert {(r["program"], r["variant"]) for r in rows} == {
+        (program, variant) for program in ("gradient", "force_step")
+        for variant in ("plain", "dot", "reduce", "dot+reduce")}
+    for row in rows:
+        assert row["seconds"] > 0 and row["over_plain"] > 0
+        if row["variant"] == "plain":
+            assert row["over_plain"] == 1.0
+            assert row.get("max_rel_diff", 0.0) == 0.0
+        if row["program"] == "gradient":
+            assert 0.0 <= row["max_rel_diff"] < 1.0
 
 
 def test_kernels_bench_quick(tmp_path):

@@ -94,3 +94,16 @@ def test_pruning_program_compiles_with_the_options(monkeypatch):
     hlo = schedule.lower(pruner, params, data, counts, jax.random.key(2), start).compile().as_text()
     assert "convolution(" in hlo
     assert _library_convs(hlo) == 0
+
+
+def test_machine_names_the_cpu_and_its_avx512(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC 9R14\n"
+                       "flags\t\t: fpu sse2 avx2 avx512f avx512bw\n\n")
+    machine = compile_options.machine(str(cpuinfo))
+    assert (machine["cpu_model"], machine["avx512"]) == ("AMD EPYC 9R14", True)
+    assert machine["jax"] == jax.__version__
+    assert machine["compiler_options"] == compile_options.compiler_options()
+    cpuinfo.write_text("model name\t: Some CPU\nflags\t\t: fpu avx2\n")
+    assert compile_options.machine(str(cpuinfo))["avx512"] is False
+    assert compile_options.machine(str(tmp_path / "absent"))["cpu_model"] == "unknown"

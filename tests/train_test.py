@@ -16,7 +16,7 @@ import tensorflow_datasets as tfds
 from conftest import SHARED_TFDS, write_metadata
 
 from configs import default
-from force_jax.core import masks
+from force_jax.core import compile_options, masks
 from force_jax.errors import ConfigError
 from force_jax.experiments import cli, setup, train
 from force_jax.training import checkpoint, data, optim
@@ -135,6 +135,9 @@ def test_mock_datasets_train_end_to_end(tmp_path, name, splits, model, width):
         metrics = train.train_and_evaluate(config, str(tmp_path / "run"))
     assert metrics["step"] == 2 and np.isfinite(metrics["train_loss"])
     assert metrics["global_density"] == pytest.approx(0.01, abs=1e-4)
+    # The record names the CPU and compiler options behind the mask.
+    record = json.loads((tmp_path / "run" / "prune.json").read_text())
+    assert record["machine"] == json.loads(json.dumps(compile_options.machine()))
 
 
 def test_imagenet_streams_fresh_augmented_pruning_batches_end_to_end(tmp_path):

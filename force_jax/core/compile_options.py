@@ -3,14 +3,20 @@
 On CPU, XLA hands some operations to one of several kernel libraries
 (Eigen, YNNPACK, XNNPACK, oneDNN); the option
 ``xla_cpu_experimental_ynn_fusion_type`` lists the operation kinds given to
-YNNPACK. With jaxlib 0.10.2's default list, convolutions go to YNNPACK,
-which on the 2-core x86-64 (AVX-512) machine these figures come from ran
-VGG-19's convolutions slower than XLA's Eigen kernels (forward + both
-gradients of a 32x32x64 -> 64 layer at batch 32: 35 ms against 20 ms,
-``benchmarks/layer_bench.py``), while
-its matmuls and reductions were the fastest available. :data:`CPU_YNN_FUSIONS`
-keeps those two and leaves convolutions to Eigen: the VGG-19 masked gradient
-at batch 32 went from 0.32 s to 0.27 s (``benchmarks/torch_compare.py``).
+YNNPACK. :data:`CPU_YNN_FUSIONS` hands it matmuls and reductions and leaves
+convolutions to XLA's own kernels, which makes the masked gradient and the
+FORCE step faster on the x86 CPUs measured (figures, per CPU, in
+``docs/performance.md``, "Compiler options"; ``benchmarks/options_bench.py``).
+
+The options change the order of float operations, so results differ from
+plain ``jax.jit`` by rounding, as on another CPU. They are kept because
+``tests/numerics_test.py`` shows, on the machine that runs the suite, that a
+FORCE step's scores and a train step's gradients on a BatchNorm VGG agree
+with plain ``jax.jit`` to 1e-5 and 5e-5 of each leaf's largest entry, on a
+problem far from the kinks of its gradient. Near a kink (a ReLU input within
+rounding of zero) any rounding change, these options included, can switch a
+branch and move a gradient by percents: that is the network's sensitivity,
+not an error of the options.
 
 The options are passed per program (``jax.jit(..., compiler_options=...)``),
 never through the process-wide ``XLA_FLAGS``, so code outside force_jax is
@@ -103,3 +109,31 @@ def jit(fun: Callable[..., Any], **kwargs: Any) -> Callable[..., Any]:
       The jitted function.
     """
     return jax.jit(fun, compiler_options=compiler_options(), **kwargs)
+
+
+def machine(cpuinfo: str = "/proc/cpuinfo") -> dict[str, Any]:
+    """What a compiled program's rounding depends on, for run records.
+
+    Args:
+      cpuinfo: Linux's CPU description (absent elsewhere: the CPU is then "unknown").
+
+    Returns:
+      {"cpu_model", "avx512", "backend", "jax", "jaxlib", "compiler_options"}.
+    """
+    import jaxlib
+
+    try:
+        with open(cpuinfo) as f:
+            text = f.read()
+    except OSError:
+        text = ""
+    fields = {key.strip(): value.strip()
+              for key, value in (line.split(":", 1) for line in text.splitlines() if ":" in line)}
+    return {
+        "cpu_model": fields.get("model name", "unknown"),
+        "avx512": "avx512f" in fields.get("flags", "").split(),
+        "backend": jax.default_backend(),
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "compiler_options": compiler_options(),
+    }

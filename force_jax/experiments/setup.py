@@ -20,7 +20,16 @@ import numpy as np
 from jax.sharding import Mesh
 
 from force_jax import models as models_lib
-from force_jax.core import guards, losses, masks, methods, pruning, pruning_stream, sanity
+from force_jax.core import (
+    compile_options,
+    guards,
+    losses,
+    masks,
+    methods,
+    pruning,
+    pruning_stream,
+    sanity,
+)
 from force_jax.errors import ConfigError
 from force_jax.experiments import validate
 from force_jax.training import data
@@ -275,7 +284,9 @@ def prune_record(config: ml_collections.ConfigDict, seconds: float,
 
     Returns:
       A JSON-ready dict: method, sparsity, ablation, seconds, backend, the
-      kernels the model used ("cpu" rewrites or "plain"), report, history.
+      kernels the model used ("cpu" rewrites or "plain"), the machine
+      (`compile_options.machine`: CPU model, jax versions, compiler options),
+      report, history.
     """
     return {
         "method": config.prune.method, "sparsity": config.prune.sparsity,
@@ -284,6 +295,8 @@ def prune_record(config: ml_collections.ConfigDict, seconds: float,
         "backend": jax.default_backend(),
         "kernels": "cpu" if models_lib.kernels.use_cpu_kernels(
             config.model.get("kernels", "auto")) else "plain",
+        # The CPU and compiler behind the mask: FORCE amplifies their rounding differences.
+        "machine": compile_options.machine(),
         "report": report.as_dict(),
         "history": {k: np.asarray(v).tolist() for k, v in history._asdict().items()},
     }
