@@ -48,6 +48,11 @@ def get_config() -> ml_collections.ConfigDict:
     # A guard, not the paper's algorithm: every step keeps at least this many weights of each
     # prunable layer (force_jax.core.guards.layer_floor). 0: no floor.
     config.prune.layer_floor = 0
+    # global (the paper's: all prunable weights ranked together) or layerwise: every layer keeps
+    # its own count, shared out by the allocation: "" (uniform), uniform, erk, er, or a map
+    # "conv_0/kernel:0.5,..." of layer densities (force_jax.core.allocation).
+    config.prune.scope = "global"
+    config.prune.allocation = ""
     # A sanity check of the mask (force_jax.core.sanity): none, shuffle (kept positions redrawn at
     # random in each layer), reinit (same mask, new initial weights) or invert (keep the lowest
     # scores at every step).

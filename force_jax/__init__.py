@@ -1,6 +1,7 @@
 """force_jax: pruning at initialisation (FORCE, Iterative SNIP and baselines) in JAX."""
 
 from force_jax import models as models
+from force_jax.core import allocation as allocation
 from force_jax.core import masks as masks
 from force_jax.core import methods as methods
 from force_jax.core import nnx_models as nnx
@@ -26,6 +27,7 @@ from force_jax.training.optim import masked_updates as masked_updates
 
 __all__ = [
     "History",
+    "allocation",
     "PruneState",
     "Pruner",
     "apply_mask",

@@ -233,6 +233,37 @@ def test_bad_config_values_fail_before_any_work(tmp_path, key, value, message):
 
 @pytest.mark.parametrize(
     "overrides, message",
+    [({"prune.scope": "local"}, "config.prune.scope='local': expected one of global, layerwise"),
+     ({"prune.allocation": "erk"}, "config.prune.allocation='erk' needs "
+                                   "--config.prune.scope=layerwise"),
+     ({"prune.scope": "layerwise", "prune.allocation": "erk2"},
+      "config.prune.allocation='erk2': expected one of uniform, erk, er or a map"),
+     ({"prune.scope": "layerwise", "prune.allocation": "conv_0/kernel:1.5"},
+      "'conv_0/kernel:1.5' is not"),
+     ({"prune.scope": "layerwise", "prune.allocation": "conv_0/kernel:0.5,nope/kernel:0.5"},
+      "config.prune.allocation=.*names nope/kernel, which is not a prunable layer"),
+     ({"prune.scope": "layerwise", "prune.allocation": "conv_0/kernel:0.5"},
+      "config.prune.allocation=.*misses classifier/kernel, conv_1/kernel, dense_0/kernel"),
+     ({"prune.method": "synflow", "prune.ablation": "random_labels"},
+      "config.prune.ablation='random_labels' corrupts the scoring data, but synflow reads "
+      "none")],
+)
+def test_layerwise_and_data_check_mistakes_fail_before_any_work(tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        train.train_and_evaluate(tiny_config(**overrides), str(tmp_path))
+    assert not os.listdir(tmp_path)
+
+
+def test_a_layerwise_map_is_checked_against_the_model_before_any_work():
+    config = tiny_config(**{"prune.scope": "layerwise", "prune.allocation":
+                            "conv_0/kernel:0.5,conv_1/kernel:0.1,dense_0/kernel:0.01,"
+                            "classifier/kernel:0.1"})
+    counts = setup.check_allocation(config, setup.config_params(config))
+    assert counts.shape == (3, 4) and counts[-1].sum() == 4305
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
     [({"train.optimizer": "lamb", "train.nesterov": True},
       "config.train.nesterov=True: expected False with train.optimizer=lamb"),
      ({"train.optimizer": "adamw", "train.momentum": 1.0},

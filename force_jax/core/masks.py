@@ -169,16 +169,20 @@ def apply_mask(params: PyTree, mask: PyTree) -> PyTree:
 
 
 def topk_mask(scores: PyTree, mask_like: PyTree, k: jax.Array | int) -> PyTree:
-    """Keeps the k highest scores over all prunable leaves together.
+    """Keeps the k highest scores over all prunable leaves together, or k_l in each.
 
-    Ranking is global with no per-layer normalisation; exactly k weights are
-    kept; ties go to the lower index (leaf order, then row-major).
+    With a scalar k (the global scope) ranking is global with no per-layer
+    normalisation; with a vector k (the layer-wise scope,
+    `force_jax.core.allocation`) each prunable leaf keeps its own top k_l.
+    Exactly the counts asked are kept; ties go to the lower index (leaf
+    order, then row-major).
 
     Args:
       scores: pytree of float scores shaped like the params.
       mask_like: a mask of the same structure; its scalar leaves mark the
         non-prunable leaves, which stay scalar True.
-      k: number of weights to keep (may be traced).
+      k: number of weights to keep: a scalar, or one count per prunable
+        leaf in tree order, shape (L,) (either may be traced).
 
     Returns:
       The new mask pytree.
@@ -186,7 +190,12 @@ def topk_mask(scores: PyTree, mask_like: PyTree, k: jax.Array | int) -> PyTree:
     s_leaves, treedef = jax.tree.flatten(scores)
     m_leaves = treedef.flatten_up_to(mask_like)
     prunable = [i for i, m in enumerate(m_leaves) if is_prunable_leaf(m)]
-    kept = topk_masks([s_leaves[i] for i in prunable], k)
+    if jnp.ndim(k) == 1:
+        if jnp.shape(k)[0] != len(prunable):
+            raise ValueError(f"{jnp.shape(k)[0]} layer counts for {len(prunable)} prunable leaves")
+        kept = [topk_masks([s_leaves[i]], k[j])[0] for j, i in enumerate(prunable)]
+    else:
+        kept = topk_masks([s_leaves[i] for i in prunable], k)
     out = [jnp.ones((), bool)] * len(s_leaves)
     for i, m in zip(prunable, kept):
         out[i] = m

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from force_jax.core import allocation as allocation_lib
 from force_jax.core import masks as masks_lib
 from force_jax.core import methods as methods_lib
 from force_jax.core import schedules, sharding
@@ -131,8 +132,9 @@ def init_state(mask: PyTree, key: jax.Array) -> PruneState:
 
 
 def schedule_counts(params: PyTree, *, sparsity: float, steps: int, schedule: str = "exp",
-                    is_prunable: masks_lib.IsPrunable | None = None) -> np.ndarray:
-    """The keep count after each step of a schedule over `params`' prunable weights.
+                    is_prunable: masks_lib.IsPrunable | None = None,
+                    allocation: Any = None) -> np.ndarray:
+    """The keep counts after each step of a schedule over `params`' prunable weights.
 
     Args:
       params: the parameters (only shapes are read).
@@ -140,16 +142,24 @@ def schedule_counts(params: PyTree, *, sparsity: float, steps: int, schedule: st
       steps: the number of steps T.
       schedule: "exp" or "linear" (`force_jax.core.schedules.keep_fractions`).
       is_prunable: predicate on (key path, leaf); defaults to ndim >= 2.
+      allocation: None for the global scope (the paper's); else the
+        layer-wise scope with this allocation ("uniform", "erk", "er", a map
+        of layer densities or a mask: `force_jax.core.allocation`).
 
     Returns:
-      int32 array of length T; the last is floor((1 - sparsity) * N)
-      (`schedules.count_kept`).
+      int32 array: (T,) totals for the global scope, the last
+      floor((1 - sparsity) * N) (`schedules.count_kept`); (T, L) per-layer
+      counts for the layer-wise scope, each row summing to that step's total.
     """
-    flags = masks_lib.prunable_flags(params, is_prunable)
-    total = sum(int(np.size(x)) for x, f in zip(jax.tree.leaves(params), flags) if f)
+    dense = masks_lib.dense_mask(params, masks_lib.prunable_flags(params, is_prunable))
     fractions = schedules.keep_fractions(schedule, 1.0 - schedules.check_sparsity(sparsity),
                                          int(steps))
-    return schedules.keep_counts(fractions, total).astype(np.int32)
+    totals = schedules.keep_counts(fractions, masks_lib.num_prunable(dense))
+    if allocation is None:
+        return totals.astype(np.int32)
+    sizes = [int(np.prod(shape)) for _, shape in allocation_lib.prunable_layers(dense)]
+    relative = allocation_lib.relative_densities(allocation, dense)
+    return allocation_lib.layer_counts(relative, sizes, totals).astype(np.int32)
 
 
 def _split(key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -266,7 +276,8 @@ def step(pruner: Pruner, params: PyTree, state: PruneState, batches: PyTree | No
       batches: this step's micro-batches, leaves of shape (batches_per_step,
         batch_size, ...) (`draw_batches` from a pool, or stacked from a
         stream); None for a pruner that reads no data.
-      count: the number of prunable weights to keep (data: may be traced).
+      count: the number of prunable weights to keep, or (L,) counts, one per
+        prunable leaf, for the layer-wise scope (data: may be traced).
 
     Returns:
       (the next state, the step's `StepOutput`), whose objective is S of the
@@ -319,7 +330,8 @@ def schedule(pruner: Pruner, params: PyTree, pool: PyTree | None, counts: jax.Ar
       pool: a pytree of arrays with a leading example axis, from which every
         step draws its batches (`draw_batches`); None for a pruner that reads
         no data.
-      counts: (T,) keep counts, e.g. `schedule_counts(...)`.
+      counts: (T,) keep counts, or (T, L) per-layer counts for the
+        layer-wise scope, e.g. `schedule_counts(...)`.
       key: the schedule's PRNG key.
       start_mask: the mask of step 0, e.g. `force_jax.init_mask(params)`.
 

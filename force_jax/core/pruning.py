@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from force_jax.core import allocation as allocation_lib
 from force_jax.core import compile_options, program, pruning_stream, schedules, sharding
 from force_jax.core import masks as masks_lib
 from force_jax.core import methods as methods_lib
@@ -95,6 +96,30 @@ def check_key(key: Any, name: str = "key") -> None:
         raise TypeError(f"{name} must be a PRNG key, e.g. jax.random.key(seed); got {got}")
 
 
+def check_scope(scope: str, allocation: Any) -> Any:
+    """The allocation a scope uses: None for the global scope.
+
+    Args:
+      scope: "global" or "layerwise".
+      allocation: the `allocation` argument of `prune`.
+
+    Returns:
+      None for "global"; the allocation ("uniform" when None) for "layerwise".
+
+    Raises:
+      ValueError: an unknown scope, or an allocation given with the global scope.
+    """
+    if scope not in allocation_lib.SCOPES:
+        raise ValueError(f"unknown scope {scope!r}; expected one of "
+                         f"{', '.join(allocation_lib.SCOPES)}")
+    if scope == "global":
+        if allocation is not None:
+            raise ValueError("an allocation shares the sparsity between layers: it needs "
+                             "scope='layerwise' (the global scope ranks all weights together)")
+        return None
+    return "uniform" if allocation is None else allocation
+
+
 def prune(
     loss_fn: LossFn | None,
     params: PyTree,
@@ -113,6 +138,8 @@ def prune(
     on_collapse: str = "warn",
     mesh: Mesh | None = None,
     initial_mask: PyTree | None = None,
+    scope: str = "global",
+    allocation: str | Mapping[str, float] | PyTree | None = None,
 ) -> tuple[PyTree, History]:
     """Prunes `params` at initialisation with one of the methods of `scores`.
 
@@ -157,6 +184,14 @@ def prune(
         schedule's keep fractions still run from 1 to 1 - sparsity, so with
         steps=1 this is one step of the method from a given mask: how single
         steps are compared with a reference implementation.
+      scope: "global" (the paper's: all prunable weights ranked together) or
+        "layerwise": every prunable layer keeps its own count, its own top
+        scores, the counts annealed along the schedule
+        (`force_jax.core.allocation`).
+      allocation: for the layer-wise scope, how the sparsity is shared:
+        "uniform" (the default there), "erk", "er", a map from layer name to
+        density, or a mask whose per-layer densities are copied. The counts
+        sum to the global rule's exactly.
 
     Returns:
       (mask, history): the mask pytree (bool arrays on prunable leaves, scalar
@@ -202,6 +237,11 @@ def prune(
     dense = masks_lib.dense_mask(params, masks_lib.prunable_flags(params, is_prunable))
     fractions = schedules.keep_fractions(schedule, 1.0 - sparsity, int(steps))
     counts = schedules.keep_counts(fractions, masks_lib.num_prunable(dense))
+    allocation = check_scope(scope, allocation)
+    if allocation is not None:
+        counts = program.schedule_counts(params, sparsity=sparsity, steps=int(steps),
+                                         schedule=schedule, is_prunable=is_prunable,
+                                         allocation=allocation)
     if initial_mask is None:
         start_mask = dense
     else:
@@ -229,7 +269,7 @@ def prune(
             "or inf at these weights, or labels outside [0, num_classes) in the pruning data")
     history = History(
         keep_fraction=fractions,
-        kept=counts,
+        kept=counts.sum(axis=-1) if counts.ndim == 2 else counts,
         objective=np.asarray(trace.objective, np.float64),
         revived=np.asarray(trace.revived, np.int64),
         layer_kept=np.asarray(trace.layer_kept, np.int64),

@@ -21,6 +21,9 @@ initialisation; a method passes a check when the ablated network trains
   of a progressive method). If this is not much worse, the scores carry
   little information.
 
+Two more checks corrupt the data the method scores with instead (random
+labels, random pixels: `force_jax.core.data_checks`).
+
 Every function is deterministic for its key and traceable (jit-friendly).
 """
 
@@ -33,12 +36,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from force_jax.core import data_checks
 from force_jax.core import masks as masks_lib
 from force_jax.core import methods as methods_lib
 
 PyTree = Any
 
-ABLATIONS = ("none", "shuffle", "reinit", "invert", "shuffle_taps")
+# The data checks (force_jax.core.data_checks) corrupt the scoring data instead of the mask.
+ABLATIONS = ("none", "shuffle", "reinit", "invert", "shuffle_taps", *data_checks.DATA_CHECKS)
 # The ablations that redraw the final mask, and the shuffle_within_layers options of each.
 MASK_SHUFFLES = {"shuffle": {}, "shuffle_taps": {"per_tap": True}}
 # Folded into the run's seed for the ablation's own randomness, so that it is

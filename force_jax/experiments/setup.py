@@ -22,10 +22,12 @@ from jax.sharding import Mesh
 from force_jax import models as models_lib
 from force_jax.core import (
     compile_options,
+    data_checks,
     guards,
     losses,
     masks,
     methods,
+    program,
     pruning,
     pruning_stream,
     sanity,
@@ -71,7 +73,9 @@ def experiment(config: ml_collections.ConfigDict) -> Experiment:
                              download=config.data.download)
     validate.check_data_sizes(config, info)
     model = build_model(config, info.num_classes)
-    validate.check_keeps_a_weight(config, num_prunable_weights(model, info.image_shape))
+    params = abstract_params(model, info.image_shape)
+    validate.check_keeps_a_weight(config, num_prunable_weights(params))
+    check_allocation(config, params)
     init_key, prune_key = jax.random.split(jax.random.key(config.seed))
     return Experiment(info, model, init_variables(model, info.image_shape, init_key), prune_key)
 
@@ -101,42 +105,79 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int) -> nn.Modul
                           ) from None
 
 
-def num_prunable_weights(model: nn.Module, image_shape: tuple[int, ...]) -> int:
-    """N, the model's prunable weights, from its parameter shapes alone.
+def abstract_params(model: nn.Module, image_shape: tuple[int, ...]) -> PyTree:
+    """The model's params as shapes only (`jax.eval_shape` of the initialisation).
 
-    The shapes come from `jax.eval_shape` of the initialisation: nothing is
-    computed or allocated, and no data is read. Prunable leaves are those of
-    `masks.prunable_flags`, as in `force_jax.prune`.
+    Nothing is computed or allocated, and no data is read.
 
     Args:
       model: the Flax model.
       image_shape: shape of one input image.
 
     Returns:
+      A pytree of `jax.ShapeDtypeStruct`.
+    """
+    return jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0),
+                          jax.ShapeDtypeStruct((1, *image_shape), jnp.float32))["params"]
+
+
+def num_prunable_weights(params: PyTree) -> int:
+    """N, the prunable weights of params (arrays or shapes, `abstract_params`).
+
+    Prunable leaves are those of `masks.prunable_flags`, as in `force_jax.prune`.
+
+    Args:
+      params: the parameter pytree.
+
+    Returns:
       The number of prunable weights.
     """
-    shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0),
-                            jax.ShapeDtypeStruct((1, *image_shape), jnp.float32))
-    params = shapes["params"]
     flags = masks.prunable_flags(params)
     return sum(int(np.prod(leaf.shape)) for leaf, flag in zip(jax.tree.leaves(params), flags)
                if flag)
 
 
-def config_prunable_weights(config: ml_collections.ConfigDict) -> int:
-    """N of the configured model on the configured dataset, from metadata only.
+def config_params(config: ml_collections.ConfigDict) -> PyTree:
+    """The configured model's params on the configured dataset, as shapes, from metadata only.
 
     Args:
       config: a validated experiment config (uses config.data and config.model).
 
     Returns:
-      The number of prunable weights (`num_prunable_weights`).
+      `abstract_params` of the model.
 
     Raises:
       ConfigError: for an unknown dataset or a model setting the model lacks.
     """
     image_shape, num_classes = data.input_spec(config.data.name, config.data.data_dir)
-    return num_prunable_weights(build_model(config, num_classes), image_shape)
+    return abstract_params(build_model(config, num_classes), image_shape)
+
+
+def check_allocation(config: ml_collections.ConfigDict, params: PyTree) -> np.ndarray | None:
+    """The per-layer counts the configured allocation gives, checked before any work.
+
+    Args:
+      config: a validated experiment config (config.prune.scope, allocation,
+        sparsity, steps, schedule).
+      params: the model's params (arrays or `abstract_params`).
+
+    Returns:
+      (T, L) counts for the layer-wise scope, None for the global scope.
+
+    Raises:
+      ConfigError: naming config.prune.allocation, for a map whose layers are
+        not the model's prunable ones, or counts that cannot reach the total.
+    """
+    allocation = validate.allocation_setting(config.prune)
+    if allocation is None:
+        return None
+    cfg = config.prune
+    steps = cfg.steps if cfg.steps is not None else methods.get(cfg.method).default_steps
+    try:
+        return program.schedule_counts(params, sparsity=cfg.sparsity, steps=steps,
+                                       schedule=cfg.schedule, allocation=allocation)
+    except ValueError as error:
+        raise ConfigError(f"config.prune.allocation={cfg.allocation!r}: {error}") from None
 
 
 def init_variables(model: nn.Module, image_shape: tuple[int, ...], key: jax.Array) -> PyTree:
@@ -168,7 +209,9 @@ def prune_at_init(
     With ``config.prune.ablation`` "invert" the method keeps its lowest scores
     at every step; with "shuffle" the final mask's kept positions are redrawn
     at random within each layer, with "shuffle_taps" within each spatial tap
-    of a convolution kernel (key `sanity.ablation_key(config.seed)`).
+    of a convolution kernel; with "random_labels" or "random_pixels" the
+    method scores corrupted examples (`force_jax.core.data_checks`; key
+    `sanity.ablation_key(config.seed)` for all of them).
 
     Args:
       config: experiment config (uses config.data, config.prune, config.seed).
@@ -188,8 +231,12 @@ def prune_at_init(
         validate.check_layer_floor(config, [int(np.size(x)) for x, f in zip(
             jax.tree.leaves(variables["params"]), flags) if f])
         method = guards.layer_floor(method, cfg.layer_floor)
+    check_allocation(config, variables["params"])  # before any data is read
     # A method that reads no data gets none (no pool loaded, no stream), as `prune` decides.
     examples = pruning_examples(config) if method.reads_data() else None
+    if examples is not None and ablation in data_checks.DATA_CHECKS:
+        examples = _corrupted(examples, ablation, sanity.ablation_key(config.seed),
+                              model.num_classes)
     loss_fn = losses.classification_loss(
         model, variables, loss=cfg.scoring_loss, temperature=cfg.temperature
     )
@@ -202,16 +249,26 @@ def prune_at_init(
         else:
             image_shape = examples["image"].shape[1:]
         synflow_fn = losses.synflow_objective(model, variables, image_shape)
+    allocation = validate.allocation_setting(cfg)
     mask, history = pruning.prune(
         loss_fn, variables["params"], examples, method=method, sparsity=cfg.sparsity,
         steps=cfg.steps, schedule=cfg.schedule,
         batch_size=cfg.batch_size, batches_per_step=cfg.batches_per_step, key=key,
         synflow_fn=synflow_fn, on_collapse=cfg.on_collapse, mesh=mesh,
+        scope=cfg.get("scope", "global"), allocation=allocation,
     )
     if ablation in sanity.MASK_SHUFFLES:
         mask = sanity.shuffle_within_layers(mask, sanity.ablation_key(config.seed),
                                             **sanity.MASK_SHUFFLES[ablation])
     return mask, history
+
+
+def _corrupted(examples: Any, check: str, key: jax.Array, num_classes: int) -> Any:
+    """The pruning pool or stream under a data check (`force_jax.core.data_checks`)."""
+    if pruning_stream.is_stream(examples):
+        return data_checks.corrupt_stream(examples, check, key, num_classes)
+    return {k: np.asarray(v) for k, v in
+            data_checks.corrupt(examples, check, key, num_classes).items()}
 
 
 def pruning_examples(config: ml_collections.ConfigDict) -> Any:
@@ -283,7 +340,9 @@ def prune_record(config: ml_collections.ConfigDict, seconds: float,
       history: the `History` returned by `prune`.
 
     Returns:
-      A JSON-ready dict: method, sparsity, ablation, seconds, backend, the
+      A JSON-ready dict: method, sparsity, ablation, seconds, the data the
+      mask was scored on (scoring_data: real, or a data check's), scope,
+      allocation (None for the global scope), backend, the
       kernels the model used ("cpu" rewrites or "plain"), the machine
       (`compile_options.machine`: CPU model, jax versions, compiler options),
       report, history.
@@ -291,6 +350,10 @@ def prune_record(config: ml_collections.ConfigDict, seconds: float,
     return {
         "method": config.prune.method, "sparsity": config.prune.sparsity,
         "ablation": config.prune.get("ablation", "none"), "seconds": seconds,
+        "scoring_data": data_checks.SCORING_DATA.get(config.prune.get("ablation", "none"),
+                                                     "real"),
+        "scope": config.prune.get("scope", "global"),
+        "allocation": validate.allocation_setting(config.prune),
         # What config.model.kernels resolved to here: numerics differ between the two.
         "backend": jax.default_backend(),
         "kernels": "cpu" if models_lib.kernels.use_cpu_kernels(

@@ -231,9 +231,11 @@ def validate_cells(config: ml_collections.ConfigDict) -> None:
     cells = [cell_config(config, *cell) for cell in grid(sweep)]
     for cell in cells:
         validate.validate_config(cell)
-    num_prunable = setup.config_prunable_weights(cells[0])  # one model for every cell
+    params = setup.config_params(cells[0])  # one model for every cell
+    num_prunable = setup.num_prunable_weights(params)
     for cell in cells:
         validate.check_keeps_a_weight(cell, num_prunable)
+        setup.check_allocation(cell, params)
 
 
 def _run_cells(config: ml_collections.ConfigDict, workdir: str,

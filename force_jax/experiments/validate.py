@@ -16,7 +16,8 @@ import ml_collections
 import numpy as np
 
 from force_jax import models as models_lib
-from force_jax.core import losses, methods, sanity, schedules
+from force_jax.core import allocation as allocation_lib
+from force_jax.core import data_checks, losses, methods, sanity, schedules
 from force_jax.errors import ConfigError
 from force_jax.training import data, files, optim
 
@@ -104,12 +105,64 @@ def _validate_prune(cfg: ml_collections.ConfigDict) -> None:
            "warn, raise or ignore")
     _check(cfg.get("ablation", "none") in sanity.ABLATIONS, "prune.ablation",
            cfg.get("ablation"), f"one of {', '.join(sanity.ABLATIONS)}")
+    if cfg.get("ablation", "none") in data_checks.DATA_CHECKS and not method.needs_data:
+        raise ConfigError(f"config.prune.ablation={cfg.ablation!r} corrupts the scoring data, "
+                          f"but {cfg.method} reads none: use it with a method that scores "
+                          "with data")
     for key in ("batch_size", "batches_per_step"):
         _check(_is_int(cfg[key]) and cfg[key] >= 1, f"prune.{key}", cfg[key], "an integer >= 1")
+    allocation_setting(cfg)
     _check(_is_int(cfg.get("layer_floor", 0)) and cfg.get("layer_floor", 0) >= 0,
            "prune.layer_floor", cfg.get("layer_floor"),
            "an integer >= 0 (weights every prunable layer keeps at each step; 0: no floor)")
     _validate_pool(cfg)
+
+
+def allocation_setting(cfg: ml_collections.ConfigDict) -> str | dict[str, float] | None:
+    """The allocation that config.prune.scope and config.prune.allocation ask for.
+
+    config.prune.allocation is "" (none given), a name (uniform, erk, er) or a
+    map written "layer:density,layer:density" with `masks.path_name` layer
+    names ("conv_0/kernel:0.5,..."). Whether a map names exactly the model's
+    prunable layers is checked with the model (`setup.check_allocation`).
+
+    Args:
+      cfg: config.prune.
+
+    Returns:
+      None for the global scope; for the layer-wise scope the allocation
+      (a name, "uniform" where none is given, or a dict).
+
+    Raises:
+      ConfigError: naming the key, for an unknown scope or allocation, a map
+        entry that is not layer:density with a density in (0, 1], or an
+        allocation given with the global scope.
+    """
+    scope, text = cfg.get("scope", "global"), cfg.get("allocation", "")
+    _check(scope in allocation_lib.SCOPES, "prune.scope", scope,
+           f"one of {', '.join(allocation_lib.SCOPES)}")
+    _check(isinstance(text, str), "prune.allocation", text,
+           f"one of {', '.join(allocation_lib.ALLOCATIONS)} or 'layer:density,...'")
+    if scope == "global":
+        if text:
+            raise ConfigError(f"config.prune.allocation={text!r} needs "
+                              "--config.prune.scope=layerwise (the global scope, the paper's, "
+                              "ranks all weights together)")
+        return None
+    if not text or text in allocation_lib.ALLOCATIONS:
+        return text or "uniform"
+    densities = {}
+    for entry in text.split(","):
+        name, _, value = entry.strip().rpartition(":")
+        try:
+            density = float(value)
+        except ValueError:
+            density = math.nan
+        _check(bool(name) and 0.0 < density <= 1.0, "prune.allocation", text,
+               f"one of {', '.join(allocation_lib.ALLOCATIONS)} or a map 'layer:density,...' "
+               f"with densities in (0, 1]; {entry.strip()!r} is not")
+        densities[name] = density
+    return densities
 
 
 def _validate_pool(cfg: ml_collections.ConfigDict) -> None:
