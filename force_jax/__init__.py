@@ -2,6 +2,7 @@
 
 from force_jax import models as models
 from force_jax.core import allocation as allocation
+from force_jax.core import effective as effective
 from force_jax.core import masks as masks
 from force_jax.core import methods as methods
 from force_jax.core import nnx_models as nnx
@@ -28,6 +29,7 @@ from force_jax.training.optim import masked_updates as masked_updates
 __all__ = [
     "History",
     "allocation",
+    "effective",
     "PruneState",
     "Pruner",
     "apply_mask",

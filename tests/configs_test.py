@@ -118,3 +118,19 @@ def test_the_guard_sweep_is_the_scale_setting_with_only_the_floor_changed():
     assert floored.to_dict() == scale.to_dict()
     with pytest.raises(ValueError, match="takes a floor, an integer >= 0"):
         guard_fashion_mnist.get_config("-1")
+
+
+def test_the_baselines_sweep_cells_are_valid_and_the_scale_setting_at_x0_5():
+    from configs import baselines_fashion_mnist, scale_fashion_mnist
+
+    for group in baselines_fashion_mnist.GROUPS:
+        config = baselines_fashion_mnist.get_config(group)
+        sweep_grid.validate_grid(config.sweep)
+        for cell in sweep_grid.grid(config.sweep):  # every cell passes the config checks
+            validate.validate_config(sweep_grid.cell_config(config, *cell))
+        assert len(sweep_grid.grid(config.sweep)) == {"random": 27, "scored": 90}[group]
+        scale = scale_fashion_mnist.get_config("0.5")
+        del config.sweep, scale.sweep
+        assert config.to_dict() == scale.to_dict()
+    with pytest.raises(ValueError, match="takes a group of random, scored"):
+        baselines_fashion_mnist.get_config("all")

@@ -53,6 +53,21 @@ def test_cell_config_sets_steps_and_grasp_temperature():
     assert sweep_grid.cell_name("force", 0.995, 1) == "force_s0.995_seed1"
 
 
+def test_an_allocation_on_the_ablations_axis_makes_a_layerwise_cell():
+    config = tiny_sweep_config()
+    config.sweep.ablations = ("none", "erk", "random_labels")
+    sweep_grid.validate_grid(config.sweep)
+    erk = sweep_grid.cell_config(config, "random", 0.99, 0, "erk")
+    assert (erk.prune.scope, erk.prune.allocation, erk.prune.ablation) == (
+        "layerwise", "erk", "none")
+    labels = sweep_grid.cell_config(config, "force", 0.99, 0, "random_labels")
+    assert (labels.prune.scope, labels.prune.ablation) == ("global", "random_labels")
+    assert sweep_grid.cell_name("random", 0.99, 0, "erk") == "random_s0.99_seed0_erk"
+    config.sweep.ablations = ("none", "erk3")
+    with pytest.raises(ConfigError, match="unknown \\['erk3'\\]"):
+        sweep_grid.validate_grid(config.sweep)
+
+
 def test_cells_run_seed_by_seed_and_rows_sort_by_method(tmp_path):
     config = tiny_sweep_config()
     config.sweep.seeds = (0, 1)
@@ -91,7 +106,8 @@ def test_a_grid_that_would_fake_statistics_is_refused(tmp_path, axis, values, me
 def test_summary_is_mean_and_std_over_finished_seeds():
     def row(method, sparsity, seed, accuracy, objective=1.0, error=None):
         return {"method": method, "sparsity": sparsity, "seed": seed,
-                "test_accuracy": accuracy, "force_objective": objective, "error": error}
+                "test_accuracy": accuracy, "force_objective": objective, "error": error,
+                "kept": 100, "effective": None if error else 90 + 10 * seed}
 
     rows = [row("force", 0.9, 0, 0.8), row("force", 0.9, 1, 0.9, objective=0.0),
             row("force", 0.99, 0, 0.5), row("force", 0.99, 1, None, None, "ValueError: x"),
@@ -103,6 +119,7 @@ def test_summary_is_mean_and_std_over_finished_seeds():
     assert "| force | 0.8500 ± 0.0707 | 0.5000 (n=1) |" in lines
     assert "| snip | n/a | n/a |" in lines
     assert "| force | 1/2 | 0/1 |" in lines  # one of the two 90 % masks is disconnected
+    assert "| force | 95.0 % | 90.0 % |" in lines  # kept weights on a path, mean over seeds
     assert lines[-1] == "5 cells, 2 failed."
 
 

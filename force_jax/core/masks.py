@@ -265,11 +265,16 @@ def num_kept(mask: PyTree) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class LayerDensity:
-    """Kept and total weights of one prunable leaf."""
+    """Kept and total weights of one prunable leaf, and the kept ones on a path.
+
+    `effective` counts the kept weights on an input-output path
+    (`force_jax.core.effective`); None where it was not computed.
+    """
 
     name: str
     kept: int
     total: int
+    effective: int | None = None
 
     @property
     def density(self) -> float:
@@ -295,6 +300,13 @@ class SparsityReport:
         return self.kept / self.total
 
     @property
+    def effective(self) -> int | None:
+        """Kept weights on an input-output path, or None where not computed."""
+        if any(layer.effective is None for layer in self.layers):
+            return None
+        return sum(layer.effective for layer in self.layers)
+
+    @property
     def collapsed(self) -> tuple[str, ...]:
         """Names of prunable layers left with zero weights."""
         return tuple(layer.name for layer in self.layers if layer.kept == 0)
@@ -306,30 +318,40 @@ class SparsityReport:
             "kept": self.kept,
             "total": self.total,
             "density": self.density,
+            "effective": self.effective,
             "collapsed": list(self.collapsed),
         }
 
     def __str__(self) -> str:
         width = max([len(x.name) for x in self.layers] + [len("global")])
-        lines = [f"{'layer':<{width}} {'kept':>11} {'total':>11} {'density':>9}"]
-        for x in self.layers + (LayerDensity("global", self.kept, self.total),):
-            lines.append(f"{x.name:<{width}} {x.kept:>11,} {x.total:>11,} {x.density:>9.3%}")
+        with_effective = self.effective is not None
+        header = f"{'layer':<{width}} {'kept':>11} {'total':>11} {'density':>9}"
+        lines = [header + (f" {'effective':>11}" if with_effective else "")]
+        total = LayerDensity("global", self.kept, self.total, self.effective)
+        for x in self.layers + (total,):
+            line = f"{x.name:<{width}} {x.kept:>11,} {x.total:>11,} {x.density:>9.3%}"
+            lines.append(line + (f" {x.effective:>11,}" if with_effective else ""))
         return "\n".join(lines)
 
 
-def sparsity_report(mask: PyTree) -> SparsityReport:
+def sparsity_report(mask: PyTree, effective: PyTree | None = None) -> SparsityReport:
     """Per-layer kept/total/density of the prunable leaves, and the global figures.
 
     Args:
       mask: mask pytree.
+      effective: optionally the mask's kept weights on an input-output path
+        (`force_jax.core.effective.effective_mask`), counted per layer too.
 
     Returns:
       A SparsityReport; print it for a table.
     """
     flat, _ = jax.tree_util.tree_flatten_with_path(mask)
+    on_paths = (jax.tree.leaves(effective) if effective is not None
+                else [None] * len(flat))
     layers = tuple(
-        LayerDensity(path_name(path), int(np.sum(np.asarray(m))), int(np.size(m)))
-        for path, m in flat
+        LayerDensity(path_name(path), int(np.sum(np.asarray(m))), int(np.size(m)),
+                     None if e is None else int(np.sum(np.asarray(e))))
+        for (path, m), e in zip(flat, on_paths)
         if is_prunable_leaf(m)
     )
     return SparsityReport(layers)

@@ -60,7 +60,7 @@ def _prune_and_save(config: ml_collections.ConfigDict, workdir: str,
     start = time.perf_counter()
     mask, history = setup.prune_at_init(config, exp.model, exp.variables, exp.prune_key)
     seconds = time.perf_counter() - start
-    report = masks.sparsity_report(mask)
+    report = setup.mask_report(exp.model, exp.variables, mask, exp.info.image_shape)
     mask_dir = files.absolute(os.path.join(workdir, "mask"))
     checkpoint.save_tree(mask_dir, mask)
     checkpoint.write_json(os.path.join(workdir, "prune.json"),

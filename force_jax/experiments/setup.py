@@ -23,6 +23,7 @@ from force_jax import models as models_lib
 from force_jax.core import (
     compile_options,
     data_checks,
+    effective,
     guards,
     losses,
     masks,
@@ -327,6 +328,27 @@ def initial_variables(config: ml_collections.ConfigDict, model: nn.Module,
         return variables
     return sanity.reinitialize(lambda k: init_variables(model, image_shape, k),
                                sanity.ablation_key(config.seed), mask)
+
+
+def mask_report(model: nn.Module, variables: PyTree, mask: PyTree,
+                image_shape: tuple[int, ...]) -> masks.SparsityReport:
+    """The mask's sparsity report with its effective counts (kept weights on a path).
+
+    Computed on this process's own copies (numpy), so it runs on one process
+    of several without waiting for the others.
+
+    Args:
+      model: the Flax model.
+      variables: its variables at initialisation.
+      mask: the mask.
+      image_shape: shape of one input image.
+
+    Returns:
+      `masks.sparsity_report(mask, effective=...)`.
+    """
+    local_mask, local_variables = jax.tree.map(np.asarray, (mask, variables))
+    on_paths = effective.effective_mask(model, local_variables, local_mask, image_shape)
+    return masks.sparsity_report(local_mask, effective=on_paths)
 
 
 def prune_record(config: ml_collections.ConfigDict, seconds: float,

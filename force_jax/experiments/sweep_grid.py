@@ -11,10 +11,15 @@ import os
 
 import ml_collections
 
-from force_jax.core import methods, sanity, schedules
+from force_jax.core import allocation, methods, sanity, schedules
 from force_jax.errors import ConfigError, WorkdirError
 from force_jax.experiments import workdir as workdir_lib
 from force_jax.training import files
+
+# The values of the sweep's ablations axis: a sanity check of the mask or of the data
+# (force_jax.core.sanity, data_checks), or a layer-wise allocation (force_jax.core.allocation:
+# the cell prunes with prune.scope=layerwise and that allocation).
+VARIANTS = (*sanity.ABLATIONS, *allocation.ALLOCATIONS)
 
 
 def cell_name(method: str, sparsity: float, seed: int, ablation: str = "none") -> str:
@@ -49,14 +54,20 @@ def cell_config(
       method: pruning method.
       sparsity: fraction of prunable weights removed.
       seed: seed of initialisation, pruning batches and training.
-      ablation: the sanity check applied (prune.ablation).
+      ablation: the sanity check applied (prune.ablation), or an allocation
+        name (uniform, erk, er): the layer-wise scope with that allocation.
 
     Returns:
-      An unlocked copy of `config` with prune.method/sparsity/steps/ablation and
-      seed set.
+      An unlocked copy of `config` with prune.method/sparsity/steps/ablation
+      (or scope/allocation) and seed set.
     """
     cell = ml_collections.ConfigDict(config.copy_and_resolve_references().to_dict())
-    cell.prune.ablation = ablation
+    if ablation in allocation.ALLOCATIONS:  # a layer-wise allocation, not a sanity check
+        cell.prune.ablation = "none"
+        cell.prune.scope = "layerwise"
+        cell.prune.allocation = ablation
+    else:
+        cell.prune.ablation = ablation
     cell.prune.method = method
     cell.prune.sparsity = float(sparsity)
     cell.seed = int(seed)
@@ -99,10 +110,10 @@ def validate_grid(sweep: ml_collections.ConfigDict) -> None:
     if unknown:
         raise ConfigError(f"config.sweep.methods has unknown {unknown}; expected some of "
                           f"{', '.join(methods.names())}")
-    unknown = [a for a in axes["ablations"] if a not in sanity.ABLATIONS]
+    unknown = [a for a in axes["ablations"] if a not in VARIANTS]
     if unknown:
         raise ConfigError(f"config.sweep.ablations has unknown {unknown}; expected some of "
-                          f"{', '.join(sanity.ABLATIONS)}")
+                          f"{', '.join(VARIANTS)}")
     for sparsity in axes["sparsities"]:
         try:
             schedules.check_sparsity(sparsity)

@@ -20,7 +20,8 @@ from force_jax.training import files
 
 COLUMNS = (
     "method", "ablation", "sparsity", "seed", "test_accuracy", "best_validation_accuracy",
-    "force_objective", "collapsed_layers", "prune_seconds", "train_seconds", "error",
+    "force_objective", "collapsed_layers", "kept", "effective", "prune_seconds",
+    "train_seconds", "error",
 )
 
 
@@ -144,6 +145,14 @@ def _disconnected(values: Sequence[float]) -> str:
     return f"{sum(v == 0.0 for v in values)}/{len(values)}"
 
 
+def _effective_share(rows: Sequence[dict[str, Any]], method: str, sparsity: float) -> str:
+    """Mean over seeds of effective / kept weights, as a percentage ("n/a" where unknown)."""
+    shares = [float(r["effective"]) / float(r["kept"]) for r in rows
+              if _series(r) == method and float(r["sparsity"]) == float(sparsity)
+              and r.get("effective") is not None and r.get("kept")]
+    return f"{100 * statistics.fmean(shares):.1f} %" if shares else "n/a"
+
+
 def summary_markdown(rows: Sequence[dict[str, Any]], methods: Sequence[str],
                      sparsities: Sequence[float]) -> str:
     """Markdown tables, method by sparsity: test accuracy and disconnected masks.
@@ -153,7 +162,9 @@ def summary_markdown(rows: Sequence[dict[str, Any]], methods: Sequence[str],
     none did). The second counts, among the seeds that recorded it, the masks
     whose FORCE objective S(m) is exactly 0: no gradient reaches any kept
     weight, so the pruned network's output does not depend on them (a layer
-    collapse, even when every layer keeps some weights). Failed cells are
+    collapse, even when every layer keeps some weights). The third gives the
+    share of the kept weights that lie on an input-output path (effective
+    sparsity, `force_jax.core.effective`), mean over seeds. Failed cells are
     counted below the tables.
 
     Args:
@@ -175,6 +186,10 @@ def summary_markdown(rows: Sequence[dict[str, Any]], methods: Sequence[str],
         table = [[method, *(cell(_values(rows, key, method, s)) for s in sparsities)]
                  for method in methods]
         sections.append(f"{title}\n\n{markdown_table(head, table)}")
+    table = [[method, *(_effective_share(rows, method, s) for s in sparsities)]
+             for method in methods]
+    sections.append("Kept weights on an input-output path (effective / kept, mean over "
+                    f"seeds):\n\n{markdown_table(head, table)}")
     failed = [r for r in rows if r.get("error")]
     sections.append(f"{len(rows)} cells, {len(failed)} failed.\n")
     return "\n".join(sections)

@@ -174,7 +174,7 @@ def _prune_or_restore(
                                               mask)
     state = place(initial_state(config, model, start_variables, mask, schedule))
     if is_main:
-        report = masks.sparsity_report(mask)
+        report = setup.mask_report(model, variables, mask, image_shape)
         print(report)
         checkpoint.write_json(os.path.join(workdir, "prune.json"),
                               setup.prune_record(config, prune_seconds, report, history))
