@@ -106,6 +106,12 @@ def test_options_bench_quick(tmp_path):
             assert 0.0 <= row["max_rel_diff"] < 1.0
 
 
+def test_effective_bench_quick(tmp_path):
+    (row,) = _run("effective_bench.py", tmp_path)["rows"]
+    assert row["effective_first_s"] > 0 and row["grad_first_s"] > 0
+    assert 0 <= row["effective"] <= row["kept"]
+
+
 def test_kernels_bench_quick(tmp_path):
     payload = _run("kernels_bench.py", tmp_path)
     assert [row["kernels"] for row in payload["rows"]] == ["cpu", "plain"]

@@ -128,6 +128,7 @@ _LOCAL_BY_DESIGN = {
     "experiments/cli.py": {"open", "os.path.abspath", "os.path.exists"},  # config .py files
     "training/metrics.py": {"open", "os.listdir", "shutil.rmtree"},  # TensorBoard local copy
     "experiments/scale_report.py": _LOCAL_ONLY,  # a docs tool over local folders
+    "core/compile_options.py": {"open"},  # /proc/cpuinfo, for the run record's machine
 }
 
 

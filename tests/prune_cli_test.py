@@ -26,7 +26,9 @@ def test_prune_and_save_writes_mask_report_and_plot(tmp_path):
     model = setup.build_model(config, 10)
     variables = setup.init_variables(model, (28, 28, 1), jax.random.key(0))
     mask = prune_command.load_mask(str(tmp_path), variables["params"])
-    assert masks.sparsity_report(mask) == report
+    assert setup.mask_report(model, variables, mask, (28, 28, 1)) == report
+    assert 0 < record["report"]["effective"] <= record["report"]["kept"]
+    assert masks.sparsity_report(mask).kept == report.kept
     assert all(np.asarray(m).dtype == bool for m in jax.tree.leaves(mask))
     assert os.path.isdir(tmp_path / "mask")
     # The workdir answers to its config: another sparsity is refused, the record is kept.

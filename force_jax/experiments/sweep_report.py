@@ -90,7 +90,8 @@ def report_from_dict(report: dict) -> SparsityReport:
       The SparsityReport.
     """
     return SparsityReport(tuple(
-        LayerDensity(layer["name"], int(layer["kept"]), int(layer["total"]))
+        LayerDensity(layer["name"], int(layer["kept"]), int(layer["total"]),
+                     layer.get("effective"))
         for layer in report["layers"]))
 
 
