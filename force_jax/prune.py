@@ -9,7 +9,8 @@ timing) and layer_density.png, and prints the per-layer density table (the
 code: force_jax.experiments.prune_command). For example:
 
     python -m force_jax.prune --config=configs/default.py --workdir=/tmp/mask \
-        --config.data.data_dir=../shared/datasets/tfds --config.prune.method=snip
+        --config.data.data_dir=../shared/datasets/tfds \
+        --config.prune.method=snip --config.prune.steps=1
 """
 
 # Only a command: `force_jax.prune` is the pruning function (force_jax.core.pruning.prune),

@@ -160,6 +160,26 @@ def define_flags(workdir_help: str, flag_values: absl_flags.FlagValues,
         flag_values.register_key_flag_for_module(main_module, flag_values[name])
 
 
+HELP_FLAGS = {"--help", "-h", "-?", "--helpshort"}
+
+
+def help_text(flag_values: absl_flags.FlagValues, main_module: str) -> str:
+    """What --help prints: the entry point's docstring (its usage) and its two flags.
+
+    Args:
+      flag_values: the parsed-or-not flags holding --config and --workdir.
+      main_module: the module --help describes (sys.argv[0]).
+
+    Returns:
+      The text; --config, which has no default, is marked required.
+    """
+    main = sys.modules.get("__main__")
+    usage = (getattr(main, "__doc__", None) or "").strip()
+    flag_help = flag_values.module_help(main_module).strip().replace("(default: 'None')",
+                                                                     "(required)")
+    return f"{usage}\n\nflags:\n\n{flag_help}\n\nTry --helpfull to get a list of all flags."
+
+
 def _fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
@@ -326,10 +346,16 @@ def run_config_command(
     from absl import app, flags, logging
 
     argv = sys.argv[1:]
-    if config_argument(argv):
-        importable_configs(config_argument(argv).split(":", 1)[0])  # file.py:arg
-
     define_flags(workdir_help, flags.FLAGS, sys.argv[0])
+    if HELP_FLAGS & set(argv):
+        print(help_text(flags.FLAGS, sys.argv[0]))
+        sys.exit(0)
+    if config_argument(argv):
+        path = config_argument(argv).split(":", 1)[0]  # file.py:arg
+        if not os.path.isfile(path):
+            _fail(f"--config={config_argument(argv)}: there is no file {path!r} (from "
+                  f"{os.getcwd()}); give a config .py file, e.g. --config=configs/default.py")
+        importable_configs(path)
 
     def parse(argv: list[str]) -> list[str]:
         repeated = repeated_overrides(argv)
