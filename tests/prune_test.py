@@ -299,3 +299,15 @@ def test_a_key_that_is_not_a_prng_key_says_how_to_make_one(tiny, key):
     mask, _ = fj.prune(loss_fn, params, data, method="snip", sparsity=0.9, batch_size=64,
                        key=legacy)
     assert int(fj.num_kept(mask)) == int(0.1 * (64 * 32 + 32 * 10))
+
+
+def test_prune_inside_a_users_jit_points_to_the_composable_schedule(tiny):
+    loss_fn, params, data = tiny
+
+    @jax.jit
+    def inside(p):
+        return fj.prune(loss_fn, p, data, method="snip", sparsity=0.9, batch_size=64,
+                        key=jax.random.key(0))
+
+    with pytest.raises(TypeError, match=r"Compose fj.program.schedule there instead"):
+        inside(params)

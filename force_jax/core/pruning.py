@@ -204,6 +204,13 @@ def prune(
         (including those from labels outside [0, num_classes)).
       TypeError: if key is not a PRNG key, or sparsity not a number.
     """
+    if any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((params, data, key))):
+        raise TypeError(
+            "fj.prune is the driver: it compiles its own program, checks the scores on the "
+            "host and returns numpy, so it cannot run inside jax.jit, vmap or grad. Compose "
+            "fj.program.schedule there instead: jax.jit(fj.program.schedule, "
+            "static_argnums=0)(pruner, params, pool, counts, key, start_mask) "
+            "(force_jax.core.program)")
     record = methods_lib.get(method)
     method = record.name
     check_key(key)
