@@ -83,3 +83,4 @@ def test_sparsity_report_shows_effective_counts_next_to_nominal(vgg):
     assert report.as_dict()["effective"] == 0
     assert "effective" in str(report).splitlines()[0]
     assert fj.sparsity_report(mask).effective is None
+

@@ -164,3 +164,12 @@ def _ignore_train(module):
             del train
             return module.apply(variables, x)
     return Wrapped()
+
+
+def test_per_layer_tables_read_layer_numbers_as_numbers():
+    model = fj.models.VGG(depth=19, num_classes=10, width_multiplier=0.0625)
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)
+    mask = fj.init_mask(variables["params"])
+    lines = str(fj.sparsity_report(mask)).splitlines()[1:-1]
+    names = [line.split()[0] for line in lines]
+    assert names == ["classifier/kernel", *(f"conv_{i}/kernel" for i in range(16))]

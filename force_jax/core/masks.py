@@ -10,6 +10,7 @@ which leaves are prunable, so reports need nothing but the mask.
 from __future__ import annotations
 
 import dataclasses
+import re
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -263,6 +264,18 @@ def num_kept(mask: PyTree) -> jax.Array:
     return sum(counts)
 
 
+def natural_key(name: str) -> list[Any]:
+    """Sort key that reads numbers as numbers: conv_2 before conv_10.
+
+    Args:
+      name: a layer name.
+
+    Returns:
+      The name split into text and integers.
+    """
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
 @dataclasses.dataclass(frozen=True)
 class LayerDensity:
     """Kept and total weights of one prunable leaf, and the kept ones on a path.
@@ -328,7 +341,7 @@ class SparsityReport:
         header = f"{'layer':<{width}} {'kept':>11} {'total':>11} {'density':>9}"
         lines = [header + (f" {'effective':>11}" if with_effective else "")]
         total = LayerDensity("global", self.kept, self.total, self.effective)
-        for x in self.layers + (total,):
+        for x in (*sorted(self.layers, key=lambda layer: natural_key(layer.name)), total):
             line = f"{x.name:<{width}} {x.kept:>11,} {x.total:>11,} {x.density:>9.3%}"
             lines.append(line + (f" {x.effective:>11,}" if with_effective else ""))
         return "\n".join(lines)

@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from force_jax.core.masks import SparsityReport  # noqa: E402
+from force_jax.core.masks import SparsityReport, natural_key  # noqa: E402
 from force_jax.training import files  # noqa: E402
 
 
@@ -42,12 +42,14 @@ def plot_layer_density(reports: dict[str, SparsityReport], path: str, title: str
       title: figure title.
     """
     first = next(iter(reports.values()))
-    names = [layer.name.removesuffix("/kernel") for layer in first.layers]
+    order = sorted(range(len(first.layers)),  # conv_2 before conv_10
+                   key=lambda j: natural_key(first.layers[j].name))
+    names = [first.layers[j].name.removesuffix("/kernel") for j in order]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(names) + 2), 4))
     width = 0.8 / len(reports)
     for i, (label, report) in enumerate(reports.items()):
         xs = [j + (i - (len(reports) - 1) / 2) * width for j in range(len(names))]
-        ax.bar(xs, [100 * layer.density for layer in report.layers], width,
+        ax.bar(xs, [100 * report.layers[j].density for j in order], width,
                label=f"{label} (global {100 * report.density:.2f} %)")
     ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
     ax.set_ylabel("weights kept (%)")
