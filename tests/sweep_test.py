@@ -206,6 +206,16 @@ def test_sweep_writes_results_skips_finished_cells_and_records_failures(tmp_path
     assert calls == ["snip_s0.99_seed0", "force_s0.99_seed1", "snip_s0.99_seed1"]
 
 
+def test_a_sweep_without_its_data_stops_before_any_cell_and_writes_nothing(tmp_path):
+    config = tiny_sweep_config()
+    config.data.data_dir = str(tmp_path / "no_datasets_here")
+    calls = []
+    with pytest.raises(ConfigError, match="is not prepared in data_dir"):
+        sweep.run_sweep(config, str(tmp_path / "sweep"),
+                        train_fn=lambda cell, workdir: calls.append(workdir))
+    assert calls == [] and not (tmp_path / "sweep").exists()
+
+
 def test_command_line_refuses_a_cell_that_keeps_no_weight_before_any_runs(tmp_path):
     """Found from the model's shapes and the dataset's metadata: no data read, nothing written."""
     result = subprocess.run(

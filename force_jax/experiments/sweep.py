@@ -71,7 +71,7 @@ from force_jax.experiments.sweep_report import (
     write_step_results,
     write_summary,
 )
-from force_jax.training import checkpoint, cluster, files
+from force_jax.training import checkpoint, cluster, data, files
 
 # Written by the sweep beside the cell's own files: its timing and error, so a
 # rerun that skips the cell can still report them.
@@ -217,9 +217,10 @@ def validate_cells(config: ml_collections.ConfigDict) -> None:
     """Refuses, before any cell runs or anything is written, a grid a cell of which cannot run.
 
     One error now, not one failed cell each: the grid, the per-method
-    settings, every cell's config, and every cell's sparsity against the
-    model's prunable weights (from the model's shapes and the dataset's
-    metadata; no data is read).
+    settings, every cell's config, the dataset (it must be prepared or
+    downloadable) and its sizes, and every cell's sparsity and allocation
+    against the model's prunable weights (from the model's shapes and the
+    dataset's metadata; no record is read).
 
     Args:
       config: sweep config.
@@ -233,9 +234,16 @@ def validate_cells(config: ml_collections.ConfigDict) -> None:
     cells = [cell_config(config, *cell) for cell in grid(sweep)]
     for cell in cells:
         validate.validate_config(cell)
-    params = setup.config_params(cells[0])  # one model for every cell
+    first = cells[0]  # one dataset and one model for every cell
+    # The dataset must be there (prepared, or download allowed): a missing one stops the
+    # sweep now in one line, as it stops a training run, rather than failing every cell.
+    info = data.dataset_info(first.data.name, first.data.data_dir,
+                             validation_fraction=first.data.validation_fraction,
+                             download=first.data.download)
+    params = setup.abstract_params(setup.build_model(first, info.num_classes), info.image_shape)
     num_prunable = setup.num_prunable_weights(params)
     for cell in cells:
+        validate.check_data_sizes(cell, info)
         validate.check_keeps_a_weight(cell, num_prunable)
         setup.check_allocation(cell, params)
 
