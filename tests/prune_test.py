@@ -311,3 +311,42 @@ def test_prune_inside_a_users_jit_points_to_the_composable_schedule(tiny):
 
     with pytest.raises(TypeError, match=r"Compose fj.program.schedule there instead"):
         inside(params)
+
+
+def _int_leaf_problem():
+    k = jax.random.split(jax.random.key(0), 3)
+    params = {"w1": jax.random.normal(k[0], (8, 16)), "w2": jax.random.normal(k[1], (16, 4)),
+              "table": jnp.arange(12, dtype=jnp.int32).reshape(4, 3)}
+
+    def loss_fn(p, b):
+        h = jnp.tanh(b["x"] @ p["w1"]) @ p["w2"] + p["table"][0, 1].astype(jnp.float32)
+        return jnp.mean((h - b["y"]) ** 2)
+
+    return loss_fn, params, {"x": jax.random.normal(k[2], (64, 8)), "y": jnp.zeros((64, 4))}
+
+
+@pytest.mark.parametrize("method", ["force", "iter_snip", "snip", "grasp", "magnitude"])
+def test_an_integer_leaf_is_no_weight_and_every_method_prunes_around_it(method):
+    loss_fn, params, data = _int_leaf_problem()
+    steps = 3 if method in ("force", "iter_snip") else 1
+    mask, history = fj.prune(loss_fn, params, data, method=method, sparsity=0.5, steps=steps,
+                             batch_size=32, key=jax.random.key(1))
+    assert mask["table"].shape == () and bool(mask["table"])  # never prunable by default
+    assert int(mask["w1"].sum() + mask["w2"].sum()) == 96 and history.layer_kept.shape[1] == 2
+
+
+@pytest.mark.parametrize("loss", ["constant", "ignores_params"])
+def test_a_loss_without_gradient_is_refused_naming_it(loss):
+    _, params, data = _int_leaf_problem()
+
+    def constant(p, b):
+        return jnp.float32(1.0)
+
+    def ignores_params(p, b):
+        return jnp.mean(b["x"] ** 2)
+
+    loss_fn = {"constant": constant, "ignores_params": ignores_params}[loss]
+    with pytest.raises(ValueError, match=f"all zero at step 1: the loss \\({loss}\\) has no "
+                                         "gradient"):
+        fj.prune(loss_fn, params, data, method="force", sparsity=0.5, steps=3, batch_size=32,
+                 key=jax.random.key(1))

@@ -151,7 +151,8 @@ def test_ablation_key_is_not_a_key_of_initialisation_or_pruning():
     data = [jax.random.key_data(k).tolist() for k in (key, init_key, prune_key)]
     assert len({str(d) for d in data}) == 3
     assert jax.random.key_data(sanity.ablation_key(0)).tolist() == data[0]
-    assert sanity.ABLATIONS == ("none", "shuffle", "reinit", "invert", "shuffle_taps")
+    assert sanity.ABLATIONS == ("none", "shuffle", "reinit", "invert", "shuffle_taps",
+                                "random_labels", "random_pixels")
     assert set(sanity.MASK_SHUFFLES) == {"shuffle", "shuffle_taps"}
 
 

@@ -49,17 +49,20 @@ def path_name(path: tuple) -> str:
 
 
 def default_is_prunable(path: tuple, leaf: jax.Array) -> bool:
-    """Prunable by default: every kernel of ndim >= 2 (convs and dense layers).
+    """Prunable by default: every float kernel of ndim >= 2 (convs and dense layers).
+
+    An integer or boolean leaf (a lookup table, a counter) is no weight: it
+    has no gradient to score, so it is never prunable by default.
 
     Args:
       path: the leaf's key path (unused by the default, there for overrides).
       leaf: the parameter array.
 
     Returns:
-      True when the leaf has at least two dimensions.
+      True when the leaf is a float array with at least two dimensions.
     """
     del path
-    return jnp.ndim(leaf) >= 2
+    return jnp.ndim(leaf) >= 2 and jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
 
 
 def prunable_flags(params: PyTree, is_prunable: IsPrunable | None = None) -> tuple[bool, ...]:

@@ -108,12 +108,15 @@ class StepOutput(NamedTuple):
         |theta0 * g(theta0 * m)|, NaN where not computed. For `step`, of the
         mask it started from; for `schedule`, of the mask each step produced.
       finite: whether every score was finite (-inf allowed on pruned weights).
+      informative: whether some finite prunable score was not zero (all-zero
+        scores rank nothing: a loss with no gradient at these weights).
       revived: weights kept by the step that the mask it started from had pruned.
       layer_kept: (L,) weights kept in each prunable leaf after the step.
     """
 
     objective: jax.Array
     finite: jax.Array
+    informative: jax.Array
     revived: jax.Array
     layer_kept: jax.Array
 
@@ -209,6 +212,38 @@ def _mean_over_batches(fn: Callable, batches: PyTree, count: int, mesh: Mesh | N
     return jax.tree.map(lambda x: x / count, total)
 
 
+def float_grad(fn: Callable[..., jax.Array]) -> Callable[..., PyTree]:
+    """`jax.grad` over the float leaves of the first argument; other leaves get zeros.
+
+    An integer or boolean leaf of params (a lookup table, a counter) is no
+    weight and has no gradient: it is held fixed, and its "gradient" is a
+    float32 zero array of its shape, so scores built from it are zero.
+
+    Args:
+      fn: fn(params, *args) -> scalar.
+
+    Returns:
+      grad_fn(params, *args) -> a pytree of float gradients shaped like params.
+    """
+
+    def grad_fn(params, *args):
+        leaves, treedef = jax.tree.flatten(params)
+        floats = [jnp.issubdtype(jnp.result_type(x), jnp.inexact) for x in leaves]
+        if all(floats):
+            return jax.grad(fn)(params, *args)
+
+        def of_floats(float_leaves):
+            it = iter(float_leaves)
+            full = [next(it) if f else x for x, f in zip(leaves, floats)]
+            return fn(treedef.unflatten(full), *args)
+
+        grads = iter(jax.grad(of_floats)([x for x, f in zip(leaves, floats) if f]))
+        return treedef.unflatten([next(grads) if f else jnp.zeros(jnp.shape(x), jnp.float32)
+                                  for x, f in zip(leaves, floats)])
+
+    return grad_fn
+
+
 def _gradients(pruner: Pruner, batches: PyTree | None) -> tuple[Callable | None, Callable | None]:
     """(gradient, hessian_vector) over this step's batches, or (None, None) without data."""
     if batches is None or pruner.loss_fn is None:
@@ -216,18 +251,18 @@ def _gradients(pruner: Pruner, batches: PyTree | None) -> tuple[Callable | None,
     loss_fn, count, mesh = pruner.loss_fn, pruner.batches_per_step, pruner.mesh
 
     def gradient(p):
-        return _mean_over_batches(lambda b: jax.grad(loss_fn)(p, b), batches, count, mesh)
+        return _mean_over_batches(lambda b: float_grad(loss_fn)(p, b), batches, count, mesh)
 
     def hessian_vector(p, v):
         # Reverse over reverse, H v = d<g(q), v>/dq: the models' convs on
         # CPU have a custom VJP, which forward mode cannot go through.
         def hv(b):
             def directional(q):
-                grads = jax.grad(loss_fn)(q, b)
+                grads = float_grad(loss_fn)(q, b)
                 return sum(jnp.vdot(g, t) for g, t in
                            zip(jax.tree.leaves(grads), jax.tree.leaves(v)))
 
-            return jax.grad(directional)(p)
+            return float_grad(directional)(p)
 
         return _mean_over_batches(hv, batches, count, mesh)
 
@@ -260,6 +295,16 @@ def _finite(scores: PyTree, mask: PyTree) -> jax.Array:
     return total == 0.0
 
 
+def _informative(scores: PyTree, mask: PyTree) -> jax.Array:
+    """True when some finite prunable score is not zero."""
+    largest = jnp.float32(0.0)
+    for s, m in zip(jax.tree.leaves(scores), jax.tree.leaves(mask)):
+        if masks_lib.is_prunable_leaf(m):
+            magnitude = jnp.where(jnp.isfinite(s), jnp.abs(s), 0.0).astype(jnp.float32)
+            largest = jnp.maximum(largest, jnp.max(magnitude))
+    return largest > 0.0
+
+
 def _layer_kept(mask: PyTree) -> jax.Array:
     return jnp.stack([masks_lib.count_true(m) for m in jax.tree.leaves(mask)
                       if masks_lib.is_prunable_leaf(m)])
@@ -286,7 +331,8 @@ def step(pruner: Pruner, params: PyTree, state: PruneState, batches: PyTree | No
     next_key, _, score_key = _split(state.key)
     mask = state.mask
     gradient, hessian_vector = _gradients(pruner, batches)
-    synflow_gradient = jax.grad(pruner.synflow_fn) if pruner.synflow_fn is not None else None
+    synflow_gradient = (float_grad(pruner.synflow_fn) if pruner.synflow_fn is not None
+                        else None)
     inputs = scores_lib.StepInputs(params, mask, gradient, hessian_vector, synflow_gradient,
                                    score_key)
     scores, grads = pruner.method.score(inputs)
@@ -297,6 +343,7 @@ def step(pruner: Pruner, params: PyTree, state: PruneState, batches: PyTree | No
     new_mask = masks_lib.topk_mask(scores, mask, count)
     revived = masks_lib.num_kept(jax.tree.map(lambda a, b: a & ~b, new_mask, mask))
     output = StepOutput(objective=objective, finite=_finite(scores, mask),
+                        informative=_informative(scores, mask),
                         revived=jnp.int32(revived), layer_kept=_layer_kept(new_mask))
     return PruneState(mask=new_mask, key=next_key), output
 

@@ -274,6 +274,13 @@ def prune(
         raise ValueError(
             f"{method} scores contain NaN or inf at step {bad} of {steps}: a loss that is NaN "
             "or inf at these weights, or labels outside [0, num_classes) in the pruning data")
+    if not bool(np.asarray(trace.informative)[0]):
+        scored_by = synflow_fn if record.needs_synflow else loss_fn
+        name = getattr(scored_by, "__name__", type(scored_by).__name__)
+        raise ValueError(
+            f"{method} scores are all zero at step 1: the loss ({name}) has no gradient at "
+            "these weights (a constant loss, one that ignores the params, or inf * 0 in it), "
+            "so the scores rank nothing and no mask is chosen from them")
     history = History(
         keep_fraction=fractions,
         kept=counts.sum(axis=-1) if counts.ndim == 2 else counts,
