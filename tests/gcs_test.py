@@ -25,7 +25,6 @@ import pytest
 from sweep_test import tiny_sweep_config
 from train_test import final_state, needs_real_data, tiny_config
 
-from force_jax.core import masks
 from force_jax.errors import ConfigError, WorkdirError
 from force_jax.experiments import lock, prune_command, setup, sweep, sweep_compare, train, workdir
 from force_jax.training import checkpoint, files, metrics
@@ -205,7 +204,7 @@ def test_the_prune_command_writes_its_mask_record_and_figure_to_gcs(bucket):
     model = setup.build_model(config, 10)
     variables = setup.init_variables(model, (28, 28, 1), jax.random.key(0))
     mask = prune_command.load_mask(f"{bucket}/prune", variables["params"])
-    assert masks.sparsity_report(mask) == report
+    assert setup.mask_report(model, variables, mask, (28, 28, 1)) == report
 
 
 def _launch(workdir_url: str, server, log: Path, *flags: str) -> subprocess.Popen:
