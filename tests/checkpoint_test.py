@@ -69,8 +69,20 @@ def test_resume_refuses_metrics_that_lack_the_checkpointed_step(tmp_path):
     with pytest.raises(checkpoint.ResultFileError, match="no record of step 20"):
         checkpoint.resume_records(path, 20)
     assert checkpoint.resume_records(path, 0) == []  # a fresh run's step-0 checkpoint
-    checkpoint.write_jsonl(path, [{"step": 10}, {"step": 10}])  # two runs wrote it
+    checkpoint.write_jsonl(path, [{"step": 20}, {"step": 10}])  # edited, or two runs wrote it
     with pytest.raises(checkpoint.ResultFileError, match="increasing integer steps"):
+        checkpoint.resume_records(path, 10)
+
+
+def test_an_identical_copy_of_a_record_is_dropped_and_a_different_one_named(tmp_path):
+    path = str(tmp_path / "metrics.jsonl")
+    checkpoint.write_jsonl(path, [{"step": 10, "a": 1.0}, {"step": 10, "a": 1.0},
+                                  {"step": 20, "a": 2.0}])
+    assert checkpoint.resume_records(path, 20) == [{"step": 10, "a": 1.0},
+                                                   {"step": 20, "a": 2.0}]
+    checkpoint.write_jsonl(path, [{"step": 10, "a": 1.0}, {"step": 10, "a": 3.0}])
+    with pytest.raises(checkpoint.ResultFileError,
+                       match="two different records of step 10 .* delete the wrong line"):
         checkpoint.resume_records(path, 10)
 
 

@@ -175,8 +175,9 @@ def write_jsonl(path: str, records: list[dict]) -> None:
 def resume_records(path: str, step: int) -> list[dict]:
     """The metrics records a run resumed at `step` continues from.
 
-    Records of later steps (written after the checkpoint) are dropped; a run
-    resumed after step 0 must find the record of its checkpoint's step, since
+    Records of later steps (written after the checkpoint) are dropped, and so
+    is an identical copy of a record; a run resumed after step 0 must find the
+    record of its checkpoint's step, since
     every checkpoint is saved right after its evaluation record: without it,
     the best validation accuracy would come from a partial record.
 
@@ -188,11 +189,21 @@ def resume_records(path: str, step: int) -> list[dict]:
       The records up to and including `step`.
 
     Raises:
-      ResultFileError: for a bad line, steps out of order, or a missing record.
+      ResultFileError: for a bad line, two different records of one step,
+        steps out of order, or a missing record.
     """
-    records = read_jsonl(path)
+    records = []
+    for record in read_jsonl(path):  # an identical copy of a record is dropped: it adds nothing
+        if not records or record != records[-1]:
+            records.append(record)
     steps = [r.get("step") for r in records]
-    if any(not isinstance(s, int) for s in steps) or steps != sorted(set(steps)):
+    repeated = sorted({s for s in steps if steps.count(s) > 1}, key=str)
+    if repeated:
+        raise ResultFileError(
+            f"{path} holds two different records of step {repeated[0]} (edited, or written by "
+            "two runs): delete the wrong line (the next write rewrites the file whole), or "
+            "use a new --workdir.")
+    if any(not isinstance(s, int) for s in steps) or steps != sorted(steps):
         raise ResultFileError(f"{path}: records must have increasing integer steps, got {steps}; "
                               "it was edited or written by two runs. Use a new --workdir.")
     kept = [r for r in records if r["step"] <= step]
