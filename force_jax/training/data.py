@@ -24,13 +24,14 @@ import os
 import socket
 import types
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from force_jax.errors import ConfigError
+from force_jax.training import record_files
 
 # TF must never take accelerator memory from JAX. RuntimeError: TF already set its devices up.
 with contextlib.suppress(RuntimeError):
@@ -200,10 +201,20 @@ def _preprocess(ds: tf.data.Dataset, builder, augment: bool) -> tf.data.Dataset:
     return ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def _numpy(ds: tf.data.Dataset) -> Iterator[Batch]:
+def _numpy(ds: tf.data.Dataset, builder: Any) -> Iterator[Batch]:
+    """The dataset as numpy batches; a damaged file stops it in one line naming the file."""
     options = tf.data.Options()
     options.deterministic = True
-    return iter(tfds.as_numpy(ds.prefetch(tf.data.AUTOTUNE).with_options(options)))
+    batches = iter(tfds.as_numpy(ds.prefetch(tf.data.AUTOTUNE).with_options(options)))
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except tf.errors.DataLossError as error:
+            raise record_files.DamagedDatasetError(record_files.damaged_message(
+                f"{builder.info.name}:{builder.info.version}", builder.data_dir, error)) from None
+        yield batch
 
 
 def dataset_info(name: str, data_dir: str | None = None, *, validation_fraction: float = 0.1,
@@ -277,7 +288,8 @@ def train_iterator(
             lambda i, example: {**example, "seed": tf.stack([seed, stream_start + i])})
 
     ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_records).skip(skip)
-    return _numpy(_preprocess(ds, builder, augment).batch(batch_size, drop_remainder=True))
+    return _numpy(_preprocess(ds, builder, augment).batch(batch_size, drop_remainder=True),
+                  builder)
 
 
 def _padded(batches, batch_size: int, image_shape, min_batches: int) -> Iterator[Batch]:
@@ -313,7 +325,7 @@ def eval_iterator(
     shape, _, _ = _image_layout(builder)
     largest_share = -(-(end - start) // process_count)
     min_batches = -(-largest_share // batch_size) if process_count > 1 else 0
-    batches = _numpy(_preprocess(records, builder, augment=False).batch(batch_size))
+    batches = _numpy(_preprocess(records, builder, augment=False).batch(batch_size), builder)
     return _padded(batches, batch_size, shape, min_batches)
 
 
@@ -337,4 +349,4 @@ def load_examples(
     if not 0 < num_examples <= available:
         raise ValueError(f"num_examples must be in [1, {available}], got {num_examples}")
     ds = records.shuffle(min(available, MAX_SHUFFLE_BUFFER), seed=seed).take(num_examples)
-    return next(_numpy(_preprocess(ds, builder, augment=False).batch(num_examples)))
+    return next(_numpy(_preprocess(ds, builder, augment=False).batch(num_examples), builder))
