@@ -125,7 +125,8 @@ _LOCAL_ONLY = {"open", "os.path.exists", "os.path.isdir", "os.path.isfile", "os.
 _LOCAL_BY_DESIGN = {
     "training/files.py": _LOCAL_ONLY,  # the path layer's local branch
     "experiments/lock.py": {"open", "os.path.exists", "os.path.isdir", "os.makedirs"},  # flock
-    "experiments/cli.py": {"open", "os.path.abspath", "os.path.exists"},  # config .py files
+    "experiments/cli.py": {"open", "os.path.abspath", "os.path.exists",
+                            "os.path.isfile"},  # config .py files
     "training/metrics.py": {"open", "os.listdir", "shutil.rmtree"},  # TensorBoard local copy
     "experiments/scale_report.py": _LOCAL_ONLY,  # a docs tool over local folders
     "core/compile_options.py": {"open"},  # /proc/cpuinfo, for the run record's machine
