@@ -55,9 +55,11 @@ def test_a_key_added_later_matches_records_made_before_it_at_its_neutral_value()
     del recorded["model"]["kernels"]  # and before the per-backend kernel choice
     del recorded["prune"]["augment"]  # and before streamed pruning batches
     del recorded["prune"]["layer_floor"]  # and before the per-layer floor
+    del recorded["prune"]["scope"], recorded["prune"]["allocation"]  # and the layer-wise scope
     assert workdir.ADDED_KEYS == {"prune.ablation": "none", "model.kernels": "auto",
                                   "prune.augment": False, "train.optimizer": "sgd",
-                                  "prune.layer_floor": 0}
+                                  "prune.layer_floor": 0, "prune.scope": "global",
+                                  "prune.allocation": ""}
     assert workdir.differences(recorded, workdir.config_record(tiny_config())) == []
     floored = workdir.config_record(tiny_config(**{"prune.layer_floor": 8}))
     assert workdir.differences(recorded, floored) == ["prune.layer_floor: 0 -> 8"]
@@ -67,6 +69,25 @@ def test_a_key_added_later_matches_records_made_before_it_at_its_neutral_value()
     assert workdir.differences(workdir.config_record(tiny_config()), recorded) == []
     plain = workdir.config_record(tiny_config(**{"model.kernels": "plain"}))
     assert workdir.differences(recorded, plain) == ['model.kernels: "auto" -> "plain"']
+
+
+def test_the_fingerprint_of_a_config_ignores_what_is_not_defining():
+    base = workdir.config_fingerprint(tiny_config())
+    assert workdir.config_fingerprint(tiny_config(**{"data.data_dir": "/elsewhere"})) == base
+    assert workdir.config_fingerprint(tiny_config(**{"train.num_steps": 12})) != base
+
+
+@needs_real_data
+def test_a_hand_edited_config_record_cannot_resume_the_old_checkpoints(tmp_path):
+    run = str(tmp_path / "run")
+    train.train_and_evaluate(tiny_config(), run)
+    record = os.path.join(run, "config.json")
+    edited = json.loads(open(record).read())
+    edited["train"]["num_steps"] = 12  # a hand edit, to resume with more steps
+    with open(record, "w") as f:
+        json.dump(edited, f)
+    with pytest.raises(WorkdirError, match="config.json was edited after they were made"):
+        train.train_and_evaluate(tiny_config(**{"train.num_steps": 12}), run)
 
 
 def test_results_without_a_config_record_are_refused(tmp_path):

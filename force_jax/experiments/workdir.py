@@ -17,6 +17,7 @@ run is known to be the one it describes. A workdir that holds no result yet
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -46,7 +47,8 @@ EVALUATED_EXAMPLES = "evaluated examples (eval_max_batches x eval_batch_size)"
 # Keys added after runs were recorded, with the value that reproduces those runs: a
 # config.json without the key counts as having that value, so older workdirs still resume.
 ADDED_KEYS = {"prune.ablation": "none", "model.kernels": "auto", "prune.augment": False,
-              "train.optimizer": "sgd", "prune.layer_floor": 0}
+              "train.optimizer": "sgd", "prune.layer_floor": 0, "prune.scope": "global",
+              "prune.allocation": ""}
 # Files whose presence means the workdir already holds results of some run (a
 # checkpoints folder counts once it holds anything).
 RESULT_FILES = ("prune.json", "metrics.jsonl", "metrics.json", "checkpoints", "mask")
@@ -186,6 +188,66 @@ def check_config(workdir: str, config: ml_collections.ConfigDict) -> bool:
             f"\n  {shown}\nUse a new --workdir for the new settings, or rerun with the recorded "
             "ones to resume.")
     return True
+
+
+# The fingerprint of the defining settings the workdir's checkpoints were made under.
+CHECKPOINT_FINGERPRINT = "checkpoints_made_under.json"
+
+
+def config_fingerprint(config: ml_collections.ConfigDict) -> str:
+    """A short hash of a config's defining settings (`defining_settings`).
+
+    Args:
+      config: experiment config.
+
+    Returns:
+      16 hex digits; equal for configs whose defining settings are equal.
+    """
+    settings = defining_settings(config_record(config))
+    for key, value in ADDED_KEYS.items():  # a missing added key counts as its old value
+        settings.setdefault(key, value)
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def record_checkpoint_fingerprint(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """Writes the fingerprint of the config the workdir's checkpoints are made under.
+
+    Args:
+      workdir: the run's folder.
+      config: the config of the run, whose step-0 checkpoint is about to be saved.
+    """
+    files.write_atomic(os.path.join(workdir, CHECKPOINT_FINGERPRINT),
+                       json.dumps({"fingerprint": config_fingerprint(config)}) + "\n")
+
+
+def check_checkpoint_fingerprint(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """Refuses to resume checkpoints made under other defining settings than `config`'s.
+
+    config.json is checked against the config first (`check_config`); this
+    catches a config.json edited by hand after the checkpoints were made.
+    A workdir from before fingerprints were recorded passes.
+
+    Args:
+      workdir: the run's folder.
+      config: the config of the run that would resume.
+
+    Raises:
+      WorkdirError: naming the workdir and what to do.
+    """
+    path = os.path.join(workdir, CHECKPOINT_FINGERPRINT)
+    if not files.exists(path):
+        return
+    try:
+        made_under = json.loads(files.read_text(path))["fingerprint"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise WorkdirError(f"{path} cannot be read ({e}); use a new --workdir.") from None
+    if made_under != config_fingerprint(config):
+        raise WorkdirError(
+            f"the checkpoints in {workdir} were made under other settings than this run's "
+            f"(fingerprint {made_under}, now {config_fingerprint(config)}): {CONFIG_FILE} "
+            "was edited after they were made. Restore it and rerun with its settings, or use "
+            "a new --workdir.")
 
 
 def record_config(workdir: str, config: ml_collections.ConfigDict) -> None:
