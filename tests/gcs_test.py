@@ -99,6 +99,19 @@ def test_paths_a_user_mistyped_or_cannot_reach_are_one_line_errors(server, monke
     assert time.monotonic() - start < 10
 
 
+def test_a_stale_sweep_lock_is_refused_naming_its_cells_stale_locks_too(bucket):
+    holder = json.dumps({"pid": 1, "host": "gone", "started": "earlier"})
+    for path in ("sweep/lock", "sweep/cells/a/lock", "sweep/cells/b/lock"):
+        files.write_atomic(f"{bucket}/{path}", holder)
+    files.write_atomic(f"{bucket}/sweep/cells/c/metrics.json", "{}")  # a finished cell
+    with pytest.raises(WorkdirError) as refused:
+        with lock.workdir_lock(f"{bucket}/sweep"):
+            pass
+    message = str(refused.value)
+    assert f"delete {bucket}/sweep/lock and rerun; delete with it the 2 lock(s)" in message
+    assert f"{bucket}/sweep/cells/a/lock, {bucket}/sweep/cells/b/lock" in message
+
+
 def test_the_lock_is_one_object_and_a_second_run_is_refused_naming_the_holder(bucket):
     with lock.workdir_lock(bucket):
         record = json.loads(files.read_text(f"{bucket}/lock"))

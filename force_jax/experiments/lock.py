@@ -221,6 +221,22 @@ def _read_object_holder(path: str) -> dict:
     return holder if isinstance(holder, dict) else {"unreadable": text[:80]}
 
 
+def _locks_below(workdir: str, depth: int = 2) -> list[str]:
+    """Lock objects in the folders below a workdir, up to `depth` levels (a sweep's cells)."""
+    found, folders = [], [workdir]
+    for _ in range(depth):
+        below = []
+        for folder in folders:
+            for name in files.listdir(folder) if files.isdir(folder) else []:
+                child = os.path.join(folder, name)
+                if files.isdir(child):
+                    below.append(child)
+                    if files.exists(os.path.join(child, LOCK_FILE)):
+                        found.append(os.path.join(child, LOCK_FILE))
+        folders = below
+    return sorted(found)
+
+
 @contextlib.contextmanager
 def _object_lock(workdir: str) -> Iterator[None]:
     """The lock of a workdir on an object store: an object created only if absent.
@@ -232,10 +248,17 @@ def _object_lock(workdir: str) -> Iterator[None]:
     path = os.path.join(workdir, LOCK_FILE)
     if not files.create_exclusive(path, json.dumps(_holder_record()) + "\n"):
         holder = _read_object_holder(path)
+        nested = _locks_below(workdir)
+        also = ""
+        if nested:
+            shown = ", ".join(nested[:5]) + (f" and {len(nested) - 5} more" if len(nested) > 5
+                                              else "")
+            also = (f"; delete with it the {len(nested)} lock(s) its own runs left below "
+                    f"(a sweep's cells): {shown}")
         raise WorkdirError(
             f"{workdir} is locked by {_describe(holder)}: one run per workdir. An object store "
             f"cannot tell a live run from one that died; if that run is gone, delete {path} "
-            "and rerun.")
+            f"and rerun{also}.")
     try:
         yield
     finally:
