@@ -18,3 +18,7 @@ class WorkdirError(ConfigError):
 
 class DivergedError(ConfigError):
     """A run whose loss became NaN or infinite: its settings cannot train the model."""
+
+
+class StoreError(ConfigError):
+    """An object store that stopped answering, or went away, during a run."""

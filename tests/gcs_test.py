@@ -25,7 +25,7 @@ import pytest
 from sweep_test import tiny_sweep_config
 from train_test import final_state, needs_real_data, tiny_config
 
-from force_jax.errors import ConfigError, WorkdirError
+from force_jax.errors import ConfigError, StoreError, WorkdirError
 from force_jax.experiments import lock, prune_command, setup, sweep, sweep_compare, train, workdir
 from force_jax.training import checkpoint, files, metrics
 
@@ -97,6 +97,36 @@ def test_paths_a_user_mistyped_or_cannot_reach_are_one_line_errors(server, monke
                        r"answer within 2 s"):
         files.check_reachable("gs://runs/x", "--workdir", timeout_s=2)
     assert time.monotonic() - start < 10
+
+
+def _wait_until_stopped(pid: int, timeout: float = 10.0) -> None:
+    """Waits until the kernel shows the process stopped (a signal is delivered asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] not in ("T", "t"):
+        assert time.monotonic() < deadline, "the server did not stop"
+        time.sleep(0.01)
+
+
+def test_a_store_that_stops_answering_stops_the_call_in_one_line(bucket, server, monkeypatch):
+    path = f"{bucket}/metrics.jsonl"
+    files.write_atomic(path, "{}\n")
+    monkeypatch.setattr(files, "STORE_TIMEOUT_S", 2.0)
+    os.kill(server._process.pid, signal.SIGSTOP)  # frozen: it accepts, and never answers
+    _wait_until_stopped(server._process.pid)
+    try:
+        start = time.monotonic()
+        with pytest.raises(StoreError) as stopped:
+            files.write_atomic(path, "{}\n{}\n")
+        waited = time.monotonic() - start
+    finally:
+        os.kill(server._process.pid, signal.SIGCONT)
+    assert waited < 30, waited  # bounded, not the client's endless retries
+    message = str(stopped.value)
+    assert "\n" not in message and message.startswith(f"{path}: the object store failed (no "
+                                                      "answer within 2 s)")
+    assert "it resumes from its last checkpoint" in message
+    # Answering again, the store holds one whole object, old or new (the upload may land late).
+    assert files.read_text(path) in ("{}\n", "{}\n{}\n")
 
 
 def test_a_stale_sweep_lock_is_refused_naming_its_cells_stale_locks_too(bucket):
@@ -246,8 +276,8 @@ def test_a_run_on_gcs_equals_the_local_run_and_resumes_after_a_kill(server, buck
     remote = train.train_and_evaluate(config, f"{bucket}/run")
     assert _results(remote) == _results(local)
     assert sorted(files.listdir(f"{bucket}/run")) == [
-        "checkpoints", "config.json", "metrics.json", "metrics.jsonl", "prune.json",
-        "tensorboard"]
+        "checkpoints", "checkpoints_made_under.json", "config.json", "metrics.json",
+        "metrics.jsonl", "prune.json", "tensorboard"]
     assert [r["step"] for r in checkpoint.read_jsonl(f"{bucket}/run/metrics.jsonl")] == [3, 6]
 
     # Killed (SIGKILL) after its first checkpoint, then run again: the same end.

@@ -40,7 +40,7 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-from force_jax.errors import ConfigError
+from force_jax.errors import ConfigError, StoreError
 
 # Why a disk refuses a write: full, over quota, read-only, not ours. The command line
 # reports these in one line naming the path (`force_jax.experiments.cli`).
@@ -54,6 +54,9 @@ _PACKAGES = {"gs": "gcsfs", "gcs": "gcsfs", "s3": "s3fs", "s3a": "s3fs", "az": "
              "abfs": "adlfs", "hf": "huggingface_hub"}
 # How long a workdir's store may take to answer the first request before the run is refused.
 REACHABLE_TIMEOUT_S = 20.0
+# How long any later request to a store may take (its client's retries included) before the
+# run stops with one line naming the file: a store that stops answering never hangs a run.
+STORE_TIMEOUT_S = 120.0
 
 
 def scheme(path: str) -> str | None:
@@ -93,6 +96,31 @@ def _forget_listings(fs: Any) -> None:
     """Empties the listing cache of every live instance of `fs`'s filesystem class."""
     for instance in [fs, *list(getattr(type(fs), "_cache", {}).values())]:
         instance.invalidate_cache()
+
+
+def _on_store(path: str, method: str, *args: Any, **kwargs: Any) -> Any:
+    """Calls `method` of the store's filesystem, bounded by STORE_TIMEOUT_S.
+
+    Raises:
+      StoreError: naming `path`, when the store does not answer in time or
+        cannot be reached (its client's retries exhausted).
+      FileNotFoundError, FileExistsError: as the filesystem raises them.
+    """
+    fs = _filesystem(path)
+    try:
+        return getattr(fs, method)(*args, timeout=STORE_TIMEOUT_S, **kwargs)
+    except (FileNotFoundError, FileExistsError):
+        raise
+    except Exception as e:
+        timed_out = "Timeout" in type(e).__name__ or isinstance(e, TimeoutError)
+        unreachable = type(e).__module__.split(".")[0] == "aiohttp"
+        if not (timed_out or unreachable):
+            raise
+        why = (f"no answer within {STORE_TIMEOUT_S:g} s" if timed_out
+               else " ".join(f"{type(e).__name__}: {e}".split())[:120])
+        raise StoreError(
+            f"{path}: the object store failed ({why}), so the run stopped there. Rerun the "
+            "same command once the store answers: it resumes from its last checkpoint.") from None
 
 
 def check_path(path: str, name: str) -> str:
@@ -175,17 +203,17 @@ def absolute(path: str) -> str:
 
 def exists(path: str) -> bool:
     """Whether a file or folder exists at `path` (on a store: an object or a prefix)."""
-    return _filesystem(path).exists(path) if is_remote(path) else os.path.exists(_local(path))
+    return _on_store(path, "exists", path) if is_remote(path) else os.path.exists(_local(path))
 
 
 def isdir(path: str) -> bool:
     """Whether `path` is a folder (on a store: a prefix with objects under it)."""
-    return _filesystem(path).isdir(path) if is_remote(path) else os.path.isdir(_local(path))
+    return _on_store(path, "isdir", path) if is_remote(path) else os.path.isdir(_local(path))
 
 
 def isfile(path: str) -> bool:
     """Whether `path` is a file (on a store: an object)."""
-    return _filesystem(path).isfile(path) if is_remote(path) else os.path.isfile(_local(path))
+    return _on_store(path, "isfile", path) if is_remote(path) else os.path.isfile(_local(path))
 
 
 def listdir(path: str) -> list[str]:
@@ -198,7 +226,7 @@ def listdir(path: str) -> list[str]:
         return os.listdir(_local(path))
     fs = _filesystem(path)
     prefix = fs._strip_protocol(path).rstrip("/")
-    entries = fs.ls(path, detail=False)
+    entries = _on_store(path, "ls", path, detail=False)
     return [entry.rstrip("/").rsplit("/", 1)[-1] for entry in entries
             if entry.rstrip("/") != prefix]
 
@@ -216,7 +244,7 @@ def read_bytes(path: str) -> bytes:
       FileNotFoundError: when it does not exist.
     """
     if is_remote(path):
-        return _filesystem(path).cat_file(path)
+        return _on_store(path, "cat_file", path)
     with open(_local(path), "rb") as f:
         return f.read()
 
@@ -228,14 +256,14 @@ def read_text(path: str) -> str:
 
 def getsize(path: str) -> int:
     """The size of a file in bytes."""
-    return _filesystem(path).size(path) if is_remote(path) else os.path.getsize(_local(path))
+    return _on_store(path, "size", path) if is_remote(path) else os.path.getsize(_local(path))
 
 
 def remove(path: str) -> None:
     """Deletes a file; a missing one is not an error."""
     try:
         if is_remote(path):
-            _filesystem(path).rm_file(path)
+            _on_store(path, "rm_file", path)
         else:
             os.remove(_local(path))
     except FileNotFoundError:
@@ -245,9 +273,8 @@ def remove(path: str) -> None:
 def rmtree(path: str) -> None:
     """Deletes a folder and everything in it; a missing one is not an error."""
     if is_remote(path):
-        fs = _filesystem(path)
-        if fs.exists(path):
-            fs.rm(path, recursive=True)
+        if _on_store(path, "exists", path):
+            _on_store(path, "rm", path, recursive=True)
     elif os.path.exists(_local(path)):
         shutil.rmtree(_local(path))
 
@@ -264,10 +291,11 @@ def move(source: str, target: str) -> None:
         # Copy then delete, object by object (a store's own move call is not everywhere).
         prefix = fs._strip_protocol(source).rstrip("/")
         base = fs._strip_protocol(target).rstrip("/")
-        objects = fs.find(source) if fs.isdir(source) else [prefix]
+        objects = (_on_store(source, "find", source) if _on_store(source, "isdir", source)
+                   else [prefix])
         for path in objects:
-            fs.cp_file(path, base + path[len(prefix):])
-        fs.rm(objects)
+            _on_store(source, "cp_file", path, base + path[len(prefix):])
+        _on_store(source, "rm", objects)
         _forget_listings(fs)
     else:
         os.replace(_local(source), _local(target))
@@ -324,7 +352,7 @@ def write_atomic(path: str, data: bytes | str) -> None:
     """
     payload = _as_bytes(data)
     if is_remote(path):
-        _filesystem(path).pipe_file(path, payload)
+        _on_store(path, "pipe_file", path, payload)
         return
     with _naming(path):
         _write_and_rename(_local(path), payload)
@@ -365,7 +393,7 @@ def create_exclusive(path: str, data: bytes | str) -> bool:
     payload = _as_bytes(data)
     try:
         if is_remote(path):
-            _filesystem(path).pipe_file(path, payload, mode="create")
+            _on_store(path, "pipe_file", path, payload, mode="create")
             return True
         fd = os.open(_local(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, _default_mode())
     except FileExistsError:
