@@ -112,6 +112,12 @@ def test_effective_bench_quick(tmp_path):
     assert 0 <= row["effective"] <= row["kept"]
 
 
+def test_nnx_bench_quick(tmp_path):
+    rows = _run("nnx_bench.py", tmp_path)["rows"]
+    assert [row["conv"] for row in rows] == ["plain nnx.Conv", "loop_conv", "loop_conv"]
+    assert all(row["warm_s"] > 0 for row in rows) and rows[1]["warm_over_fast"] == 1.0
+
+
 def test_kernels_bench_quick(tmp_path):
     payload = _run("kernels_bench.py", tmp_path)
     assert [row["kernels"] for row in payload["rows"]] == ["cpu", "plain"]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from force_jax.models import get_model
+from force_jax.models import get_model, loop_conv
 from force_jax.models.loop_conv import conv2d
 
 CANONICAL = "b01f_01io->b01f"  # NHWC input, HWIO kernel, NHWC output
@@ -127,3 +127,43 @@ def test_models_match_plain_convs_and_allow_forward_mode_when_asked(make, shape)
     jax.jvp(loss(plain), (params,), (params,))
     with pytest.raises(TypeError, match="custom_vjp"):
         jax.jvp(loss(fast), (params,), (params,))
+
+
+@pytest.mark.parametrize("padding, strides", [("SAME", 1), ("VALID", 2), (((1, 2), (0, 1)), 1)])
+def test_a_users_nnx_conv_takes_the_fast_gradient_conv_and_computes_the_same(padding, strides):
+    from flax import nnx
+
+    x = jax.random.normal(jax.random.key(0), (4, 12, 12, 3))
+    plain = nnx.Conv(3, 8, (3, 3), strides=strides, padding=padding, rngs=nnx.Rngs(0))
+    fast = nnx.Conv(3, 8, (3, 3), strides=strides, padding=padding, rngs=nnx.Rngs(0),
+                    conv_general_dilated=loop_conv.conv_general_dilated)
+
+    def loss(kernel, conv):
+        return jnp.sum(jnp.sin(conv.conv_general_dilated(
+            x, kernel, (strides, strides), padding if isinstance(padding, str) else padding,
+            dimension_numbers=jax.lax.conv_dimension_numbers(
+                x.shape, kernel.shape, ("NHWC", "HWIO", "NHWC")))))
+
+    np.testing.assert_allclose(fast(x), plain(x), rtol=1e-5, atol=1e-5)
+    kernel = plain.kernel.value
+    np.testing.assert_allclose(jax.grad(loss)(kernel, fast), jax.grad(loss)(kernel, plain),
+                               rtol=1e-4, atol=1e-5)
+    jaxpr = str(jax.make_jaxpr(lambda k: loss(k, fast))(kernel))
+    assert "custom_vjp" in jaxpr  # the fast path ran, not the fallback
+
+
+def test_the_fast_conv_falls_back_to_lax_for_what_it_does_not_cover():
+    x = jax.random.normal(jax.random.key(0), (2, 9, 9, 4))
+    kernel = jax.random.normal(jax.random.key(1), (3, 3, 2, 6))
+    dims = jax.lax.conv_dimension_numbers(x.shape, kernel.shape, ("NHWC", "HWIO", "NHWC"))
+    grouped = loop_conv.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=dims,
+                                             feature_group_count=2)
+    expected = jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=dims,
+                                            feature_group_count=2)
+    np.testing.assert_array_equal(grouped, expected)
+    x2, k2 = x[..., :2], kernel[:, :, :2]
+    dims2 = jax.lax.conv_dimension_numbers(x2.shape, k2.shape, ("NHWC", "HWIO", "NHWC"))
+    dilated = loop_conv.conv_general_dilated(x2, k2, (1, 1), "SAME", rhs_dilation=(2, 2),
+                                             dimension_numbers=dims2)
+    np.testing.assert_array_equal(dilated, jax.lax.conv_general_dilated(
+        x2, k2, (1, 1), "SAME", rhs_dilation=(2, 2), dimension_numbers=dims2))

@@ -101,3 +101,40 @@ def conv2d(
     if any(p < 0 for pair in pads for p in pair):
         raise ValueError(f"conv2d takes padding >= 0, got {pads}")
     return _conv(x, kernel, tuple(int(s) for s in strides), pads, (1, 1))
+
+
+def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int],
+                         padding: str | Sequence[tuple[int, int]], lhs_dilation=None,
+                         rhs_dilation=None, dimension_numbers=None, feature_group_count: int = 1,
+                         precision=None, **kwargs) -> jax.Array:
+    """`lax.conv_general_dilated` through `conv2d` where it applies, for a model of your own.
+
+    Pass it to a Flax conv (``nnx.Conv(..., conv_general_dilated=conv_general_dilated)``
+    or the Linen ``nn.Conv`` attribute of the same name): a 2-D NHWC/HWIO
+    convolution without dilation or groups then differentiates fast inside
+    the pruning schedule's loop; any other convolution goes to `lax` as given.
+
+    Args:
+      lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+      dimension_numbers, feature_group_count, precision: as for
+        `lax.conv_general_dilated`.
+      **kwargs: other `lax.conv_general_dilated` arguments (they send the
+        call to `lax`).
+
+    Returns:
+      The convolution, equal to `lax.conv_general_dilated`'s.
+    """
+    canonical = (lhs.ndim == 4 and rhs.ndim == 4 and dimension_numbers is not None
+                 and lax.conv_dimension_numbers(lhs.shape, rhs.shape, _CANONICAL)
+                 == lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers))
+    undilated = all(d in (None, 1) for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
+    extra = {k: v for k, v in kwargs.items() if v is not None}
+    if not (canonical and undilated and feature_group_count == 1 and not extra
+            and precision is None):
+        return lax.conv_general_dilated(
+            lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
+            rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+            feature_group_count=feature_group_count, precision=precision, **kwargs)
+    if isinstance(padding, str):
+        padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
+    return conv2d(lhs, rhs, window_strides, padding)
