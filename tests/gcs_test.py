@@ -129,6 +129,17 @@ def test_a_store_that_stops_answering_stops_the_call_in_one_line(bucket, server,
     assert files.read_text(path) in ("{}\n", "{}\n{}\n")
 
 
+def test_a_store_that_went_away_stops_the_call_in_one_line(server, monkeypatch):
+    monkeypatch.setattr(files, "STORE_TIMEOUT_S", 2.0)
+    # Nobody listens there any more: connections are refused, which gcsfs retries.
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{gcs_server.free_port()}")
+    path = f"gs://{server.bucket}/gone/metrics.jsonl"
+    start = time.monotonic()
+    with pytest.raises(StoreError, match=f"^{path}: the object store failed"):
+        files.write_atomic(path, "{}\n")
+    assert time.monotonic() - start < 30
+
+
 def test_a_stale_sweep_lock_is_refused_naming_its_cells_stale_locks_too(bucket):
     holder = json.dumps({"pid": 1, "host": "gone", "started": "earlier"})
     for path in ("sweep/lock", "sweep/cells/a/lock", "sweep/cells/b/lock"):
