@@ -28,7 +28,7 @@ Protocol: the scale sweep's (configs/scale_fashion_mnist.py: the claim's
 BatchNorm VGG-11, the paper code's scoring loss, 30 exp pruning steps on
 fresh batches of 128 from a pool of 2,048 training images, 421 SGD steps =
 1 epoch, evaluated after 211 and 421 steps). About 5 to 15 minutes a cell on
-2 cores: the grid spans many sessions; the sweep resumes where it stopped.
+2 cores: the grid takes many hours; the sweep resumes where it stopped.
 Results: docs/baselines_fashion_mnist/README.md.
 """
 
