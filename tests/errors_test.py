@@ -114,7 +114,8 @@ def test_the_command_prints_a_config_error_as_one_line_and_exits_2(tmp_path, cap
 # B. A sparsity that keeps no weight, refused from the model's shapes before any data.
 
 def test_the_prunable_count_and_the_largest_sparsity_come_from_shapes_alone():
-    assert setup.num_prunable_weights(setup.config_params(tiny_config())) == 430_500  # LeNet-5
+    params = setup.abstract_params(setup.build_model(tiny_config(), 10), (28, 28, 1))
+    assert setup.num_prunable_weights(params) == 430_500  # LeNet-5
     assert validate.largest_sparsity(430_500) == 0.9999976
     assert validate.final_keep_count(0.9999976, 430_500) == 1
     assert validate.final_keep_count(0.9999977, 430_500) == 0

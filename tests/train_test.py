@@ -258,7 +258,8 @@ def test_a_layerwise_map_is_checked_against_the_model_before_any_work():
     config = tiny_config(**{"prune.scope": "layerwise", "prune.allocation":
                             "conv_0/kernel:0.5,conv_1/kernel:0.1,dense_0/kernel:0.01,"
                             "classifier/kernel:0.1"})
-    counts = setup.check_allocation(config, setup.config_params(config))
+    counts = setup.check_allocation(
+        config, setup.abstract_params(setup.build_model(config, 10), (28, 28, 1)))
     assert counts.shape == (3, 4) and counts[-1].sum() == 4305
 
 

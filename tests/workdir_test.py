@@ -71,10 +71,11 @@ def test_a_key_added_later_matches_records_made_before_it_at_its_neutral_value()
     assert workdir.differences(recorded, plain) == ['model.kernels: "auto" -> "plain"']
 
 
-def test_the_fingerprint_of_a_config_ignores_what_is_not_defining():
-    base = workdir.config_fingerprint(tiny_config())
-    assert workdir.config_fingerprint(tiny_config(**{"data.data_dir": "/elsewhere"})) == base
-    assert workdir.config_fingerprint(tiny_config(**{"train.num_steps": 12})) != base
+def test_the_checkpoints_config_record_ignores_what_is_not_defining(tmp_path):
+    workdir.record_checkpoint_config(str(tmp_path), tiny_config())
+    workdir.check_checkpoint_config(str(tmp_path), tiny_config(**{"data.data_dir": "/elsewhere"}))
+    with pytest.raises(WorkdirError, match="train.num_steps: 6 -> 12"):
+        workdir.check_checkpoint_config(str(tmp_path), tiny_config(**{"train.num_steps": 12}))
 
 
 @needs_real_data

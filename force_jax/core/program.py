@@ -154,14 +154,18 @@ def schedule_counts(params: PyTree, *, sparsity: float, steps: int, schedule: st
       floor((1 - sparsity) * N) (`schedules.count_kept`); (T, L) per-layer
       counts for the layer-wise scope, each row summing to that step's total.
     """
-    dense = masks_lib.dense_mask(params, masks_lib.prunable_flags(params, is_prunable))
+    leaves, treedef = jax.tree.flatten(params)
+    flags = masks_lib.prunable_flags(params, is_prunable)
+    # Shapes only: a mask-like tree that allocates nothing however large the model.
+    shapes = treedef.unflatten([jax.ShapeDtypeStruct(jnp.shape(x), jnp.bool_) if f
+                                else jnp.ones((), bool) for x, f in zip(leaves, flags)])
     fractions = schedules.keep_fractions(schedule, 1.0 - schedules.check_sparsity(sparsity),
                                          int(steps))
-    totals = schedules.keep_counts(fractions, masks_lib.num_prunable(dense))
+    totals = schedules.keep_counts(fractions, masks_lib.num_prunable(shapes))
     if allocation is None:
         return totals.astype(np.int32)
-    sizes = [int(np.prod(shape)) for _, shape in allocation_lib.prunable_layers(dense)]
-    relative = allocation_lib.relative_densities(allocation, dense)
+    sizes = [int(np.prod(shape)) for _, shape in allocation_lib.prunable_layers(shapes)]
+    relative = allocation_lib.relative_densities(allocation, shapes)
     return allocation_lib.layer_counts(relative, sizes, totals).astype(np.int32)
 
 

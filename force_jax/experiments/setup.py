@@ -138,22 +138,6 @@ def num_prunable_weights(params: PyTree) -> int:
                if flag)
 
 
-def config_params(config: ml_collections.ConfigDict) -> PyTree:
-    """The configured model's params on the configured dataset, as shapes, from metadata only.
-
-    Args:
-      config: a validated experiment config (uses config.data and config.model).
-
-    Returns:
-      `abstract_params` of the model.
-
-    Raises:
-      ConfigError: for an unknown dataset or a model setting the model lacks.
-    """
-    image_shape, num_classes = data.input_spec(config.data.name, config.data.data_dir)
-    return abstract_params(build_model(config, num_classes), image_shape)
-
-
 def check_allocation(config: ml_collections.ConfigDict, params: PyTree) -> np.ndarray | None:
     """The per-layer counts the configured allocation gives, checked before any work.
 

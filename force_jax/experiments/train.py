@@ -157,7 +157,7 @@ def _prune_or_restore(
     cluster.barrier("checkpoints restored")
     mngr.reload()
     if restored is not None:
-        workdir_lib.check_checkpoint_fingerprint(workdir, config)
+        workdir_lib.check_checkpoint_config(workdir, config)
         state, step = restored
         cluster.check_same_on_all_processes(step, "restored checkpoint step")
         records = checkpoint.resume_records(metrics_path, step)
@@ -180,7 +180,7 @@ def _prune_or_restore(
         checkpoint.write_json(os.path.join(workdir, "prune.json"),
                               setup.prune_record(config, prune_seconds, report, history))
         checkpoint.write_jsonl(metrics_path, [])
-        workdir_lib.record_checkpoint_fingerprint(workdir, config)
+        workdir_lib.record_checkpoint_config(workdir, config)
     checkpoint.save_state(mngr, 0, state)
     return state, 0, []
 

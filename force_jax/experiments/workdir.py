@@ -17,7 +17,6 @@ run is known to be the one it describes. A workdir that holds no result yet
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -190,64 +189,50 @@ def check_config(workdir: str, config: ml_collections.ConfigDict) -> bool:
     return True
 
 
-# The fingerprint of the defining settings the workdir's checkpoints were made under.
-CHECKPOINT_FINGERPRINT = "checkpoints_made_under.json"
+# The config the workdir's checkpoints were made under, as config.json holds it. config.json
+# itself can be edited; this copy is what a resumed checkpoint is checked against.
+CHECKPOINT_CONFIG = "checkpoints_made_under.json"
 
 
-def config_fingerprint(config: ml_collections.ConfigDict) -> str:
-    """A short hash of a config's defining settings (`defining_settings`).
-
-    Args:
-      config: experiment config.
-
-    Returns:
-      16 hex digits; equal for configs whose defining settings are equal.
-    """
-    settings = defining_settings(config_record(config))
-    for key, value in ADDED_KEYS.items():  # a missing added key counts as its old value
-        settings.setdefault(key, value)
-    text = json.dumps(settings, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def record_checkpoint_fingerprint(workdir: str, config: ml_collections.ConfigDict) -> None:
-    """Writes the fingerprint of the config the workdir's checkpoints are made under.
+def record_checkpoint_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """Records the config the workdir's checkpoints are made under.
 
     Args:
       workdir: the run's folder.
       config: the config of the run, whose step-0 checkpoint is about to be saved.
     """
-    files.write_atomic(os.path.join(workdir, CHECKPOINT_FINGERPRINT),
-                       json.dumps({"fingerprint": config_fingerprint(config)}) + "\n")
+    files.write_atomic(os.path.join(workdir, CHECKPOINT_CONFIG),
+                       json.dumps(config_record(config), indent=2, sort_keys=True) + "\n")
 
 
-def check_checkpoint_fingerprint(workdir: str, config: ml_collections.ConfigDict) -> None:
+def check_checkpoint_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     """Refuses to resume checkpoints made under other defining settings than `config`'s.
 
     config.json is checked against the config first (`check_config`); this
-    catches a config.json edited by hand after the checkpoints were made.
-    A workdir from before fingerprints were recorded passes.
+    catches a config.json edited by hand after the checkpoints were made. The
+    comparison is `differences`, as for config.json. A workdir from before
+    this record existed passes.
 
     Args:
       workdir: the run's folder.
       config: the config of the run that would resume.
 
     Raises:
-      WorkdirError: naming the workdir and what to do.
+      WorkdirError: listing the differing keys.
     """
-    path = os.path.join(workdir, CHECKPOINT_FINGERPRINT)
+    path = os.path.join(workdir, CHECKPOINT_CONFIG)
     if not files.exists(path):
         return
     try:
-        made_under = json.loads(files.read_text(path))["fingerprint"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        made_under = json.loads(files.read_text(path))
+    except (OSError, ValueError) as e:
         raise WorkdirError(f"{path} cannot be read ({e}); use a new --workdir.") from None
-    if made_under != config_fingerprint(config):
+    diff = differences(made_under, config_record(config))
+    if diff:
         raise WorkdirError(
             f"the checkpoints in {workdir} were made under other settings than this run's "
-            f"(fingerprint {made_under}, now {config_fingerprint(config)}): {CONFIG_FILE} "
-            "was edited after they were made. Restore it and rerun with its settings, or use "
-            "a new --workdir.")
+            f"({'; '.join(diff[:5])}): {CONFIG_FILE} was edited after they were made. "
+            "Restore it and rerun with its settings, or use a new --workdir.")
 
 
 def record_config(workdir: str, config: ml_collections.ConfigDict) -> None:
