@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import importlib.metadata
 import os
 import tempfile
 from pathlib import Path
@@ -25,8 +26,15 @@ os.environ.setdefault("GOOGLE_AUTH_TOKEN_FOR_TESTING", "fake")  # tensorstore: n
 # once per test. Test subprocesses inherit the setting. A cached program is the same
 # executable, so results are unchanged; jit's own cache, which the compile-count tests
 # read, is untouched.
+# Several processes share the folder (the xdist workers, their subprocesses, other runs on
+# the machine). JAX writes a cache entry in place, so without a lock a reader can load a
+# half-written executable and crash the process; a size limit turns on JAX's file lock
+# around every read and write (it needs the filelock package, a test dependency). The
+# folder is per jax version: an executable is never loaded by another jaxlib.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
-    tempfile.gettempdir(), f"force_jax_tests_xla_cache_{getpass.getuser()}"))
+    tempfile.gettempdir(),
+    f"force_jax_tests_xla_cache_{getpass.getuser()}_jax{importlib.metadata.version('jaxlib')}"))
+os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(4 * 2**30))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
 
 import jax  # noqa: E402
