@@ -11,6 +11,7 @@ from force_jax.core import sanity as sanity
 from force_jax.core import sharding as sharding
 from force_jax.core.losses import classification_loss as classification_loss
 from force_jax.core.losses import logits_loss as logits_loss
+from force_jax.core.losses import network_probe as network_probe
 from force_jax.core.losses import synflow_objective as synflow_objective
 from force_jax.core.masks import apply_mask as apply_mask
 from force_jax.core.masks import check_collapse as check_collapse
@@ -44,6 +45,7 @@ __all__ = [
     "methods",
     "models",
     "nnx",
+    "network_probe",
     "num_kept",
     "program",
     "sharding",

@@ -17,9 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from kink_margin import masked, vgg_kink_margin
+from torch_twins import torch_vgg11
 
 import force_jax as fj
-from force_jax.models.common import scaled_width
 
 pytestmark = pytest.mark.xdist_group("fidelity")  # one worker: the fixture is made once
 
@@ -122,24 +122,6 @@ def test_one_step_selects_what_the_papers_equations_select(problem, method, loss
     else:
         assert np.any(ours & ~start)  # FORCE revives weights pruned at the previous step
     assert_same_selection(ours, reference, scores, k)
-
-
-def torch_vgg11(width: float):
-    """VGG-11 (CIFAR form, BatchNorm) in PyTorch, written from the architecture's description."""
-    from torch import nn
-
-    layers, in_channels = [], 3
-    stages = fj.models.VGG(depth=11, num_classes=10).stage_channels()
-    for index, stage in enumerate(stages):
-        if index > 0:
-            layers.append(nn.MaxPool2d(2))
-        for channels in stage:
-            out = scaled_width(channels, width)
-            layers += [nn.Conv2d(in_channels, out, 3, padding=1, bias=False),
-                       nn.BatchNorm2d(out), nn.ReLU()]
-            in_channels = out
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(in_channels, 10)]
-    return nn.Sequential(*layers)
 
 
 @pytest.mark.parametrize("method", ["force", "iter_snip"])

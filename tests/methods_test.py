@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import init_mlp, mlp_loss
+from conftest import init_mlp, mlp_apply, mlp_loss
 
 import force_jax as fj
 from force_jax.core import masks, methods, scores
@@ -37,9 +37,18 @@ def test_each_record_says_what_its_score_does(name):
         calls["data"] += 1
         return jax.jvp(lambda q: jax.grad(mlp_loss)(q, batch), (p,), (v,))[1]
 
+    def loss(p, b):
+        calls["data"] += 1
+        return mlp_loss(p, b)
+
+    # A plain-function probe of the MLP (what force_jax.network_probe builds for Flax).
+    probe = scores.Probe(
+        gap=lambda w, v, x: jnp.sum(jnp.square(mlp_apply(w, x) - mlp_apply(v, x))),
+        init=init_mlp, input_shape=(64,), layer_order=("w1", "b1", "w2", "b2"))
     inputs = scores.StepInputs(params, mask, gradient, hessian_vector,
                                jax.grad(lambda p: sum(jnp.sum(x) for x in jax.tree.leaves(p))),
-                               jax.random.key(2))
+                               jax.random.key(2), loss=loss, batch=lambda i: batch,
+                               count=jnp.int32(100), probe=probe)
     got, grads = record.score(inputs)
     assert (calls["data"] > 0) == record.needs_data
     # A free objective means the score handed back the gradient it computed.

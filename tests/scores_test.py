@@ -12,6 +12,14 @@ from jax.flatten_util import ravel_pytree
 from force_jax.core import masks, methods, scores
 
 
+def linear_probe(d_in):
+    """The probe of a linear model f(x) = x w (NTK-SAP's output gap on it is known)."""
+    return scores.Probe(
+        gap=lambda w, v, x: jnp.sum(jnp.square(x @ w["w"] - x @ v["w"])),
+        init=lambda key: {"w": jax.random.normal(key, (d_in, 2))}, input_shape=(d_in,),
+        layer_order=("w",))
+
+
 def step_inputs(loss_fn, params, mask, batch, synflow_fn=None, key=None):
     """StepInputs over one batch, built independently of prune()."""
 
@@ -25,6 +33,10 @@ def step_inputs(loss_fn, params, mask, batch, synflow_fn=None, key=None):
         hessian_vector=hessian_vector,
         synflow_gradient=jax.grad(synflow_fn) if synflow_fn else None,
         key=key if key is not None else jax.random.key(0),
+        loss=loss_fn,
+        batch=lambda i: batch,
+        count=jnp.int32(3),
+        probe=linear_probe(jax.tree.leaves(params)[0].shape[0]),
     )
 
 
@@ -157,3 +169,36 @@ def test_every_method_scores_every_leaf(method):
     got, _ = methods.METHODS[method].score(inputs)
     assert jax.tree.structure(got) == jax.tree.structure(params)
     assert got["w"].shape == params["w"].shape and got["w"].dtype == jnp.float32
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_prospr_matches_hand_computed_meta_gradient(first_order):
+    # One SGD step on L(w) = 0.5 mean ||X w - y||^2 (gradient G(w) = X^T (X w - y) / n,
+    # Hessian H = X^T X / n): w1 = w - eta G(w). Full: dL(w1)/dw = (I - eta H) G(w1);
+    # first order: G(w1). The score is |w * that|.
+    loss_fn, params, batch, (x, y, w) = least_squares_problem()
+    eta = 0.3
+    score = methods.get("prospr", inner_steps=1, inner_lr=eta, new_data=False,
+                        first_order=first_order).score
+    got, _ = score(step_inputs(loss_fn, params, masks.init_mask(params), batch))
+    w1 = w - eta * hand_gradient(x, y, w)
+    meta = hand_gradient(x, y, w1)
+    if not first_order:
+        meta = (np.eye(5) - eta * x.T @ x / x.shape[0]) @ meta
+    np.testing.assert_allclose(got["w"], np.abs(w * meta), rtol=1e-4)
+
+
+def test_ntk_sap_matches_hand_computed_mask_gradient():
+    # For f(x) = x (c * w), J(c) = sum_n ||x_n (c * delta)||^2 whatever w is, so at c = 1:
+    # dJ/dc = 2 delta * (X^T X delta), one term per sample, summed.
+    loss_fn, params, batch, _ = least_squares_problem()
+    score = methods.get("ntk_sap", samples=2, noise_batch=6, epsilon=0.1).score
+    inputs = step_inputs(loss_fn, params, masks.init_mask(params), batch, key=jax.random.key(4))
+    got, _ = score(inputs)
+    expected = 0.0
+    for r in range(2):
+        _, (delta,), noise = score.draws(inputs.probe, params, inputs.mask,
+                                         jax.random.fold_in(inputs.key, r))
+        delta, noise = np.asarray(delta, np.float64), np.asarray(noise, np.float64)
+        expected = expected + 2 * delta * (noise.T @ noise @ delta)
+    np.testing.assert_allclose(got["w"], np.abs(expected), rtol=1e-4)

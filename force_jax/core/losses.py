@@ -15,6 +15,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from force_jax.core import masks as masks_lib
+from force_jax.core import scores as scores_lib
+
 PyTree = Any
 LossFn = Callable[[PyTree, Mapping[str, jax.Array]], jax.Array]
 SCORING_LOSSES = ("cross_entropy", "nll_on_logits")
@@ -126,3 +129,127 @@ def synflow_objective(
         return jnp.sum(model.apply({**others, "params": params}, ones, train=False))
 
     return objective
+
+
+def _batch_norm_with(module: nn.BatchNorm, x: jax.Array, mean: jax.Array,
+                     var: jax.Array) -> jax.Array:
+    """What `module` computes on x when it normalises with these statistics."""
+    axes = module.axis if isinstance(module.axis, tuple) else (module.axis,)
+    features = tuple(a % x.ndim for a in axes)
+    shape = tuple(x.shape[a] if a in features else 1 for a in range(x.ndim))
+    y = (x - mean.reshape(shape)) * jax.lax.rsqrt(var.reshape(shape) + module.epsilon)
+    params = module.variables.get("params", {})
+    if module.use_scale:
+        y = y * params["scale"].reshape(shape)
+    if module.use_bias:
+        y = y + params["bias"].reshape(shape)
+    return y.astype(x.dtype)
+
+
+def _batch_statistics(module: nn.BatchNorm, x: jax.Array) -> tuple[jax.Array, ...]:
+    """(mean, biased variance, unbiased variance) of x over the module's reduction axes."""
+    axes = module.axis if isinstance(module.axis, tuple) else (module.axis,)
+    features = tuple(a % x.ndim for a in axes)
+    reduce = tuple(a for a in range(x.ndim) if a not in features)
+    n = 1
+    for a in reduce:
+        n *= x.shape[a]
+    x32 = x.astype(jnp.float32)
+    mean = jnp.mean(x32, axis=reduce)
+    var = jnp.mean(jnp.square(x32 - jnp.expand_dims(mean, reduce)), axis=reduce)
+    return mean, var, var * (n / max(n - 1, 1))
+
+
+def layer_order(model: nn.Module, variables: PyTree,
+                input_shape: tuple[int, ...]) -> tuple[str, ...]:
+    """The names of the params' leaves in the order the network first runs their modules.
+
+    Args:
+      model: a Flax Linen module called as `model.apply(vars, x, train=False)`.
+      variables: its variables.
+      input_shape: shape of one example.
+
+    Returns:
+      `masks.path_name`s of every params leaf, input to output (a leaf whose
+      module never runs comes last, in name order).
+    """
+    entered: list[tuple[str, ...]] = []
+
+    def record(next_fun, args, kwargs, context):
+        path = tuple(context.module.path)
+        if path not in entered:
+            entered.append(path)
+        return next_fun(*args, **kwargs)
+
+    def run(params):
+        with nn.intercept_methods(record):
+            return model.apply({**variables, "params": params},
+                               jnp.zeros((1, *input_shape), jnp.float32), train=False)
+
+    jax.eval_shape(run, variables["params"])
+    rank = {path: i for i, path in enumerate(entered)}
+    flat, _ = jax.tree_util.tree_flatten_with_path(variables["params"])
+
+    def when(path) -> tuple[int, list]:
+        keys = tuple(str(getattr(k, "key", k)) for k in path[:-1])
+        return (rank.get(keys, len(rank)), masks_lib.natural_key(masks_lib.path_name(path)))
+
+    return tuple(masks_lib.path_name(path) for path, _ in sorted(flat, key=lambda t: when(t[0])))
+
+
+def network_probe(model: nn.Module, variables: PyTree,
+                  input_shape: tuple[int, ...]) -> scores_lib.Probe:
+    """What the data-free methods NTK-SAP and PHEW need of a Flax Linen classifier.
+
+    The output gap runs the network three times on the noise: a calibration
+    pass at the unperturbed weights, BatchNorm on the batch's statistics,
+    records each BatchNorm's batch mean and unbiased variance (what a PyTorch
+    BatchNorm with momentum 1 stores, as the official code does); the
+    unperturbed and the perturbed passes then normalise with those recorded
+    statistics, held fixed (inference mode). Without BatchNorm the
+    calibration pass does nothing and is skipped.
+
+    Args:
+      model: a Flax Linen module called as `model.apply(vars, x, train=...)`,
+        its BatchNorms `flax.linen.BatchNorm`.
+      variables: its variables; the probe's init draws fresh "params" with
+        `model.init`.
+      input_shape: shape of one example, e.g. (28, 28, 1).
+
+    Returns:
+      A `force_jax.core.scores.Probe` (its layer order from `layer_order`).
+    """
+    others = {name: value for name, value in variables.items() if name != "params"}
+    has_batch_norm = "batch_stats" in others
+
+    def run(params, noise, stats, mode):
+        def intercept(next_fun, args, kwargs, context):
+            module = context.module
+            if not (isinstance(module, nn.BatchNorm) and context.method_name == "__call__"):
+                return next_fun(*args, **kwargs)
+            x = args[0]
+            if mode == "calibrate":
+                mean, biased, unbiased = jax.lax.stop_gradient(_batch_statistics(module, x))
+                stats[module.path] = (mean, unbiased)
+                return _batch_norm_with(module, x, mean, biased)
+            mean, var = stats[module.path]
+            return _batch_norm_with(module, x, mean, var)
+
+        with nn.intercept_methods(intercept):
+            return model.apply({**others, "params": params}, noise, train=False)
+
+    def gap(weights: PyTree, perturbed: PyTree, noise: jax.Array) -> jax.Array:
+        stats: dict = {}
+        if has_batch_norm:
+            run(weights, noise, stats, "calibrate")
+        out = run(weights, noise, stats, "fixed").astype(jnp.float32)
+        out_perturbed = run(perturbed, noise, stats, "fixed").astype(jnp.float32)
+        return jnp.sum(jnp.square(out - out_perturbed))
+
+    dummy = jnp.zeros((1, *input_shape), jnp.float32)
+
+    def init(key: jax.Array) -> PyTree:
+        return model.init(key, dummy, train=False)["params"]
+
+    return scores_lib.Probe(gap=gap, init=init, input_shape=tuple(input_shape),
+                            layer_order=layer_order(model, variables, input_shape))

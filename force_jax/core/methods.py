@@ -8,11 +8,12 @@ elsewhere can also be passed to `force_jax.prune` directly.
 
 from __future__ import annotations
 
+import dataclasses
 import types
 from collections.abc import Callable
 from typing import NamedTuple
 
-from force_jax.core import scores
+from force_jax.core import ntk_sap, phew, prospr, scores
 
 # How a method's pruning history gets the FORCE objective S(m) of each mask.
 OBJECTIVE_FREE = "free"  # its score computes g(theta0 * m): S(m) costs nothing more
@@ -37,6 +38,11 @@ class Method(NamedTuple):
         step (FORCE); otherwise its score gives them -inf.
       objective: how the history gets S(m): OBJECTIVE_FREE, OBJECTIVE_EXTRA
         or OBJECTIVE_NONE.
+      batches_per_step: the micro-batches a step of this method uses one by
+        one (ProsPr: its inner steps and meta-loss); 0: any number, whose
+        gradients are averaged.
+      needs_probe: its scores need a `force_jax.core.scores.Probe` of the
+        network (NTK-SAP runs it on noise, PHEW walks its layers in order).
     """
 
     name: str
@@ -47,6 +53,8 @@ class Method(NamedTuple):
     needs_synflow: bool
     revives: bool
     objective: str
+    batches_per_step: int = 0
+    needs_probe: bool = False
 
     def reads_data(self, track_objective: bool = True) -> bool:
         """Whether pruning with this method reads data batches.
@@ -88,13 +96,83 @@ class Method(NamedTuple):
                              f"of {OBJECTIVES}")
         if self.objective == OBJECTIVE_FREE and not self.needs_data:
             raise ValueError(f"method {self.name!r}: a score that gives S(m) for free reads data")
+        if self.batches_per_step < 0 or (self.batches_per_step and not self.needs_data):
+            raise ValueError(f"method {self.name!r}: batches_per_step={self.batches_per_step} "
+                             "must be >= 0, and > 0 only for a method that reads data")
         return self
 
 
-def _method(name, score, *, steps, data, revives, objective, synflow=False) -> Method:
+def _method(name, score, *, steps, data, revives, objective, synflow=False, batches=0,
+            probe=False) -> Method:
     return Method(name=name, score=score, progressive=steps > 1, default_steps=steps,
                   needs_data=data, needs_synflow=synflow, revives=revives,
-                  objective=objective).check()
+                  objective=objective, batches_per_step=batches, needs_probe=probe).check()
+
+
+def prospr_method(**options) -> Method:
+    """ProsPr with these options (`force_jax.core.prospr.ProsPrScore`'s fields).
+
+    Args:
+      **options: inner_steps, inner_lr, inner_momentum, first_order, new_data.
+
+    Returns:
+      The `Method` named "prospr"; equal options give equal records.
+
+    Raises:
+      ValueError: for an unknown option or one out of range, naming it.
+    """
+    score = prospr.ProsPrScore(**_known(prospr.ProsPrScore, "prospr", options))
+    return _method("prospr", score, steps=1, data=True, revives=True,
+                   objective=OBJECTIVE_EXTRA, batches=score.batches_per_step)
+
+
+def ntk_sap_method(**options) -> Method:
+    """NTK-SAP with these options (`force_jax.core.ntk_sap.NtkSapScore`'s fields).
+
+    Args:
+      **options: epsilon, samples, noise_batch.
+
+    Returns:
+      The `Method` named "ntk_sap" (20 steps by default, the official
+      CIFAR-10 recipe's iterations).
+
+    Raises:
+      ValueError: for an unknown option or one out of range, naming it.
+    """
+    score = ntk_sap.NtkSapScore(**_known(ntk_sap.NtkSapScore, "ntk_sap", options))
+    return _method("ntk_sap", score, steps=20, data=False, revives=False,
+                   objective=OBJECTIVE_EXTRA, probe=True)
+
+
+def phew_method(**options) -> Method:
+    """PHEW with these options (`force_jax.core.phew.PhewScore`'s fields).
+
+    Args:
+      **options: weighting, walks_per_chunk, max_chunks_per_weight.
+
+    Returns:
+      The `Method` named "phew" (one shot, data-free).
+
+    Raises:
+      ValueError: for an unknown option or one out of range, naming it.
+    """
+    score = phew.PhewScore(**_known(phew.PhewScore, "phew", options))
+    return _method("phew", score, steps=1, data=False, revives=False, objective=OBJECTIVE_EXTRA,
+                   probe=True)
+
+
+def _known(score_type, name: str, options: dict) -> dict:
+    fields = {f.name for f in dataclasses.fields(score_type)}
+    unknown = sorted(set(options) - fields)
+    if unknown:
+        raise ValueError(f"{name} has no option {unknown[0]!r}; its options are "
+                         f"{', '.join(sorted(fields))}")
+    return options
+
+
+# The methods that take options, and the function that builds each one's record.
+WITH_OPTIONS: types.MappingProxyType[str, Callable[..., Method]] = types.MappingProxyType({
+    "prospr": prospr_method, "ntk_sap": ntk_sap_method, "phew": phew_method})
 
 
 METHODS: types.MappingProxyType[str, Method] = types.MappingProxyType({m.name: m for m in (
@@ -111,25 +189,39 @@ METHODS: types.MappingProxyType[str, Method] = types.MappingProxyType({m.name: m
             objective=OBJECTIVE_EXTRA),
     _method("random", scores.random, steps=1, data=False, revives=True,
             objective=OBJECTIVE_EXTRA),
+    prospr_method(),
+    ntk_sap_method(),
+    phew_method(),
 )})
 
 
-def get(method: str | Method) -> Method:
+def get(method: str | Method, **options) -> Method:
     """The record of a method given by name (or a record, checked and returned).
 
     Args:
       method: a name in `METHODS`, or a `Method` built elsewhere.
+      **options: options of a method in `WITH_OPTIONS` (ProsPr's inner_lr...);
+        none for the others.
 
     Returns:
       The `Method`.
 
     Raises:
-      ValueError: for an unknown name, or a record whose fields disagree.
+      ValueError: for an unknown name, an option the method does not take or
+        one out of range, or a record whose fields disagree.
     """
     if isinstance(method, Method):
+        if options:
+            raise ValueError(f"options {sorted(options)} given with a Method record: build the "
+                             "record with them instead")
         return method.check()
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+    if options:
+        if method not in WITH_OPTIONS:
+            raise ValueError(f"method {method!r} takes no options (got {', '.join(sorted(options))}"
+                             f"); the methods with options are {', '.join(WITH_OPTIONS)}")
+        return WITH_OPTIONS[method](**options)
     return METHODS[method]
 
 

@@ -39,6 +39,7 @@ from force_jax.core import masks as masks_lib
 from force_jax.core import methods as methods_lib
 from force_jax.core import schedules, sharding
 from force_jax.core import scores as scores_lib
+from force_jax.core.scores import float_grad
 
 PyTree = Any
 LossFn = Callable[[PyTree, Any], jax.Array]
@@ -60,6 +61,8 @@ class Pruner:
         give it for free (one more gradient per step).
       mesh: a device mesh with a "data" axis: each micro-batch is split over
         it (None: no constraint).
+      probe: what a data-free method needs of the network (NTK-SAP, PHEW:
+        `force_jax.network_probe(model, variables, input_shape)`).
     """
 
     method: methods_lib.Method | str
@@ -69,6 +72,7 @@ class Pruner:
     batches_per_step: int = 1
     track_objective: bool = True
     mesh: Mesh | None = None
+    probe: Any = None
 
     def __post_init__(self):
         method = methods_lib.get(self.method)
@@ -78,9 +82,17 @@ class Pruner:
         if method.needs_synflow and self.synflow_fn is None:
             raise ValueError(f"method {method.name!r} needs synflow_fn, e.g. "
                              "force_jax.synflow_objective(model, variables, input_shape)")
+        if method.needs_probe and self.probe is None:
+            raise ValueError(f"method {method.name!r} needs a probe of the network: give Pruner "
+                             "one, e.g. force_jax.network_probe(model, variables, input_shape)")
         if self.batch_size < 1 or self.batches_per_step < 1:
             raise ValueError("batch_size and batches_per_step must be >= 1, got "
                              f"{self.batch_size}, {self.batches_per_step}")
+        if (method.batches_per_step and self.loss_fn is not None
+                and self.batches_per_step != method.batches_per_step):
+            raise ValueError(f"method {method.name!r} uses {method.batches_per_step} "
+                             f"micro-batches per step, one by one; got batches_per_step="
+                             f"{self.batches_per_step}")
 
     @property
     def reads_data(self) -> bool:
@@ -199,8 +211,8 @@ def draw_batches(pruner: Pruner, pool: PyTree, state: PruneState) -> PyTree:
             pruner.batches_per_step, pruner.batch_size, *x.shape[1:]), pool)
 
 
-def _mean_over_batches(fn: Callable, batches: PyTree, count: int, mesh: Mesh | None) -> PyTree:
-    """Mean of fn(batch) over the micro-batches, accumulated in a loop (one live at a time)."""
+def _picker(batches: PyTree, mesh: Mesh | None) -> Callable[[Any], PyTree]:
+    """i -> micro-batch i of a step's batches, split over the mesh's data axis."""
 
     def pick(i):
         picked = jax.tree.map(lambda x: x[i], batches)
@@ -208,44 +220,18 @@ def _mean_over_batches(fn: Callable, batches: PyTree, count: int, mesh: Mesh | N
             return picked
         return jax.lax.with_sharding_constraint(picked, sharding.batch_sharding(mesh))
 
+    return pick
+
+
+def _mean_over_batches(fn: Callable, batches: PyTree, count: int, mesh: Mesh | None) -> PyTree:
+    """Mean of fn(batch) over the micro-batches, accumulated in a loop (one live at a time)."""
+    pick = _picker(batches, mesh)
     first = fn(pick(0))
     if count == 1:
         return first
     total = jax.lax.fori_loop(
         1, count, lambda i, acc: jax.tree.map(jnp.add, acc, fn(pick(i))), first)
     return jax.tree.map(lambda x: x / count, total)
-
-
-def float_grad(fn: Callable[..., jax.Array]) -> Callable[..., PyTree]:
-    """`jax.grad` over the float leaves of the first argument; other leaves get zeros.
-
-    An integer or boolean leaf of params (a lookup table, a counter) is no
-    weight and has no gradient: it is held fixed, and its "gradient" is a
-    float32 zero array of its shape, so scores built from it are zero.
-
-    Args:
-      fn: fn(params, *args) -> scalar.
-
-    Returns:
-      grad_fn(params, *args) -> a pytree of float gradients shaped like params.
-    """
-
-    def grad_fn(params, *args):
-        leaves, treedef = jax.tree.flatten(params)
-        floats = [jnp.issubdtype(jnp.result_type(x), jnp.inexact) for x in leaves]
-        if all(floats):
-            return jax.grad(fn)(params, *args)
-
-        def of_floats(float_leaves):
-            it = iter(float_leaves)
-            full = [next(it) if f else x for x, f in zip(leaves, floats)]
-            return fn(treedef.unflatten(full), *args)
-
-        grads = iter(jax.grad(of_floats)([x for x, f in zip(leaves, floats) if f]))
-        return treedef.unflatten([next(grads) if f else jnp.zeros(jnp.shape(x), jnp.float32)
-                                  for x, f in zip(leaves, floats)])
-
-    return grad_fn
 
 
 def _gradients(pruner: Pruner, batches: PyTree | None) -> tuple[Callable | None, Callable | None]:
@@ -337,8 +323,12 @@ def step(pruner: Pruner, params: PyTree, state: PruneState, batches: PyTree | No
     gradient, hessian_vector = _gradients(pruner, batches)
     synflow_gradient = (float_grad(pruner.synflow_fn) if pruner.synflow_fn is not None
                         else None)
-    inputs = scores_lib.StepInputs(params, mask, gradient, hessian_vector, synflow_gradient,
-                                   score_key)
+    has_data = batches is not None and pruner.loss_fn is not None
+    inputs = scores_lib.StepInputs(
+        params, mask, gradient, hessian_vector, synflow_gradient, score_key,
+        loss=pruner.loss_fn if has_data else None,
+        batch=_picker(batches, pruner.mesh) if has_data else None,
+        count=jnp.asarray(count), probe=pruner.probe)
     scores, grads = pruner.method.score(inputs)
     extra = pruner.method.extra_gradient(pruner.track_objective)
     if grads is None and extra and gradient is not None:

@@ -130,7 +130,7 @@ def prune(
     steps: int | None = None,
     schedule: str = "exp",
     batch_size: int = 128,
-    batches_per_step: int = 1,
+    batches_per_step: int | None = None,
     key: jax.Array,
     is_prunable: masks_lib.IsPrunable | None = None,
     synflow_fn: LossFn | None = None,
@@ -140,6 +140,7 @@ def prune(
     initial_mask: PyTree | None = None,
     scope: str = "global",
     allocation: str | Mapping[str, float] | PyTree | None = None,
+    probe: Any = None,
 ) -> tuple[PyTree, History]:
     """Prunes `params` at initialisation with one of the methods of `scores`.
 
@@ -157,7 +158,8 @@ def prune(
         fresh ones, and the final objective one more step's worth when
         tracked (one compiled step, called T + 1 times).
       method: a name in `force_jax.core.methods.METHODS` (force, iter_snip,
-        snip, grasp_it, grasp, synflow, magnitude, random), or a `Method`
+        snip, grasp_it, grasp, synflow, magnitude, random, prospr, ntk_sap,
+        phew), or a `Method` (with options: `methods.get("prospr", inner_lr=0.5)`)
         record built elsewhere (e.g. `force_jax.core.sanity.inverted("force")`,
         the "invert" sanity check): what the program does follows the record.
       sparsity: fraction of prunable weights removed, in [0, 1): a Python
@@ -167,7 +169,9 @@ def prune(
         synflow) and must be 1 for a one-shot method.
       schedule: "exp" or "linear" keep-fraction schedule.
       batch_size: examples per micro-batch.
-      batches_per_step: micro-batches whose gradients are averaged per step.
+      batches_per_step: micro-batches whose gradients are averaged per step
+        (default 1); a method that uses its micro-batches one by one fixes it
+        (ProsPr: inner_steps + 1 with new data), and another value is an error.
       key: PRNG key (batches, random scores).
       is_prunable: predicate on (key path, leaf); defaults to ndim >= 2.
       synflow_fn: SynFlow objective (see `synflow_objective`), needed by
@@ -192,6 +196,8 @@ def prune(
         "uniform" (the default there), "erk", "er", a map from layer name to
         density, or a mask whose per-layer densities are copied. The counts
         sum to the global rule's exactly.
+      probe: for methods "ntk_sap" and "phew", what they need of the network
+        (`force_jax.network_probe(model, variables, input_shape)`).
 
     Returns:
       (mask, history): the mask pytree (bool arrays on prunable leaves, scalar
@@ -213,6 +219,8 @@ def prune(
             "(force_jax.core.program)")
     record = methods_lib.get(method)
     method = record.name
+    if batches_per_step is None:
+        batches_per_step = record.batches_per_step or 1
     check_key(key)
     sparsity = schedules.check_sparsity(sparsity)
     if steps is None:
@@ -228,7 +236,8 @@ def prune(
         data = None
     # The Pruner checks batch_size, batches_per_step and synflow_fn.
     pruner = program.Pruner(record, loss_fn if data is not None else None, synflow_fn,
-                            int(batch_size), int(batches_per_step), bool(track_objective), mesh)
+                            int(batch_size), int(batches_per_step), bool(track_objective), mesh,
+                            probe if record.needs_probe else None)
     streamed = data is not None and pruning_stream.is_stream(data)
     if data is not None and not streamed:
         _check_data(data, batch_size, batches_per_step)

@@ -193,4 +193,7 @@ def inverted(method: str | methods_lib.Method) -> methods_lib.Method:
       A `Method` named "<name>:inverted".
     """
     record = methods_lib.get(method)
-    return record._replace(name=f"{record.name}:inverted", score=_InvertedScore(record.score))
+    # A score with its own inversion (PHEW's walks towards small weights) gives it.
+    own = getattr(record.score, "inverted", None)
+    score = own() if callable(own) else _InvertedScore(record.score)
+    return record._replace(name=f"{record.name}:inverted", score=score)

@@ -36,6 +36,15 @@ class StepInputs(NamedTuple):
       hessian_vector: (params, v) -> mean H v over this step's batches.
       synflow_gradient: params -> gradient of the SynFlow objective.
       key: PRNG key of this step.
+      loss: loss_fn(params, batch) -> scalar, the scoring loss on one batch
+        (None without data): for a method that uses this step's micro-batches
+        one by one instead of averaging them (ProsPr's inner steps).
+      batch: i -> this step's micro-batch i (None without data).
+      count: this step's keep count (a scalar, or (L,) per-layer counts),
+        for a method that builds its mask up to a count (PHEW).
+      probe: what a data-free method knows of the network beyond its
+        weights (a `Probe`: NTK-SAP runs it on noise, PHEW walks its layers
+        in order).
     """
 
     params: PyTree
@@ -44,9 +53,67 @@ class StepInputs(NamedTuple):
     hessian_vector: Callable[[PyTree, PyTree], PyTree]
     synflow_gradient: Gradient
     key: jax.Array
+    loss: Callable[[PyTree, Any], jax.Array] | None = None
+    batch: Callable[[int], Any] | None = None
+    count: jax.Array | None = None
+    probe: Probe | None = None
 
 
 Scores = tuple[PyTree, PyTree | None]
+
+
+class Probe(NamedTuple):
+    """What a data-free method may know of the network beyond its weights.
+
+    Built for a Flax Linen model by `force_jax.core.losses.network_probe`.
+
+    Attributes:
+      gap: gap(weights, perturbed, noise) -> the scalar
+        sum_n ||f(noise_n; weights) - f(noise_n; perturbed)||^2, BatchNorm on
+        the statistics of `noise` in the unperturbed network for both
+        (NTK-SAP's output gap).
+      init: key -> a fresh params pytree from the model's initialiser.
+      input_shape: the shape of one input example, e.g. (28, 28, 1).
+      layer_order: the prunable leaves' names (`masks.path_name`) in the
+        order the network first runs them, input to output (PHEW's walks).
+    """
+
+    gap: Callable[[PyTree, PyTree, jax.Array], jax.Array]
+    init: Callable[[jax.Array], PyTree]
+    input_shape: tuple[int, ...]
+    layer_order: tuple[str, ...] = ()
+
+
+def float_grad(fn: Callable[..., jax.Array]) -> Callable[..., PyTree]:
+    """`jax.grad` over the float leaves of the first argument; other leaves get zeros.
+
+    An integer or boolean leaf of params (a lookup table, a counter) is no
+    weight and has no gradient: it is held fixed, and its "gradient" is a
+    float32 zero array of its shape, so scores built from it are zero.
+
+    Args:
+      fn: fn(params, *args) -> scalar.
+
+    Returns:
+      grad_fn(params, *args) -> a pytree of float gradients shaped like params.
+    """
+
+    def grad_fn(params, *args):
+        leaves, treedef = jax.tree.flatten(params)
+        floats = [jnp.issubdtype(jnp.result_type(x), jnp.inexact) for x in leaves]
+        if all(floats):
+            return jax.grad(fn)(params, *args)
+
+        def of_floats(float_leaves):
+            it = iter(float_leaves)
+            full = [next(it) if f else x for x, f in zip(leaves, floats)]
+            return fn(treedef.unflatten(full), *args)
+
+        grads = iter(jax.grad(of_floats)([x for x, f in zip(leaves, floats) if f]))
+        return treedef.unflatten([next(grads) if f else jnp.zeros(jnp.shape(x), jnp.float32)
+                                  for x, f in zip(leaves, floats)])
+
+    return grad_fn
 
 
 def saliency(params: PyTree, grads: PyTree) -> PyTree:
@@ -54,7 +121,7 @@ def saliency(params: PyTree, grads: PyTree) -> PyTree:
     return jax.tree.map(lambda p, g: jnp.abs(p * g).astype(jnp.float32), params, grads)
 
 
-def _only_kept(scores: PyTree, mask: PyTree) -> PyTree:
+def only_kept(scores: PyTree, mask: PyTree) -> PyTree:
     """Pruned weights get -inf so the global top-k never brings them back."""
     return jax.tree.map(lambda s, m: jnp.where(m, s, -jnp.inf), scores, mask)
 
@@ -68,7 +135,7 @@ def force(inputs: StepInputs) -> Scores:
 def iter_snip(inputs: StepInputs) -> Scores:
     """Iterative SNIP: the FORCE score on kept weights; pruned ones never return."""
     scores, grads = force(inputs)
-    return _only_kept(scores, inputs.mask), grads
+    return only_kept(scores, inputs.mask), grads
 
 
 def snip(inputs: StepInputs) -> Scores:
@@ -81,7 +148,7 @@ def grasp_it(inputs: StepInputs) -> Scores:
     """GraSP-it, the official code's gradient-norm variant: g(theta0 * mask)^2."""
     grads = inputs.gradient(apply_mask(inputs.params, inputs.mask))
     scores = jax.tree.map(lambda g: jnp.square(g).astype(jnp.float32), grads)
-    return _only_kept(scores, inputs.mask), grads
+    return only_kept(scores, inputs.mask), grads
 
 
 def grasp(inputs: StepInputs) -> Scores:
@@ -106,7 +173,7 @@ def synflow(inputs: StepInputs) -> Scores:
     abs_params = jax.tree.map(jnp.abs, inputs.params)
     grads = inputs.synflow_gradient(apply_mask(abs_params, inputs.mask))
     scores = jax.tree.map(lambda a, g: (a * g).astype(jnp.float32), abs_params, grads)
-    return _only_kept(scores, inputs.mask), None
+    return only_kept(scores, inputs.mask), None
 
 
 def magnitude(inputs: StepInputs) -> Scores:
