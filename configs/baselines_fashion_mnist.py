@@ -1,6 +1,6 @@
 """The baselines a pruning-at-initialisation paper needs: allocations, data checks, random.
 
-Two questions, on VGG-11 x0.5 (2,306,848 prunable weights) at 99, 99.5 and
+Three questions, on VGG-11 x0.5 (2,306,848 prunable weights) at 99, 99.5 and
 99.8 % sparsity, seeds 0 to 2:
 
 - Frankle et al. (ICLR 2021): does FORCE beat random pruning with its own
@@ -10,6 +10,8 @@ Two questions, on VGG-11 x0.5 (2,306,848 prunable weights) at 99, 99.5 and
   positions: "random with FORCE's densities"), and scored layer-wise under ERK.
 - Su et al. (NeurIPS 2020): does FORCE use its data? FORCE and SNIP scoring
   batches with random labels, and with random pixels.
+- Which method is best at each sparsity, and by more than the seeds' spread?
+  Every method of the library, each with its official code's settings.
 
 The config argument picks the group of cells (one sweep folder per group, as
 the grid is a product and random pruning reads no data):
@@ -21,8 +23,13 @@ the grid is a product and random pruning reads no data):
 
 random: method random, variants none (global), uniform, erk: 27 cells.
 scored: methods force and snip, variants none, shuffle, erk, random_labels,
-random_pixels: 90 cells. Every cell records its nominal and effective
-sparsity (results.csv: kept, effective).
+random_pixels: 90 cells.
+methods: the other methods of the comparison (Iterative SNIP, GraSP, SynFlow,
+ProsPr, NTK-SAP, PHEW, magnitude): 63 cells.
+seeds: seeds 3 and 4 at 99.5 % for FORCE, Iterative SNIP, ProsPr and NTK-SAP:
+8 cells.
+Every cell records its nominal and effective sparsity (results.csv: kept,
+effective).
 
 Protocol: the scale sweep's (configs/scale_fashion_mnist.py: the claim's
 BatchNorm VGG-11, the paper code's scoring loss, 30 exp pruning steps on
@@ -39,6 +46,17 @@ from configs import scale_fashion_mnist
 GROUPS = {
     "random": (("random",), ("none", "uniform", "erk")),
     "scored": (("force", "snip"), ("none", "shuffle", "erk", "random_labels", "random_pixels")),
+    "methods": (("iter_snip", "grasp", "synflow", "prospr", "ntk_sap", "phew", "magnitude"),
+                ("none",)),
+    "seeds": (("force", "iter_snip", "prospr", "ntk_sap"), ("none",)),
+}
+# Each method as its official code runs it: GraSP and ProsPr score with cross-entropy (GraSP
+# at temperature 200), SynFlow takes its 100 steps and NTK-SAP its 20 (the CIFAR-10 recipe).
+METHOD_SETTINGS = {
+    "grasp": {"prune": {"scoring_loss": "cross_entropy", "temperature": 200.0}},
+    "prospr": {"prune": {"scoring_loss": "cross_entropy"}},
+    "synflow": {"prune": {"steps": None}},
+    "ntk_sap": {"prune": {"steps": None}},
 }
 
 
@@ -62,4 +80,7 @@ def get_config(group: str = "scored") -> ml_collections.ConfigDict:
     config.sweep.methods, config.sweep.ablations = GROUPS[group]
     config.sweep.sparsities = (0.99, 0.995, 0.998)
     config.sweep.seeds = (0, 1, 2)
+    if group == "seeds":  # 5 seeds at 99.5 % for the methods whose masks vary most
+        config.sweep.sparsities, config.sweep.seeds = (0.995,), (3, 4)
+    config.sweep.method_settings = ml_collections.ConfigDict(METHOD_SETTINGS)
     return config

@@ -32,7 +32,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.prune = ml_collections.ConfigDict()
     config.prune.method = "force"
     config.prune.sparsity = 0.99
-    config.prune.steps = 60  # >= 1; None: the method's default (60, SynFlow 100, one-shot 1)
+    config.prune.steps = 60  # >= 1; None: the method's default (60, SynFlow 100, NTK-SAP 20, one-shot 1)
     config.prune.schedule = "exp"
     config.prune.batch_size = 128
     config.prune.batches_per_step = 1
@@ -57,6 +57,14 @@ def get_config() -> ml_collections.ConfigDict:
     # random in each layer), reinit (same mask, new initial weights) or invert (keep the lowest
     # scores at every step).
     config.prune.ablation = "none"
+    # The options of the methods that have any; a block applies only to its own method
+    # (force_jax.core.prospr, ntk_sap; defaults: the official code's, see the README's
+    # methods table). ProsPr's inner steps use inner_steps + 1 micro-batches per pruning step
+    # (with new_data), so prune.batches_per_step stays 1 for it.
+    config.prune.prospr = ml_collections.ConfigDict(dict(
+        inner_steps=3, inner_lr=0.1, inner_momentum=0.0, first_order=False, new_data=True))
+    config.prune.ntk_sap = ml_collections.ConfigDict(dict(
+        epsilon=0.01, samples=5, noise_batch=100))
 
     config.train = ml_collections.ConfigDict()
     config.train.batch_size = 128

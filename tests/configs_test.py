@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from force_jax.errors import ConfigError
 from force_jax.experiments import cli, sweep_grid, validate
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
@@ -128,9 +129,29 @@ def test_the_baselines_sweep_cells_are_valid_and_the_scale_setting_at_x0_5():
         sweep_grid.validate_grid(config.sweep)
         for cell in sweep_grid.grid(config.sweep):  # every cell passes the config checks
             validate.validate_config(sweep_grid.cell_config(config, *cell))
-        assert len(sweep_grid.grid(config.sweep)) == {"random": 27, "scored": 90}[group]
+        assert len(sweep_grid.grid(config.sweep)) == {"random": 27, "scored": 90, "methods": 63,
+                                                      "seeds": 8}[group]
         scale = scale_fashion_mnist.get_config("0.5")
         del config.sweep, scale.sweep
         assert config.to_dict() == scale.to_dict()
     with pytest.raises(ValueError, match="takes a group of random, scored"):
         baselines_fashion_mnist.get_config("all")
+
+
+def test_method_settings_reach_only_their_methods_cells():
+    from configs import baselines_fashion_mnist
+
+    config = baselines_fashion_mnist.get_config("methods")
+    grasp = sweep_grid.cell_config(config, "grasp", 0.99, 0)
+    assert (grasp.prune.scoring_loss, grasp.prune.temperature) == ("cross_entropy", 200.0)
+    assert sweep_grid.cell_config(config, "prospr", 0.99, 0).prune.scoring_loss == (
+        "cross_entropy")
+    assert sweep_grid.cell_config(config, "ntk_sap", 0.99, 0).prune.steps is None
+    assert sweep_grid.cell_config(config, "iter_snip", 0.99, 0).prune.scoring_loss == (
+        "nll_on_logits")
+    config.sweep.method_settings.prospr = {"prune": {"no_such_key": 1}}
+    with pytest.raises(ConfigError, match="method_settings.prospr.prune.no_such_key=1"):
+        sweep_grid.cell_config(config, "prospr", 0.99, 0)
+    config.sweep.method_settings = {"prosper": {"prune": {"steps": 1}}}
+    with pytest.raises(ConfigError, match="sweep.method_settings"):
+        validate.validate_sweep_settings(config.sweep)

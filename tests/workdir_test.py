@@ -56,13 +56,20 @@ def test_a_key_added_later_matches_records_made_before_it_at_its_neutral_value()
     del recorded["prune"]["augment"]  # and before streamed pruning batches
     del recorded["prune"]["layer_floor"]  # and before the per-layer floor
     del recorded["prune"]["scope"], recorded["prune"]["allocation"]  # and the layer-wise scope
+    del recorded["prune"]["prospr"], recorded["prune"]["ntk_sap"]  # and the methods' options
     assert workdir.ADDED_KEYS == {"prune.ablation": "none", "model.kernels": "auto",
                                   "prune.augment": False, "train.optimizer": "sgd",
                                   "prune.layer_floor": 0, "prune.scope": "global",
-                                  "prune.allocation": ""}
+                                  "prune.allocation": "", "prune.prospr.inner_steps": 3,
+                                  "prune.prospr.inner_lr": 0.1, "prune.prospr.inner_momentum": 0.0,
+                                  "prune.prospr.first_order": False, "prune.prospr.new_data": True,
+                                  "prune.ntk_sap.epsilon": 0.01, "prune.ntk_sap.samples": 5,
+                                  "prune.ntk_sap.noise_batch": 100}
     assert workdir.differences(recorded, workdir.config_record(tiny_config())) == []
     floored = workdir.config_record(tiny_config(**{"prune.layer_floor": 8}))
     assert workdir.differences(recorded, floored) == ["prune.layer_floor: 0 -> 8"]
+    prospr = workdir.config_record(tiny_config(**{"prune.prospr.inner_lr": 0.5}))
+    assert workdir.differences(recorded, prospr) == ["prune.prospr.inner_lr: 0.1 -> 0.5"]
     shuffled = workdir.config_record(tiny_config(**{"prune.ablation": "shuffle"}))
     assert workdir.differences(recorded, shuffled) == ['prune.ablation: "none" -> "shuffle"']
     # The other way round too: a config without the key means its neutral value.

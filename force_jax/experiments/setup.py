@@ -210,7 +210,9 @@ def prune_at_init(
     """
     cfg = config.prune
     ablation = cfg.get("ablation", "none")
-    method = sanity.inverted(cfg.method) if ablation == "invert" else methods.get(cfg.method)
+    method = methods.get(cfg.method, **validate.method_options(cfg))
+    if ablation == "invert":
+        method = sanity.inverted(method)
     if cfg.get("layer_floor", 0):
         flags = masks.prunable_flags(variables["params"])
         validate.check_layer_floor(config, [int(np.size(x)) for x, f in zip(
@@ -225,22 +227,26 @@ def prune_at_init(
     loss_fn = losses.classification_loss(
         model, variables, loss=cfg.scoring_loss, temperature=cfg.temperature
     )
-    synflow_fn = None
-    if method.needs_synflow:
+    synflow_fn = probe = None
+    if method.needs_synflow or method.needs_probe:
         if examples is None or pruning_stream.is_stream(examples):
             image_shape = data.dataset_info(
                 config.data.name, config.data.data_dir,
                 validation_fraction=config.data.validation_fraction).image_shape
         else:
             image_shape = examples["image"].shape[1:]
-        synflow_fn = losses.synflow_objective(model, variables, image_shape)
+        if method.needs_synflow:
+            synflow_fn = losses.synflow_objective(model, variables, image_shape)
+        if method.needs_probe:
+            probe = losses.network_probe(model, variables, image_shape)
     allocation = validate.allocation_setting(cfg)
     mask, history = pruning.prune(
         loss_fn, variables["params"], examples, method=method, sparsity=cfg.sparsity,
         steps=cfg.steps, schedule=cfg.schedule,
-        batch_size=cfg.batch_size, batches_per_step=cfg.batches_per_step, key=key,
+        batch_size=cfg.batch_size,
+        batches_per_step=method.batches_per_step or cfg.batches_per_step, key=key,
         synflow_fn=synflow_fn, on_collapse=cfg.on_collapse, mesh=mesh,
-        scope=cfg.get("scope", "global"), allocation=allocation,
+        scope=cfg.get("scope", "global"), allocation=allocation, probe=probe,
     )
     if ablation in sanity.MASK_SHUFFLES:
         mask = sanity.shuffle_within_layers(mask, sanity.ablation_key(config.seed),
@@ -346,7 +352,8 @@ def prune_record(config: ml_collections.ConfigDict, seconds: float,
       history: the `History` returned by `prune`.
 
     Returns:
-      A JSON-ready dict: method, sparsity, ablation, seconds, the data the
+      A JSON-ready dict: method, its options (ProsPr's, NTK-SAP's; empty for
+        the others), sparsity, ablation, seconds, the data the
       mask was scored on (scoring_data: real, or a data check's), scope,
       allocation (None for the global scope), backend, the
       kernels the model used ("cpu" rewrites or "plain"), the machine
@@ -354,7 +361,9 @@ def prune_record(config: ml_collections.ConfigDict, seconds: float,
       report, history.
     """
     return {
-        "method": config.prune.method, "sparsity": config.prune.sparsity,
+        "method": config.prune.method,
+        "method_options": validate.method_options(config.prune),
+        "sparsity": config.prune.sparsity,
         "ablation": config.prune.get("ablation", "none"), "seconds": seconds,
         "scoring_data": data_checks.SCORING_DATA.get(config.prune.get("ablation", "none"),
                                                      "real"),

@@ -47,7 +47,9 @@ def cell_config(
     One-shot methods get `prune.steps = None` (their default of 1 step); SynFlow
     gets `sweep.synflow_steps` if set (else None: its default of 100); GraSP gets
     `sweep.grasp_temperature` and `sweep.grasp_scoring_loss` if set. Other
-    methods keep `prune.steps`.
+    methods keep `prune.steps`. Last, `sweep.method_settings.<method>` (a
+    partial config, e.g. {"prune": {"scoring_loss": "cross_entropy"}}) is
+    applied to that method's cells.
 
     Args:
       config: the sweep config.
@@ -81,7 +83,35 @@ def cell_config(
         cell.prune.temperature = float(sweep.grasp_temperature)
     if method == "grasp" and sweep.get("grasp_scoring_loss") is not None:
         cell.prune.scoring_loss = sweep.grasp_scoring_loss
+    settings = sweep.get("method_settings", {}).get(method)
+    for key, value in method_settings_flat(settings or {}).items():
+        *parents, leaf = key.split(".")
+        block = cell
+        for parent in parents:
+            block = block.get(parent) if isinstance(block, ml_collections.ConfigDict) else None
+        if not isinstance(block, ml_collections.ConfigDict) or leaf not in block:
+            raise ConfigError(f"config.sweep.method_settings.{method}.{key}={value!r}: the "
+                              f"config has no key {key}")
+        block[leaf] = value
     return cell
+
+
+def method_settings_flat(settings) -> dict:
+    """A partial config of one method's settings as {"prune.scoring_loss": value, ...}.
+
+    Args:
+      settings: a (nested) mapping of config keys, e.g. {"prune": {"steps": None}}.
+
+    Returns:
+      The dotted keys and their values.
+    """
+    flat = {}
+    for key, value in dict(settings).items():
+        if isinstance(value, dict | ml_collections.ConfigDict):
+            flat.update({f"{key}.{k}": v for k, v in method_settings_flat(value).items()})
+        else:
+            flat[key] = value
+    return flat
 
 
 def validate_grid(sweep: ml_collections.ConfigDict) -> None:

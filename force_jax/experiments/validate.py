@@ -111,11 +111,58 @@ def _validate_prune(cfg: ml_collections.ConfigDict) -> None:
                           "with data")
     for key in ("batch_size", "batches_per_step"):
         _check(_is_int(cfg[key]) and cfg[key] >= 1, f"prune.{key}", cfg[key], "an integer >= 1")
+    record = methods.get(cfg.method, **method_options(cfg))
+    if record.batches_per_step and cfg.batches_per_step not in (1, record.batches_per_step):
+        raise ConfigError(
+            f"config.prune.batches_per_step={cfg.batches_per_step}, but {cfg.method} uses "
+            f"{record.batches_per_step} micro-batches per step, one by one (its options fix "
+            "them): leave it at 1")
     allocation_setting(cfg)
     _check(_is_int(cfg.get("layer_floor", 0)) and cfg.get("layer_floor", 0) >= 0,
            "prune.layer_floor", cfg.get("layer_floor"),
            "an integer >= 0 (weights every prunable layer keeps at each step; 0: no floor)")
-    _validate_pool(cfg)
+    _validate_pool(cfg, record.batches_per_step or cfg.batches_per_step)
+
+
+def method_options(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The options of the configured method (config.prune.<method>), checked.
+
+    Each method with options (`methods.WITH_OPTIONS`) has its own block,
+    e.g. config.prune.prospr.inner_lr. A block of another method must stay
+    at its defaults: a setting there would silently do nothing.
+
+    Args:
+      cfg: config.prune.
+
+    Returns:
+      The options of cfg.method as a dict (empty for a method without any).
+
+    Raises:
+      ConfigError: naming the key, for an option set on a method that does
+        not take it, or one out of range.
+    """
+    for name, build in methods.WITH_OPTIONS.items():
+        block = cfg.get(name)
+        if block is None or name == cfg.method:
+            continue
+        defaults = build().score
+        for key, value in block.items():
+            if getattr(defaults, key, value) != value:
+                raise ConfigError(
+                    f"config.prune.{name}.{key}={value!r} is an option of {name}, but the "
+                    f"method is {cfg.method}: leave it at {getattr(defaults, key)!r} or set "
+                    f"--config.prune.method={name}")
+    if cfg.method not in methods.WITH_OPTIONS or cfg.get(cfg.method) is None:
+        return {}
+    options = dict(cfg.get(cfg.method).items())
+    try:
+        methods.get(cfg.method, **options)
+    except ValueError as error:
+        option = str(error).split("=")[0].split()[0]
+        key = f"config.prune.{cfg.method}.{option}" if option in options else (
+            f"config.prune.{cfg.method}")
+        raise ConfigError(f"{key}: {error}") from None
+    return options
 
 
 def allocation_setting(cfg: ml_collections.ConfigDict) -> str | dict[str, float] | None:
@@ -165,12 +212,12 @@ def allocation_setting(cfg: ml_collections.ConfigDict) -> str | dict[str, float]
     return densities
 
 
-def _validate_pool(cfg: ml_collections.ConfigDict) -> None:
+def _validate_pool(cfg: ml_collections.ConfigDict, batches: int) -> None:
     """config.prune.pool_size and config.prune.augment, which only a stream honours."""
     _check(_is_int(cfg.pool_size) and (cfg.pool_size == 0 or cfg.pool_size >= cfg.batch_size
-                                        * cfg.batches_per_step), "prune.pool_size",
+                                        * batches), "prune.pool_size",
            cfg.pool_size, "0 (fresh batches streamed from the training split) or an integer >= "
-           f"prune.batch_size * prune.batches_per_step = {cfg.batch_size * cfg.batches_per_step} "
+           f"prune.batch_size * micro-batches per step = {cfg.batch_size * batches} "
            "(each step draws that many distinct examples from the pool)")
     _check(isinstance(cfg.get("augment", False), bool), "prune.augment", cfg.get("augment"),
            "True or False")
@@ -304,8 +351,10 @@ def validate_sweep_settings(sweep: ml_collections.ConfigDict) -> None:
       sweep: config.sweep.
 
     Raises:
-      ConfigError: for a SynFlow step count that is not an integer >= 1, or a
-        GraSP temperature that is not a finite number > 0 (None: not set).
+      ConfigError: for a SynFlow step count that is not an integer >= 1, a
+        GraSP temperature that is not a finite number > 0 (None: not set), or
+        method_settings for a name that is no method. (A setting's key that
+        the config lacks is refused when the cell's config is made.)
     """
     steps = sweep.get("synflow_steps")
     _check(steps is None or (_is_int(steps) and steps >= 1), "sweep.synflow_steps", steps,
@@ -314,6 +363,9 @@ def validate_sweep_settings(sweep: ml_collections.ConfigDict) -> None:
     _check(temperature is None or (_is_finite(temperature) and temperature > 0),
            "sweep.grasp_temperature", temperature,
            "a finite number > 0 (None: config.prune.temperature)")
+    for method in sweep.get("method_settings", {}):
+        _check(method in methods.METHODS, "sweep.method_settings", method,
+               f"keys that are methods: {', '.join(methods.names())}")
 
 
 def check_data_sizes(config: ml_collections.ConfigDict, info: data.DatasetInfo) -> None:

@@ -47,7 +47,11 @@ EVALUATED_EXAMPLES = "evaluated examples (eval_max_batches x eval_batch_size)"
 # config.json without the key counts as having that value, so older workdirs still resume.
 ADDED_KEYS = {"prune.ablation": "none", "model.kernels": "auto", "prune.augment": False,
               "train.optimizer": "sgd", "prune.layer_floor": 0, "prune.scope": "global",
-              "prune.allocation": ""}
+              "prune.allocation": "", "prune.prospr.inner_steps": 3,
+              "prune.prospr.inner_lr": 0.1, "prune.prospr.inner_momentum": 0.0,
+              "prune.prospr.first_order": False, "prune.prospr.new_data": True,
+              "prune.ntk_sap.epsilon": 0.01, "prune.ntk_sap.samples": 5,
+              "prune.ntk_sap.noise_batch": 100}
 # Files whose presence means the workdir already holds results of some run (a
 # checkpoints folder counts once it holds anything).
 RESULT_FILES = ("prune.json", "metrics.jsonl", "metrics.json", "checkpoints", "mask")
