@@ -32,7 +32,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.prune = ml_collections.ConfigDict()
     config.prune.method = "force"
     config.prune.sparsity = 0.99
-    config.prune.steps = 60  # >= 1; None: the method's default (60, SynFlow 100, NTK-SAP 20, one-shot 1)
+    # >= 1; None: the method's default (60, SynFlow 100, NTK-SAP 20, one-shot 1)
+    config.prune.steps = 60
     config.prune.schedule = "exp"
     config.prune.batch_size = 128
     config.prune.batches_per_step = 1
