@@ -204,3 +204,10 @@ def test_accelerator_suite_quick(tmp_path):
     e2e = parts["end_to_end"]
     assert e2e["skipped"].startswith("not importable: ml_collections, tensorflow")
     assert e2e["cpu_reference"]["test_accuracy_mean"] == 0.865
+
+
+def test_newer_methods_bench_quick(tmp_path):
+    rows = _run("newer_methods_bench.py", tmp_path, "--official", str(tmp_path / "none"))["rows"]
+    assert [row["method"] for row in rows] == ["prospr", "ntk_sap", "phew"]
+    for row in rows:
+        assert row["force_jax_s"] > 0 and row["official_s"] is None
