@@ -134,48 +134,45 @@ def test_the_options_change_the_scores(problem):
     assert not np.allclose(full, other, rtol=1e-3)
 
 
-def test_one_inner_step_of_lr_far_below_the_weights_is_snip(problem):
+def test_an_inner_step_of_vanishing_lr_is_snip(tiny):
     # With eta -> 0 the trajectory stays at theta_0: the score is SNIP's |theta * g|.
-    model, variables, batches = problem
+    loss, params, data = tiny
+    batch = jax.tree.map(lambda x: x[:32], data)
     score = prospr.ProsPrScore(inner_steps=1, inner_lr=1e-12, new_data=False)
-    loss = fj.classification_loss(model, variables, loss="cross_entropy")
-    params = variables["params"]
-    grads = jax.grad(loss)(params, jax.tree.map(lambda x: x[0], batches))
-    snip = {fj.masks.path_name(p): np.asarray(s) for p, s in
-            jax.tree_util.tree_flatten_with_path(scores.saliency(params, grads))[0]
-            if np.ndim(s) >= 2}
-    ours, reference = flat(our_scores(problem, score)), flat(snip)
-    np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-4 * np.max(reference))
+    got, _ = score(scores.StepInputs(params, fj.init_mask(params), None, None, None,
+                                     jax.random.key(0), loss=loss, batch=lambda i: batch))
+    snip = scores.saliency(params, jax.grad(loss)(params, batch))
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(snip)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-4 * float(np.max(b)))
 
 
-def test_prune_keeps_the_exact_count_and_uses_its_micro_batches(problem):
-    model, variables, batches = problem
-    loss = fj.classification_loss(model, variables, loss="cross_entropy")
-    pool = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), batches)
-    mask, history = fj.prune(loss, variables["params"], pool, method="prospr",
-                             sparsity=0.9, batch_size=BATCH, key=jax.random.key(1))
+def test_prune_keeps_the_exact_count_and_uses_its_micro_batches(tiny):
+    loss, params, data = tiny
+    mask, history = fj.prune(loss, params, data, method="prospr", sparsity=0.9, batch_size=32,
+                             key=jax.random.key(1))
     n = masks_lib.num_prunable(mask)
     assert int(fj.num_kept(mask)) == int(history.kept[-1]) == int(0.1 * n)
     # ProsPr takes inner_steps + 1 micro-batches a step, one by one: another count is refused.
     with pytest.raises(ValueError, match="uses 4 micro-batches per step"):
-        fj.prune(loss, variables["params"], pool, method="prospr", sparsity=0.9,
-                 batch_size=BATCH, batches_per_step=2, key=jax.random.key(1))
+        fj.prune(loss, params, data, method="prospr", sparsity=0.9, batch_size=32,
+                 batches_per_step=2, key=jax.random.key(1))
 
 
-def test_the_step_runs_under_vmap_over_keys(problem):
-    model, variables, batches = problem
-    loss = fj.classification_loss(model, variables, loss="cross_entropy")
-    pruner = program.Pruner(methods.get("prospr", inner_steps=1), loss, batch_size=BATCH,
+def test_the_schedule_runs_under_vmap_over_keys(tiny):
+    loss, params, data = tiny
+    pruner = program.Pruner(methods.get("prospr", inner_steps=1), loss, batch_size=32,
                             batches_per_step=2)
-    params = variables["params"]
-    pool = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), batches)
     counts = program.schedule_counts(params, sparsity=0.9, steps=1)
-    run = jax.jit(jax.vmap(lambda k: program.schedule(pruner, params, pool, counts, k,
+    run = jax.jit(jax.vmap(lambda k: program.schedule(pruner, params, data, counts, k,
                                                       fj.init_mask(params))[0]))
     masks_out = run(jax.random.split(jax.random.key(0), 2))
     kept = [int(masks_lib.num_kept(jax.tree.map(lambda m, i=i: m[i] if jnp.ndim(m) else m,
                                                 masks_out))) for i in range(2)]
     assert kept == [int(counts[-1])] * 2
+    # The two keys draw other batches: other masks.
+    first, second = (np.concatenate([np.asarray(m[i]).ravel() for m in jax.tree.leaves(masks_out)
+                                     if np.ndim(m) > 1]) for i in range(2))
+    assert not np.array_equal(first, second)
 
 
 @pytest.mark.parametrize("options, message", [
