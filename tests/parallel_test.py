@@ -9,10 +9,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import init_mlp, mlp_apply
 from train_test import SHARED_TFDS, tiny_config
 
 import force_jax as fj
-from force_jax.core import masks, sharding
+from force_jax.core import masks, scores, sharding
 from force_jax.experiments import train
 from force_jax.training import optim, steps
 
@@ -148,3 +149,24 @@ def test_global_batch_layout():
     assert batch["x"].sharding.spec == jax.sharding.PartitionSpec("data")
     assert len(batch["x"].addressable_shards) == 8
     np.testing.assert_array_equal(jnp.asarray(batch["x"]), np.arange(16))
+
+
+def test_the_newer_methods_run_on_a_mesh_and_agree_with_one_device(tiny):
+    # ProsPr splits each of its micro-batches over the mesh; NTK-SAP and PHEW read no data
+    # and run replicated. PHEW's walks are integer choices: the same mask; the others agree
+    # to float rounding (IoU).
+    loss_fn, params, data = tiny
+    probe = scores.Probe(
+        gap=lambda w, v, x: jnp.sum(jnp.square(mlp_apply(w, x) - mlp_apply(v, x))),
+        init=init_mlp, input_shape=(8, 8, 1), layer_order=("w1", "b1", "w2", "b2"))
+    for method, count in (("prospr", 1), ("ntk_sap", 2), ("phew", 1)):
+        record = fj.methods.get(method, **({"noise_batch": 16} if method == "ntk_sap" else {}))
+        kwargs = dict(method=record, sparsity=0.9, steps=count, batch_size=32,
+                      key=jax.random.key(1), probe=probe)
+        one, _ = fj.prune(loss_fn, params, data, **kwargs)
+        eight, _ = fj.prune(loss_fn, params, data, mesh=sharding.make_mesh(8), **kwargs)
+        a, b = (np.concatenate([np.asarray(m).ravel() for m in jax.tree.leaves(mask)
+                                if m.ndim > 0]) for mask in (one, eight))
+        assert a.sum() == b.sum()
+        iou = (a & b).sum() / (a | b).sum()
+        assert iou == 1.0 if method == "phew" else iou >= 0.98, (method, iou)

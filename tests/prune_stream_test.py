@@ -41,6 +41,18 @@ def test_a_stream_of_the_pools_draws_gives_the_pooled_mask(tiny, method):
     np.testing.assert_allclose(history.objective, pooled_history.objective, rtol=1e-5)
 
 
+def test_prospr_streams_its_inner_steps_batches_as_the_pool_draws_them(tiny):
+    # ProsPr uses inner_steps + 1 micro-batches per step, one by one: the stream gives them.
+    loss_fn, params, data = tiny
+    method = fj.methods.get("prospr", inner_steps=2)
+    kwargs = dict(method=method, sparsity=0.9, batch_size=32, key=jax.random.key(3))
+    pooled, _ = fj.prune(loss_fn, params, data, **kwargs)
+    stream = pool_draws(data, jax.random.key(3), batch_size=32, batches_per_step=3, steps=1)
+    streamed, _ = fj.prune(loss_fn, params, stream, **kwargs)
+    for got, want in zip(jax.tree.leaves(streamed), jax.tree.leaves(pooled)):
+        np.testing.assert_array_equal(got, want)
+
+
 def counting(batches):
     """An iterator over `batches` that counts what was taken (in .taken)."""
 
