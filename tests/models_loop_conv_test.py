@@ -31,6 +31,11 @@ CASES = [  # (H, W, kh, kw, strides, padding)
     (7, 9, 3, 2, (2, 3), ((2, 0), (1, 1))),  # asymmetric everything
     (12, 12, 7, 7, (2, 2), ((3, 3), (3, 3))),  # ImageNet stem
     (6, 6, 1, 1, (1, 1), ((1, 2), (2, 0))),  # padding beyond the kernel's reach
+    # A kernel larger than the output: the input gradient slides dy instead of the kernel
+    # (what a kernel-gradient convolution's own derivative is).
+    (10, 10, 8, 8, (1, 1), ((0, 0), (0, 0))),
+    (11, 9, 7, 6, (2, 1), ((1, 0), (2, 1))),
+    (6, 6, 6, 6, (1, 1), ((2, 1), (0, 3))),
 ]
 
 

@@ -13,8 +13,12 @@ slower than the canonical form.
 `conv2d` computes the same convolution as `lax.conv_general_dilated`, with a
 custom VJP whose two gradients are themselves canonical convolutions on
 explicitly transposed operands, so every derivative of any order, in or out
-of a loop, runs on the fast kernels. Forward-mode differentiation (`jax.jvp`,
-`jax.hessian`) is not defined through a custom VJP: models whose
+of a loop, runs on the fast kernels. The input gradient slides whichever of
+the kernel and the output gradient is smaller over the other: a second
+derivative (ProsPr's meta-gradient, GraSP's H g) differentiates the
+kernel-gradient convolution, whose "kernel" is a whole feature map.
+Forward-mode differentiation (`jax.jvp`, `jax.hessian`) is not defined
+through a custom VJP: models whose
 ``ops`` allow forward mode (:class:`force_jax.models.kernels.Ops`) use the
 plain convolution instead.
 """
@@ -49,9 +53,36 @@ def _conv_fwd(x, kernel, strides, padding, dilation):
     return _conv(x, kernel, strides, padding, dilation), (x, kernel)
 
 
+def _input_gradient_by_output(x_shape, kernel, dy, strides, padding):
+    """The input gradient with dy as the sliding window: for a kernel larger than the output.
+
+    dx[n, j, ci] = sum over i, co of dy[n, i, co] * kernel[j + low - s * i, ci, co]
+    (zero outside the kernel), without dilation: a correlation of the kernel
+    (channels ci as batch, co as features, zero-padded) with the flipped dy
+    (dilated by the stride) as the window. Its cost grows with dy's area
+    instead of the kernel's, which is what a kernel-gradient convolution's
+    own derivative (a "kernel" as large as a feature map) needs.
+    """
+    lhs = kernel.transpose(2, 0, 1, 3)  # (Cin, kh, kw, Cout)
+    rhs = jnp.flip(dy, (1, 2)).transpose(1, 2, 3, 0)  # (Ho, Wo, Cout, N)
+    pads = [(0, 0, 0)]
+    for size, out, k, s, (low, _high) in zip(x_shape[1:3], dy.shape[1:3], kernel.shape[:2],
+                                             strides, padding):
+        before = s * (out - 1) - low
+        pads.append((before, size + s * (out - 1) - k - before, 0))
+    pads.append((0, 0, 0))
+    padded = lax.pad(lhs, jnp.zeros((), lhs.dtype), pads)  # negative pads crop
+    dx = _conv(padded, rhs, (1, 1), ((0, 0), (0, 0)), strides)  # (Cin, H, W, N)
+    return dx.transpose(3, 1, 2, 0)
+
+
 def _conv_bwd(strides, padding, dilation, residuals, dy):
     x, kernel = residuals
     kh, kw = kernel.shape[:2]
+    if dilation == (1, 1) and kh * kw > dy.shape[1] * dy.shape[2]:
+        dx = _input_gradient_by_output(x.shape, kernel, dy, strides, padding)
+        return dx.astype(x.dtype), _kernel_gradient(x, dy, kh, kw, strides, padding,
+                                                    dilation).astype(kernel.dtype)
     # Input gradient: dx[j] = sum over s * i + d * p - low = j of dy[i] @ kernel[p]^T,
     # a correlation of dy (spread by the stride and padded, or cropped, to reach
     # every input pixel) with the flipped kernel whose in and out channels swap.
@@ -64,13 +95,19 @@ def _conv_bwd(strides, padding, dilation, residuals, dy):
     spread = lax.pad(dy, jnp.zeros((), dy.dtype), pads)
     flipped = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
     dx = _conv(spread, flipped, (1, 1), ((0, 0), (0, 0)), dilation)
-    # Kernel gradient: dk[p] = sum_i xpad[s * i + d * p] dy[i], summed over the
-    # batch: a conv of x with channels as batch and batch as features, by dy as
-    # the kernel. The padding stays in the conv window: XLA:CPU runs this conv
-    # 2-3x slower on an explicitly padded copy of x.
-    dk = _conv(x.transpose(3, 1, 2, 0), dy.transpose(1, 2, 0, 3), dilation, padding, strides)
-    dk = dk[:, :kh, :kw].transpose(1, 2, 0, 3)
+    dk = _kernel_gradient(x, dy, kh, kw, strides, padding, dilation)
     return dx.astype(x.dtype), dk.astype(kernel.dtype)
+
+
+def _kernel_gradient(x, dy, kh, kw, strides, padding, dilation):
+    """dk[p] = sum_i xpad[s * i + d * p] dy[i], summed over the batch.
+
+    A conv of x with channels as batch and batch as features, by dy as the
+    kernel. The padding stays in the conv window: XLA:CPU runs this conv
+    2-3x slower on an explicitly padded copy of x.
+    """
+    dk = _conv(x.transpose(3, 1, 2, 0), dy.transpose(1, 2, 0, 3), dilation, padding, strides)
+    return dk[:, :kh, :kw].transpose(1, 2, 0, 3)
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd)
