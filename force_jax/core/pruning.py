@@ -159,9 +159,10 @@ def prune(
         tracked (one compiled step, called T + 1 times).
       method: a name in `force_jax.core.methods.METHODS` (force, iter_snip,
         snip, grasp_it, grasp, synflow, magnitude, random, prospr, ntk_sap,
-        phew), or a `Method` (with options: `methods.get("prospr", inner_lr=0.5)`)
-        record built elsewhere (e.g. `force_jax.core.sanity.inverted("force")`,
-        the "invert" sanity check): what the program does follows the record.
+        phew), or a `Method` record: one with options
+        (`methods.get("prospr", inner_lr=0.5)`), or one built elsewhere (e.g.
+        `force_jax.core.sanity.inverted("force")`, the "invert" sanity check).
+        What the program does follows the record.
       sparsity: fraction of prunable weights removed, in [0, 1): a Python
         float, a numpy scalar or a 0-d array.
       steps: number of pruning steps T; defaults to the method's
