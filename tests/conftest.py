@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import getpass
-import importlib.metadata
 import os
-import tempfile
 from pathlib import Path
 
 # Eight fake CPU devices for the sharding tests; set before jax is imported.
@@ -21,21 +18,10 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 os.environ.setdefault("EPATH_USE_TF", "false")
 os.environ.setdefault("GOOGLE_AUTH_TOKEN_FOR_TESTING", "fake")  # tensorstore: no credentials
 
-# Compiled programs are kept on disk (JAX's persistent compilation cache): the many tests
-# that build the same tiny models then compile each program once per machine rather than
-# once per test. Test subprocesses inherit the setting. A cached program is the same
-# executable, so results are unchanged; jit's own cache, which the compile-count tests
-# read, is untouched.
-# Several processes share the folder (the xdist workers, their subprocesses, other runs on
-# the machine). JAX writes a cache entry in place, so without a lock a reader can load a
-# half-written executable and crash the process; a size limit turns on JAX's file lock
-# around every read and write (it needs the filelock package, a test dependency). The
-# folder is per jax version: an executable is never loaded by another jaxlib.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
-    tempfile.gettempdir(),
-    f"force_jax_tests_xla_cache_{getpass.getuser()}_jax{importlib.metadata.version('jaxlib')}"))
-os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(4 * 2**30))
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
+# No persistent compilation cache, even where the environment names one: loading a cached
+# CPU executable crashed test workers with a segmentation fault, with and without JAX's
+# file lock around the cache. Every process (and test subprocess) compiles its own programs.
+os.environ["JAX_ENABLE_COMPILATION_CACHE"] = "false"
 
 import jax  # noqa: E402
 import jax.numpy as jnp
