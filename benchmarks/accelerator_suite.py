@@ -67,10 +67,10 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import force_jax  # noqa: E402
+from force_jax import optim  # noqa: E402
 from force_jax.core import compile_options, losses, program, topk  # noqa: E402
 from force_jax.core import masks as masks_lib  # noqa: E402
 from force_jax.core.methods import METHODS  # noqa: E402
-from force_jax.training import optim  # noqa: E402
 from force_jax.training import steps as train_steps  # noqa: E402
 
 PARTS = ("masks", "selection", "training", "seeds", "end_to_end")
@@ -729,7 +729,7 @@ def part_end_to_end(part: Part, settings: Settings, data_dir: str | None, quick:
 def _end_to_end_rows(data_dir: str, quick: bool) -> list[dict[str, Any]]:
     """Runs train_and_evaluate on the default config in a temporary workdir."""
     from configs import default
-    from force_jax.experiments import train
+    from force_jax.commands import train
 
     config = default.get_config()
     config.data.data_dir = str(Path(data_dir).resolve())

@@ -216,7 +216,7 @@ def write_results(name: str, payload: dict[str, Any], out_dir: Path | None = Non
     Returns:
       The path written.
     """
-    from force_jax.training import files
+    from force_jax.runs import files
 
     path = (Path(out_dir) if out_dir else RESULTS_DIR) / f"{name}.json"
     payload = {"benchmark": name, "machine": machine_info(), **payload}

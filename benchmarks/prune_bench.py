@@ -56,8 +56,8 @@ def _bookkeeping(params, grads, scores, mask, new_mask):
 
 def _train_step_memory(model, variables, data, batch_size: int) -> dict | None:
     """Static memory of one jitted plain training step (masked SGD, donated state)."""
+    from force_jax.commands import train
     from force_jax.core import compile_options, masks
-    from force_jax.experiments import train
     from force_jax.training import steps as train_steps
 
     config = ml_collections.ConfigDict(

@@ -1,7 +1,7 @@
 """Images per second of the masked training step (force_jax.training.steps.train_step).
 
 The step is jitted with the TrainState donated, on a state from
-force_jax.experiments.train.initial_state with a 99%-sparse random mask (SGD with
+force_jax.commands.train.initial_state with a 99%-sparse random mask (SGD with
 Nesterov momentum and weight decay, the paper's optimiser).
 
     python benchmarks/train_bench.py
@@ -23,8 +23,8 @@ SPARSITY = 0.99
 
 def bench_one(name: str, batch_size: int, steps: int) -> dict:
     """Images/s of `steps` chained train steps (after one compiling step)."""
+    from force_jax.commands import train
     from force_jax.core import compile_options, masks
-    from force_jax.experiments import train
     from force_jax.training import steps as train_steps
 
     model, variables, data = bu.build(name, batch_size, examples=batch_size)

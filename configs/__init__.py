@@ -3,5 +3,5 @@
 A package, so that one config builds on another with a plain import
 (`from configs import default`). The commands load a config by path
 (`--config=configs/x.py`) and make the folder holding `configs/` importable
-first (`force_jax.experiments.cli`).
+first (`force_jax.commands.cli`).
 """

@@ -13,7 +13,7 @@ sweep folder per floor:
           --workdir=runs/guard_fashion_mnist/floor$floor \
           --config.data.data_dir=../shared/datasets/tfds
     done
-    python -m force_jax.experiments.sweep_compare --out=docs/scale_fashion_mnist/guard \
+    python -m force_jax.reports.sweep_compare --out=docs/scale_fashion_mnist/guard \
         --runs=no_floor=runs/guard_fashion_mnist/floor0,floor_16=runs/guard_fashion_mnist/floor16
 
 Everything else is the scale sweep's protocol at width 0.25

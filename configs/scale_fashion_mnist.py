@@ -11,7 +11,7 @@ sweep folder per width):
       python -m force_jax.sweep --config=configs/scale_fashion_mnist.py:$w \
           --workdir=runs/scale_fashion_mnist/w$w --config.data.data_dir=../shared/datasets/tfds
     done
-    python -m force_jax.experiments.scale_report --runs=runs/scale_fashion_mnist \
+    python -m force_jax.reports.scale_report --runs=runs/scale_fashion_mnist \
         --out=docs/scale_fashion_mnist --data_dir=../shared/datasets/tfds
 
 Prunable weights: 577,424 (x0.25), 2,306,848 (x0.5) and 9,221,696 (x1.0);

@@ -25,7 +25,7 @@ from force_jax.core.program import PruneState as PruneState
 from force_jax.core.pruning import History as History
 from force_jax.core.pruning import prune as prune
 from force_jax.core.schedules import keep_fractions as keep_fractions
-from force_jax.training.optim import masked_updates as masked_updates
+from force_jax.optim import masked_updates as masked_updates
 
 __all__ = [
     "History",

@@ -6,7 +6,7 @@ usage: python -m force_jax.prune --config=configs/default.py --workdir=DIR
 Prunes the config's model at initialisation (config.prune), writes into DIR
 the mask (an orbax checkpoint), prune.json (per-layer table, schedule history,
 timing) and layer_density.png, and prints the per-layer density table (the
-code: force_jax.experiments.prune_command). For example:
+code: force_jax.commands.prune_command). For example:
 
     python -m force_jax.prune --config=configs/default.py --workdir=/tmp/mask \
         --config.data.data_dir=../shared/datasets/tfds \
@@ -18,16 +18,16 @@ code: force_jax.experiments.prune_command). For example:
 if __name__ != "__main__":
     raise ImportError("force_jax.prune is the command line (python -m force_jax.prune); the "
                       "function is `from force_jax import prune`, its module "
-                      "force_jax.core.pruning, the command's code force_jax.experiments."
-                      "prune_command")
+                      "force_jax.core.pruning, the command's code "
+                      "force_jax.commands.prune_command")
 
 import os  # noqa: E402
 
-from force_jax.experiments import cli  # noqa: E402
+from force_jax.commands import cli  # noqa: E402
 
 # Before TensorFlow loads: its start-up lines off.
 cli.quiet_library_logs(os.environ, cli.startup_environment())
 
-from force_jax.experiments import prune_command  # noqa: E402
+from force_jax.commands import prune_command  # noqa: E402
 
 prune_command.main()

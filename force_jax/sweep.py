@@ -8,7 +8,7 @@ and ablations) in DIR/cells/, and after each cell rewrites DIR/results.csv,
 DIR/summary.md (test accuracy, mean ± std over seeds) and the figures;
 rerunning the same command on DIR skips the finished cells and resumes the
 interrupted one. The command exits with status 1 when some cell failed, each
-named on stderr (the code: force_jax.experiments.sweep.run_sweep). For example:
+named on stderr (the code: force_jax.commands.sweep.run_sweep). For example:
 
     python -m force_jax.sweep --config=configs/claim_fashion_mnist.py \
         --workdir=/tmp/claim --config.data.data_dir=../shared/datasets/tfds
@@ -17,11 +17,11 @@ named on stderr (the code: force_jax.experiments.sweep.run_sweep). For example:
 if __name__ == "__main__":  # the command: TensorFlow's start-up lines off, before it loads
     import os
 
-    from force_jax.experiments import cli
+    from force_jax.commands import cli
 
     cli.quiet_library_logs(os.environ, cli.startup_environment())
 
-from force_jax.experiments.sweep import main, run_sweep  # noqa: E402
+from force_jax.commands.sweep import main, run_sweep  # noqa: E402
 
 __all__ = ["main", "run_sweep"]
 

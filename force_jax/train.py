@@ -7,7 +7,7 @@ Prunes the config's model at initialisation (config.prune), trains the sparse
 network (config.train) and evaluates it, writing into DIR its checkpoints,
 prune.json, metrics.jsonl, metrics.json and TensorBoard events; rerunning the
 same command on DIR resumes from its last checkpoint (the code:
-force_jax.experiments.train.train_and_evaluate). For example:
+force_jax.commands.train.train_and_evaluate). For example:
 
     python -m force_jax.train --config=configs/default.py --workdir=/tmp/run \
         --config.data.data_dir=../shared/datasets/tfds --config.prune.sparsity=0.98
@@ -16,11 +16,11 @@ force_jax.experiments.train.train_and_evaluate). For example:
 if __name__ == "__main__":  # the command: TensorFlow's start-up lines off, before it loads
     import os
 
-    from force_jax.experiments import cli
+    from force_jax.commands import cli
 
     cli.quiet_library_logs(os.environ, cli.startup_environment())
 
-from force_jax.experiments.train import main, train_and_evaluate  # noqa: E402
+from force_jax.commands.train import main, train_and_evaluate  # noqa: E402
 
 __all__ = ["main", "train_and_evaluate"]
 

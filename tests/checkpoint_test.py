@@ -12,8 +12,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from force_jax.experiments import plots
-from force_jax.training import checkpoint
+from force_jax.reports import plots
+from force_jax.runs import checkpoint
 
 
 def _mode(path) -> int:

@@ -8,7 +8,7 @@ import sys
 
 from absl import flags
 
-from force_jax.experiments import cli
+from force_jax.commands import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Each command's --workdir help (see its main()).
@@ -83,7 +83,7 @@ def test_every_example_in_a_command_s_help_passes_the_config_checks():
     import importlib.util
 
     from configs import default
-    from force_jax.experiments import validate
+    from force_jax.config import validate
 
     checked = 0
     for command in ("train", "prune"):

@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
+from force_jax.commands import cli
+from force_jax.config import sweep_grid, validate
 from force_jax.errors import ConfigError
-from force_jax.experiments import cli, sweep_grid, validate
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
 
@@ -22,7 +23,7 @@ def load(name, arg=None):
 def test_a_config_file_imports_its_siblings_from_any_folder(tmp_path):
     """--config loads a file by path; its `from configs import ...` works from elsewhere."""
     path = os.path.abspath(os.path.join(CONFIGS, "sanity_fashion_mnist.py"))
-    code = ("import sys; from force_jax.experiments import cli; "
+    code = ("import sys; from force_jax.commands import cli; "
             f"c = cli.load_config_file({path!r}); print(c.sweep.ablations, c.model.name)")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True, timeout=300,
                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""})

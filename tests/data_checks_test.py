@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from train_test import needs_real_data, tiny_config
 
+from force_jax.config import setup
 from force_jax.core import data_checks, sanity
-from force_jax.experiments import setup
 
 
 def _batch(n=512):

@@ -10,9 +10,9 @@ from conftest import SHARED_TFDS
 from train_test import tiny_config
 
 from configs import default
+from force_jax.commands import train
 from force_jax.errors import DivergedError
-from force_jax.experiments import train
-from force_jax.training import checkpoint
+from force_jax.runs import checkpoint
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])

@@ -20,9 +20,10 @@ import pytest
 from conftest import SHARED_TFDS
 from train_test import tiny_config
 
+from force_jax.commands import cli, prune_command, sweep, train
+from force_jax.config import setup, validate
 from force_jax.errors import ConfigError
-from force_jax.experiments import cli, prune_command, setup, sweep, train, validate
-from force_jax.training import checkpoint
+from force_jax.runs import checkpoint
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 needs_real_data = pytest.mark.skipif(not SHARED_TFDS.is_dir(), reason="no shared TFDS folder")

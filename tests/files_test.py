@@ -1,4 +1,4 @@
-"""force_jax.training.files: the one writer of result files (atomic, usual mode, named errors)."""
+"""force_jax.runs.files: the one writer of result files (atomic, usual mode, named errors)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import stat
 
 import pytest
 
-from force_jax.training import checkpoint, files
+from force_jax.runs import checkpoint, files
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "force_jax"
 
@@ -78,8 +78,8 @@ def test_checkpoint_s_writer_is_this_one():
 _WRITES = {"os.replace", "os.rename", "os.open", "os.fdopen", "os.write", "shutil.copyfile",
            "shutil.copy", "shutil.copy2", "shutil.copytree", "shutil.move", "tempfile.mkstemp",
            "tempfile.NamedTemporaryFile", ".write_text", ".write_bytes"}
-_ALLOWED = {"training/files.py": _WRITES | {"open"}, "training/checkpoint.py": {"os.replace"},
-            "experiments/lock.py": {"os.open"}}
+_ALLOWED = {"runs/files.py": _WRITES | {"open"}, "runs/checkpoint.py": {"os.replace"},
+            "runs/lock.py": {"os.open"}}
 
 
 def _writes(path: pathlib.Path) -> set[str]:
@@ -123,12 +123,12 @@ _LOCAL_ONLY = {"open", "os.path.exists", "os.path.isdir", "os.path.isfile", "os.
                "os.path.abspath", "os.listdir", "os.makedirs", "os.remove", "glob.glob",
                "shutil.rmtree", "shutil.copytree"}
 _LOCAL_BY_DESIGN = {
-    "training/files.py": _LOCAL_ONLY,  # the path layer's local branch
-    "experiments/lock.py": {"open", "os.path.exists", "os.path.isdir", "os.makedirs"},  # flock
-    "experiments/cli.py": {"open", "os.path.abspath", "os.path.exists",
-                            "os.path.isfile"},  # config .py files
-    "training/metrics.py": {"open", "os.listdir", "shutil.rmtree"},  # TensorBoard local copy
-    "experiments/scale_report.py": _LOCAL_ONLY,  # a docs tool over local folders
+    "runs/files.py": _LOCAL_ONLY,  # the path layer's local branch
+    "runs/lock.py": {"open", "os.path.exists", "os.path.isdir", "os.makedirs"},  # flock
+    "commands/cli.py": {"open", "os.path.abspath", "os.path.exists",
+                         "os.path.isfile"},  # config .py files
+    "runs/metrics.py": {"open", "os.listdir", "shutil.rmtree"},  # TensorBoard local copy
+    "reports/scale_report.py": _LOCAL_ONLY,  # a docs tool over local folders
     "core/compile_options.py": {"open"},  # /proc/cpuinfo, for the run record's machine
     # A damaged dataset's files, scanned on the error path (a gs:// data_dir finds none).
     "training/record_files.py": {"open", "os.path.getsize", "glob.glob"},

@@ -25,9 +25,11 @@ import pytest
 from sweep_test import tiny_sweep_config
 from train_test import final_state, needs_real_data, tiny_config
 
+from force_jax.commands import prune_command, sweep, train
+from force_jax.config import setup
 from force_jax.errors import ConfigError, StoreError, WorkdirError
-from force_jax.experiments import lock, prune_command, setup, sweep, sweep_compare, train, workdir
-from force_jax.training import checkpoint, files, metrics
+from force_jax.reports import sweep_compare
+from force_jax.runs import checkpoint, files, lock, metrics, workdir
 
 pytestmark = [pytest.mark.xdist_group("gcs"),
               pytest.mark.skipif(gcs_server.binary() is None,

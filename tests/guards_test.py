@@ -10,9 +10,9 @@ import pytest
 from conftest import SHARED_TFDS, init_mlp, mlp_loss
 
 import force_jax as fj
+from force_jax.config import setup, validate
 from force_jax.core import guards, methods
 from force_jax.errors import ConfigError
-from force_jax.experiments import setup, validate
 
 BIG = np.finfo(np.float32).max
 

@@ -15,13 +15,13 @@ import textwrap
 import pytest
 from train_test import needs_real_data, tiny_config
 
+from force_jax.commands import train
 from force_jax.errors import WorkdirError
-from force_jax.experiments import train
-from force_jax.experiments.lock import LOCK_FILE, workdir_lock
+from force_jax.runs.lock import LOCK_FILE, workdir_lock
 
 HOLD = textwrap.dedent("""
     import sys, time
-    from force_jax.experiments.lock import workdir_lock
+    from force_jax.runs.lock import workdir_lock
     with workdir_lock(sys.argv[1]):
         print("locked", flush=True)
         time.sleep(120)

@@ -11,7 +11,7 @@ from conftest import init_mlp, mlp_loss
 
 import force_jax as fj
 from force_jax.core import mask_analysis, schedules
-from force_jax.experiments import plots
+from force_jax.reports import plots
 
 
 def test_layer_iou_by_hand():

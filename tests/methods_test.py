@@ -88,7 +88,7 @@ def test_a_new_method_is_one_function_and_one_record():
 def test_a_method_in_the_table_is_accepted_by_config_validation(monkeypatch):
     from train_test import tiny_config
 
-    from force_jax.experiments import validate
+    from force_jax.config import validate
 
     toy = methods.METHODS["magnitude"]._replace(name="toy")
     monkeypatch.setattr(methods, "METHODS", {**methods.METHODS, "toy": toy})

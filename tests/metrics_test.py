@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from force_jax.training import checkpoint, metrics
+from force_jax.runs import checkpoint, metrics
 
 
 def test_jsonl_appends_one_line_per_record_without_rewriting(tmp_path):

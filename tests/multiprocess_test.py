@@ -27,9 +27,11 @@ from conftest import SHARED_TFDS
 from train_test import final_state, tiny_config
 
 import force_jax as fj
+from force_jax import optim
+from force_jax.commands import train
 from force_jax.errors import ConfigError
-from force_jax.experiments import train
-from force_jax.training import checkpoint, cluster, files, optim
+from force_jax.runs import checkpoint, files
+from force_jax.training import cluster
 
 # One xdist worker runs the whole module: its tests share one 2-process run.
 pytestmark = [pytest.mark.multiprocess, pytest.mark.xdist_group("multiprocess"),

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from train_test import tiny_config
 
+from force_jax.commands import train
+from force_jax.config import validate
 from force_jax.errors import ConfigError
-from force_jax.experiments import train, validate
 
 
 @pytest.mark.parametrize("method, overrides", [

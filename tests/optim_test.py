@@ -7,8 +7,8 @@ import optax
 import pytest
 from flax.training import train_state
 
+from force_jax import optim
 from force_jax.core.masks import apply_mask
-from force_jax.training import optim
 
 
 def make_problem(seed=0, keep=0.3):

@@ -13,9 +13,10 @@ from conftest import init_mlp, mlp_apply
 from train_test import SHARED_TFDS, tiny_config
 
 import force_jax as fj
+from force_jax import optim
+from force_jax.commands import train
 from force_jax.core import masks, scores, sharding
-from force_jax.experiments import train
-from force_jax.training import optim, steps
+from force_jax.training import steps
 
 # One worker runs the module, and its fixture is made once (a module-scoped fixture is
 # made again whenever xdist runs another module's test in between).

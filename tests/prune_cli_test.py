@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from train_test import SHARED_TFDS, tiny_config
 
+from force_jax.commands import prune_command
+from force_jax.config import setup
 from force_jax.core import masks
 from force_jax.errors import ConfigError, WorkdirError
-from force_jax.experiments import prune_command, setup
 
 
 @pytest.mark.skipif(not SHARED_TFDS.is_dir(), reason="no shared TFDS folder")

@@ -13,9 +13,11 @@ import pytest
 from sweep_test import read_csv, tiny_sweep_config
 from train_test import needs_real_data, tiny_config
 
+from force_jax.commands import sweep
+from force_jax.config import setup, sweep_grid
 from force_jax.core import masks, sanity
 from force_jax.errors import ConfigError
-from force_jax.experiments import setup, sweep, sweep_grid, workdir
+from force_jax.runs import workdir
 from force_jax.training import data
 
 
@@ -121,7 +123,7 @@ def test_an_ablation_sweep_runs_for_real_and_resumes(tmp_path):
     again = sweep.run_sweep(config, str(tmp_path), train_fn=lambda *a: pytest.fail("reran"))
     assert [r["test_accuracy"] for r in again] == [r["test_accuracy"] for r in rows]
     # The masks read back from the checkpoints are the pruned ones, and they connect.
-    from force_jax.experiments import mask_paths
+    from force_jax.reports import mask_paths
 
     cell = tmp_path / "cells" / "snip_s0.95_seed0"
     cell_config = ml_collections.ConfigDict(json.loads((cell / "config.json").read_text()))

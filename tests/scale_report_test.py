@@ -13,8 +13,9 @@ from conftest import SHARED_TFDS
 from PIL import Image
 
 from configs import scale_fashion_mnist
-from force_jax.experiments import mask_paths, scale_report, workdir
-from force_jax.experiments.sweep_grid import cell_config, cell_name
+from force_jax.config.sweep_grid import cell_config, cell_name
+from force_jax.reports import mask_paths, scale_report
+from force_jax.runs import workdir
 
 LAYERS = [{"name": "classifier/kernel", "total": 4}, {"name": "conv_0/kernel", "total": 9},
           {"name": "conv_1/kernel", "total": 9}]

@@ -9,7 +9,7 @@ import sys
 import pytest
 from conftest import SHARED_TFDS
 
-from force_jax.experiments import cli
+from force_jax.commands import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LEVEL = cli.LIBRARY_LOG_LEVEL[0]

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from force_jax.experiments import sweep_compare, sweep_report
+from force_jax.reports import sweep_compare, sweep_report
 
 
 def write_sweep(folder, rows, num_steps=150):

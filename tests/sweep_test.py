@@ -13,8 +13,11 @@ import pytest
 from conftest import SHARED_TFDS
 from train_test import tiny_config
 
+from force_jax.commands import sweep, train
+from force_jax.config import sweep_grid
 from force_jax.errors import ConfigError, WorkdirError
-from force_jax.experiments import sweep, sweep_grid, sweep_report, train, workdir
+from force_jax.reports import sweep_report
+from force_jax.runs import workdir
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 needs_real_data = pytest.mark.skipif(not SHARED_TFDS.is_dir(), reason="no shared TFDS folder")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from force_jax.experiments import scale_report, sweep_compare, sweep_report, tables
+from force_jax.reports import scale_report, sweep_compare, sweep_report, tables
 
 
 def test_a_table_is_a_head_a_rule_and_one_line_per_row():

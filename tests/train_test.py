@@ -16,10 +16,13 @@ import tensorflow_datasets as tfds
 from conftest import SHARED_TFDS, write_metadata
 
 from configs import default
+from force_jax import optim
+from force_jax.commands import cli, train
+from force_jax.config import setup
 from force_jax.core import compile_options, masks
 from force_jax.errors import ConfigError
-from force_jax.experiments import cli, setup, train
-from force_jax.training import checkpoint, data, optim
+from force_jax.runs import checkpoint
+from force_jax.training import data
 
 needs_real_data = pytest.mark.skipif(not SHARED_TFDS.is_dir(), reason="no shared TFDS folder")
 

@@ -12,9 +12,9 @@ import shutil
 import pytest
 from train_test import needs_real_data, tiny_config
 
+from force_jax.commands import train
 from force_jax.errors import WorkdirError
-from force_jax.experiments import train, workdir
-from force_jax.training import checkpoint
+from force_jax.runs import checkpoint, workdir
 
 
 def test_only_defining_settings_count_as_differences():

@@ -242,10 +242,9 @@ def count_true(x: jax.Array) -> jax.Array:
 
     The entries, one byte each (0 or 1), are read four at a time as uint32
     words, whose set bits are counted (`jax.lax.population_count`) and summed.
-    XLA:CPU runs a plain bool sum several times slower: over the 20 M entries
-    of VGG-19's 17 kernels, 25 ms against 6 ms on a 2-core Xeon with AVX-512
-    (docs/performance.md), and a pruning step counts every mask twice (kept
-    per layer, revived).
+    XLA:CPU runs a plain bool sum several times slower (the figures are in
+    docs/performance.md), and a pruning step counts every mask twice (kept per
+    layer, revived).
 
     Args:
       x: a bool array of any shape.

@@ -18,8 +18,6 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from force_jax.errors import ConfigError
-
 PyTree = Any
 DATA_AXIS = "data"
 
@@ -38,8 +36,8 @@ def make_mesh(num_devices: int = -1) -> Mesh:
     """
     devices = jax.devices()
     if num_devices > len(devices):
-        raise ConfigError(f"config.mesh.num_devices={num_devices}, but only {len(devices)} "
-                          "devices exist; use -1 for all of them")
+        raise ValueError(f"num_devices={num_devices}, but only {len(devices)} devices exist; "
+                         "use -1 for all of them")
     count = len(devices) if num_devices <= 0 else num_devices
     return Mesh(np.asarray(devices[:count]), (DATA_AXIS,))
 
@@ -63,11 +61,11 @@ def check_batch_size(batch_size: int, mesh: Mesh, what: str = "batch size") -> N
       what: the name of the setting, for the message.
 
     Raises:
-      ConfigError: if batch_size is not a multiple of the number of devices.
+      ValueError: if batch_size is not a multiple of the number of devices.
     """
     devices = mesh.shape[DATA_AXIS]
     if batch_size % devices:
-        raise ConfigError(
+        raise ValueError(
             f"{what} {batch_size} is not divisible by the {devices} devices of the mesh; "
             f"use a multiple of {devices} (per-device batch = global batch / devices)"
         )

@@ -1,13 +1,14 @@
 """Exact global top-k over a list of score arrays, without sorting the N scores.
 
-XLA:CPU sorts 20 M floats in minutes, and `lax.top_k` is slow for large k, but
-it counts ``key >= t`` over 20 M scores in about 2 ms, provided the count is
+XLA:CPU sorts millions of floats slowly, and `lax.top_k` is slow for large k,
+but it counts ``key >= t`` over all scores in one fast pass (the figures are in
+docs/performance.md and benchmarks/RESULTS.md), provided the count is
 first summed over blocks of 16 (a sum over one long axis is rewritten into a
 tree of reduce-windows that does not fuse the comparison and costs ten times
 more). So the selection is a short search driven by exact counts:
 
 1. A fixed, stratified random sample of 64 Ki scores (fewer when N < 2 M) is
-   sorted, about 2 ms; its order statistics predict where the k-th key lies.
+   sorted (cheap at that size); its order statistics predict where the k-th key lies.
 2. Each counting pass cuts the current exact bracket ``[lo, hi)`` of keys at 5
    thresholds taken from the sample around the predicted rank (evenly in key
    space once the sample has too few points inside) and counts, per block of
@@ -47,7 +48,7 @@ _FIELD_BITS = 5
 _FIELDS = 6  # sub-intervals per pass: 6 fields x 5 bits in one int32.
 # Sample size and fast-finish capacity (candidate scores and blocks) grow with
 # N up to these; fixed sizes would dominate the cost for small networks.
-_SAMPLE = 1 << 16  # sorting 64 Ki keys costs about 2 ms
+_SAMPLE = 1 << 16  # small enough that its sort is a minor cost
 _CAP = 16384
 _MAX_PASSES = 8  # sample-guided passes; continuous scores need 1 or 2.
 _MIN_SAMPLE_IN_BRACKET = 8  # below this, split the bracket evenly in key space.

@@ -21,9 +21,8 @@ import jax.numpy as jnp
 from force_jax.models import loop_conv
 
 # Maps of at most this many pixels (2x2, 1x2, 1x1) take the one-matmul conv
-# path. Measured on XLA:CPU (512 -> 512 channels, batch 32, forward+backward):
-# 2x2 about 40x faster than lax.conv; at 3x3 the matmul is already slower than
-# lax.conv (its matrix grows as the square of the pixel count).
+# path: on XLA:CPU it is far faster than lax.conv at 2x2, and already slower at 3x3
+# (its matrix grows as the square of the pixel count); benchmarks/layer_bench.py.
 SMALL_CONV_MAX_PIXELS = 4
 
 

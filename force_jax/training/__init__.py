@@ -1,7 +1,6 @@
-"""Training a pruned network: mask -> trained model.
+"""Training a pruned network, the application's side: data, steps and processes.
 
-The optax wrapper that keeps pruned weights at zero, learning-rate
-schedules, TFDS input pipelines, the jitted train and eval steps, checkpoints
-and result files, metric writers, and the multi-process runtime. Imports the
-core, never `force_jax.experiments`.
+TFDS input pipelines (and which record file of a prepared dataset is damaged),
+the jitted train and eval steps over a masked optimizer (`force_jax.optim`),
+and the multi-process runtime. Imports the library only.
 """

@@ -1,7 +1,7 @@
 """The jitted work of training: the train state, one SGD step, one evaluation step.
 
 Nothing here reads a config: the optimizer (wrapped in
-`force_jax.training.optim.masked_updates`) and the model come in as values.
+`force_jax.optim.masked_updates`) and the model come in as values.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """JSON record files and orbax checkpoints of the train state.
 
 Record files (JSON, JSON lines) are read and written through
-`force_jax.training.files` (`write_atomic` is that module's, re-exported
+`force_jax.runs.files` (`write_atomic` is that module's, re-exported
 here), so a reader never sees half a file and an interrupted run loses
 nothing that was already written, on a local disk or an object store.
 orbax marks a checkpoint complete only once all of it is written (locally it
@@ -23,10 +23,10 @@ from typing import Any
 import orbax.checkpoint as ocp
 
 from force_jax.errors import ConfigError
-from force_jax.training import files
+from force_jax.runs import files
 
 # Re-exported: the errnos of a refusing disk, and the one writer of result files.
-from force_jax.training.files import DISK_ERRNOS, write_atomic
+from force_jax.runs.files import DISK_ERRNOS, write_atomic
 
 
 class ResultFileError(ConfigError):

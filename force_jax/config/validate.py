@@ -16,10 +16,12 @@ import ml_collections
 import numpy as np
 
 from force_jax import models as models_lib
+from force_jax import optim
 from force_jax.core import allocation as allocation_lib
 from force_jax.core import data_checks, losses, methods, sanity, schedules
 from force_jax.errors import ConfigError
-from force_jax.training import data, files, optim
+from force_jax.runs import files
+from force_jax.training import data
 
 
 def _check(condition: bool, key: str, value: Any, expected: str) -> None:

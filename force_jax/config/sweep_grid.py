@@ -13,8 +13,8 @@ import ml_collections
 
 from force_jax.core import allocation, methods, sanity, schedules
 from force_jax.errors import ConfigError, WorkdirError
-from force_jax.experiments import workdir as workdir_lib
-from force_jax.training import files
+from force_jax.runs import files
+from force_jax.runs import workdir as workdir_lib
 
 # The values of the sweep's ablations axis: a sanity check of the mask or of the data
 # (force_jax.core.sanity, data_checks), or a layer-wise allocation (force_jax.core.allocation:

@@ -18,11 +18,12 @@ import time
 import ml_collections
 import orbax.checkpoint as ocp
 
+from force_jax.config import setup, validate
 from force_jax.core import masks
 from force_jax.errors import ConfigError
-from force_jax.experiments import plots, setup, validate
-from force_jax.experiments import workdir as workdir_lib
-from force_jax.training import checkpoint, files
+from force_jax.reports import plots
+from force_jax.runs import checkpoint, files
+from force_jax.runs import workdir as workdir_lib
 
 
 def prune_and_save(config: ml_collections.ConfigDict, workdir: str) -> masks.SparsityReport:
@@ -83,7 +84,7 @@ def load_mask(workdir: str, params: object) -> object:
 
 def main() -> None:
     """Command line: --config=configs/x.py --workdir=DIR [--config.key=value ...]."""
-    from force_jax.experiments import cli
+    from force_jax.commands import cli
 
     cli.run_config_command(
         prune_and_save, "Output folder: the mask, prune.json and layer_density.png.")

@@ -1,6 +1,6 @@
 """Several finished sweeps side by side: one table and one figure per ablation.
 
-    python -m force_jax.experiments.sweep_compare --out=docs/ablation_fashion_mnist \
+    python -m force_jax.reports.sweep_compare --out=docs/ablation_fashion_mnist \
         --runs=base=runs/ablation/base,cross_entropy=runs/ablation/ce
 
 Each run is a sweep folder (its results.csv) and a label; a label given to
@@ -25,10 +25,10 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from force_jax.experiments import plots, workdir
-from force_jax.experiments.sweep_report import series_name
-from force_jax.experiments.tables import csv_text, markdown_table, mean_std, sparsity_head
-from force_jax.training import files
+from force_jax.reports import plots
+from force_jax.reports.sweep_report import series_name
+from force_jax.reports.tables import csv_text, markdown_table, mean_std, sparsity_head
+from force_jax.runs import files, workdir
 
 VARIANT_COLUMNS = ("variant", "method", "sparsity", "seed", "test_accuracy", "error")
 

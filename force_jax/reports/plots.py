@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from force_jax.core.masks import SparsityReport, natural_key  # noqa: E402
-from force_jax.training import files  # noqa: E402
+from force_jax.runs import files  # noqa: E402
 
 
 def save_figure(fig, path: str) -> None:

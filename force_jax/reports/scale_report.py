@@ -1,6 +1,6 @@
 """FORCE and Iterative SNIP against network size: one table and one figure from per-width sweeps.
 
-    python -m force_jax.experiments.scale_report --runs=runs/scale_fashion_mnist \
+    python -m force_jax.reports.scale_report --runs=runs/scale_fashion_mnist \
         --out=docs/scale_fashion_mnist --data_dir=../shared/datasets/tfds
 
 RUNS holds one sweep folder per width (configs/scale_fashion_mnist.py:WIDTH,
@@ -31,9 +31,9 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from force_jax.experiments import mask_paths, plots, workdir
-from force_jax.experiments.tables import csv_text, markdown_table, mean_std
-from force_jax.training import files
+from force_jax.reports import mask_paths, plots
+from force_jax.reports.tables import csv_text, markdown_table, mean_std
+from force_jax.runs import files, workdir
 
 # The files of a finished cell that the report and a resumed sweep need (no checkpoints).
 RECORD_FILES = ("config.json", "prune.json", "metrics.json", "metrics.jsonl",

@@ -1,6 +1,6 @@
 """Do a sweep's trained masks still join input to output? Read from their checkpoints.
 
-    python -m force_jax.experiments.mask_paths --sweep=runs/sanity_fashion_mnist \
+    python -m force_jax.reports.mask_paths --sweep=runs/sanity_fashion_mnist \
         --data_dir=../shared/datasets/tfds --center_layers=conv_6/kernel,conv_7/kernel
 
 For every finished cell of a sweep folder, the mask is read back from the
@@ -34,12 +34,13 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from force_jax.config import setup
 from force_jax.core import losses, mask_analysis
 from force_jax.core import masks as masks_lib
-from force_jax.experiments import setup
-from force_jax.experiments.sweep_report import series_name
-from force_jax.experiments.tables import csv_text, markdown_table
-from force_jax.training import checkpoint, data, files
+from force_jax.reports.sweep_report import series_name
+from force_jax.reports.tables import csv_text, markdown_table
+from force_jax.runs import checkpoint, files
+from force_jax.training import data
 
 PyTree = Any
 

@@ -26,8 +26,9 @@ import jax
 import ml_collections
 
 from force_jax.errors import WorkdirError
-from force_jax.experiments.lock import workdir_lock
-from force_jax.training import cluster, files
+from force_jax.runs import files
+from force_jax.runs.lock import workdir_lock
+from force_jax.training import cluster
 
 CONFIG_FILE = "config.json"
 # Keys (dotted prefixes) that change neither a run's result nor what its numbers mean:

@@ -40,7 +40,7 @@ import time
 from collections.abc import Iterator
 
 from force_jax.errors import WorkdirError
-from force_jax.training import files
+from force_jax.runs import files
 
 LOCK_FILE = "lock"
 

@@ -13,7 +13,6 @@ keeps TensorFlow's and XLA's start-up log lines off the console.
 from __future__ import annotations
 
 import difflib
-import errno
 import os
 import signal
 import sys
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import ml_collections
 
 from force_jax.errors import ConfigError
+from force_jax.runs.disk import disk_message
 
 if TYPE_CHECKING:
     from absl import flags as absl_flags
@@ -300,34 +300,6 @@ def _override_error(argv: Sequence[str], error: BaseException) -> str:
     return f"bad --config override: {_one_line(error)}"
 
 
-# The fix of a write the disk refused, by errno.
-_DISK_FIXES = {
-    errno.ENOSPC: "free some space (or use a --workdir on another disk) and rerun the same "
-                  "command: a run resumes from its last complete checkpoint",
-    errno.EDQUOT: "free some of your quota (or use a --workdir on another disk) and rerun the "
-                  "same command: a run resumes from its last complete checkpoint",
-    errno.EROFS: "use a --workdir on a writable disk",
-    errno.EACCES: "use a --workdir (and config.data.data_dir) you may use, or change the "
-                  "permissions",
-}
-
-
-def disk_message(error: OSError, workdir: str) -> str:
-    """The one-line message of a write the disk refused (`checkpoint.disk_error`).
-
-    Args:
-      error: the OSError, errno in `checkpoint.DISK_ERRNOS`.
-      workdir: the run's --workdir, named when the error names no file.
-
-    Returns:
-      "cannot write PATH: REASON; FIX" ("cannot access" for a permission, which
-      a read can lack too).
-    """
-    path = error.filename or f"into --workdir={workdir}"
-    verb = "access" if error.errno == errno.EACCES else "write"
-    return f"cannot {verb} {path}: {error.strerror}; {_DISK_FIXES[error.errno]}"
-
-
 def run_config_command(
     command: Callable[[ml_collections.ConfigDict, str], Any], workdir_help: str
 ) -> None:
@@ -395,7 +367,7 @@ def run_command(command: Callable[[ml_collections.ConfigDict, str], Any],
       config: the parsed config.
       workdir: the parsed --workdir.
     """
-    from force_jax.training import checkpoint
+    from force_jax.runs import checkpoint
 
     try:
         command(config, workdir)

@@ -29,7 +29,7 @@ retries the cells that failed. Before any cell runs, the grid is validated (a
 repeated method, sparsity or seed is an error, not a statistic), so is every
 cell's config (a sparsity that keeps no weight of the model included), and every
 existing cell must record the config the sweep now gives it (see
-`force_jax.experiments.workdir`): a rerun with other settings is refused, never reported
+`force_jax.runs.workdir`): a rerun with other settings is refused, never reported
 with the old results. A failing cell is recorded in results.csv with
 its error ("Type: message") and the sweep goes on with the next one; the
 command then names each failed cell and its error on stderr and exits with
@@ -51,11 +51,9 @@ import jax
 import ml_collections
 from tqdm.auto import tqdm
 
-from force_jax.core import mask_analysis, sanity
-from force_jax.core.masks import SparsityReport
-from force_jax.experiments import plots, setup, train, validate
-from force_jax.experiments import workdir as workdir_lib
-from force_jax.experiments.sweep_grid import (
+from force_jax.commands import train
+from force_jax.config import setup, validate
+from force_jax.config.sweep_grid import (
     ablations,
     cell_config,
     cell_name,
@@ -63,7 +61,10 @@ from force_jax.experiments.sweep_grid import (
     grid,
     validate_grid,
 )
-from force_jax.experiments.sweep_report import (
+from force_jax.core import mask_analysis, sanity
+from force_jax.core.masks import SparsityReport
+from force_jax.reports import plots
+from force_jax.reports.sweep_report import (
     report_from_dict,
     series_name,
     write_plots,
@@ -71,7 +72,9 @@ from force_jax.experiments.sweep_report import (
     write_step_results,
     write_summary,
 )
-from force_jax.training import checkpoint, cluster, data, files
+from force_jax.runs import checkpoint, files
+from force_jax.runs import workdir as workdir_lib
+from force_jax.training import cluster, data
 
 # Written by the sweep beside the cell's own files: its timing and error, so a
 # rerun that skips the cell can still report them.
@@ -363,7 +366,7 @@ def _sweep_and_summarise(config: ml_collections.ConfigDict, workdir: str, *,
 
 def main() -> None:
     """Command line: --config=configs/x.py --workdir=DIR [--config.key=value ...]."""
-    from force_jax.experiments import cli
+    from force_jax.commands import cli
 
     cli.run_config_command(_sweep_and_summarise, "Sweep folder; rerun on it to resume.")
 

@@ -14,9 +14,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from force_jax.core.masks import LayerDensity, SparsityReport
-from force_jax.experiments import plots
-from force_jax.experiments.tables import csv_text, markdown_table, mean_std, sparsity_head
-from force_jax.training import files
+from force_jax.reports import plots
+from force_jax.reports.tables import csv_text, markdown_table, mean_std, sparsity_head
+from force_jax.runs import files
 
 COLUMNS = (
     "method", "ablation", "sparsity", "seed", "test_accuracy", "best_validation_accuracy",

@@ -20,6 +20,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from force_jax import models as models_lib
+from force_jax.config import validate
 from force_jax.core import (
     compile_options,
     data_checks,
@@ -34,7 +35,6 @@ from force_jax.core import (
     sanity,
 )
 from force_jax.errors import ConfigError
-from force_jax.experiments import validate
 from force_jax.training import data
 
 PyTree = Any
@@ -60,7 +60,7 @@ def experiment(config: ml_collections.ConfigDict) -> Experiment:
     """Reads the dataset's description and builds the model and its initial variables.
 
     Args:
-      config: a validated experiment config (see `force_jax.experiments.validate`).
+      config: a validated experiment config (see `force_jax.config.validate`).
 
     Returns:
       An `Experiment`; the initialisation and pruning keys both come from config.seed.

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from force_jax.training import files
+from force_jax.runs import files
 
 Scalars = Mapping[str, Any]
 
@@ -54,7 +54,7 @@ class JsonlWriter:
     """One JSON object per record in a file, on disk after each record.
 
     On a local disk a record is appended: a run killed mid-write leaves at
-    most one torn last line, which `force_jax.training.checkpoint.read_jsonl`
+    most one torn last line, which `force_jax.runs.checkpoint.read_jsonl`
     drops (that record's checkpoint was never written, so the resumed run
     writes it again). The writer remembers its records and the file's size:
     a file deleted or changed by someone else during the run is rewritten
@@ -101,7 +101,7 @@ class TensorBoardWriter:
     """Scalar summaries in a TensorBoard event folder (tf.summary, imported lazily).
 
     tf.summary writes gs:// through TensorFlow's own GCS client, a second
-    client beside the package's (gcsfs, `force_jax.training.files`), with its
+    client beside the package's (gcsfs, `force_jax.runs.files`), with its
     own credentials and retries, which no local test server can stand in for.
     So for a folder on an object store the events are written to a local
     temporary folder, and each event file is uploaded whole, through

@@ -44,7 +44,7 @@ def csv_text(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A CSV file's text: the head row, then one line per row ("\\n" line ends).
 
     Every results.csv and paths.csv is written from this text (in one atomic
-    write, `force_jax.training.files.write_atomic`).
+    write, `force_jax.runs.files.write_atomic`).
 
     Args:
       head: the column names.

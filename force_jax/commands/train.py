@@ -25,12 +25,14 @@ import optax
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
+from force_jax import optim
+from force_jax.config import setup, validate
 from force_jax.core import compile_options, masks, sharding
-from force_jax.errors import DivergedError
-from force_jax.experiments import setup, validate
-from force_jax.experiments import workdir as workdir_lib
-from force_jax.training import checkpoint, cluster, data, optim, steps
-from force_jax.training import metrics as metrics_lib
+from force_jax.errors import ConfigError, DivergedError
+from force_jax.runs import checkpoint
+from force_jax.runs import metrics as metrics_lib
+from force_jax.runs import workdir as workdir_lib
+from force_jax.training import cluster, data, steps
 
 PyTree = Any
 
@@ -113,7 +115,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     The workdir is locked for the run (one run per workdir) and answers to
     its config: a rerun with other defining settings is refused (see
-    `force_jax.experiments.workdir`).
+    `force_jax.runs.workdir`).
 
     Args:
       config: experiment config (see configs/default.py for every key).
@@ -129,9 +131,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     validate.validate_config(config)
     workdir_lib.check_location(workdir)
     cluster.initialize_distributed(config.distributed, config.get("cluster"))
-    mesh = sharding.make_mesh(config.mesh.num_devices)
-    sharding.check_batch_size(config.train.batch_size, mesh, "config.train.batch_size")
-    sharding.check_batch_size(config.eval_batch_size, mesh, "config.eval_batch_size")
+    mesh = _mesh(config)
     exp = setup.experiment(config)
     with workdir_lib.claim(workdir, config):
         return _run(config, workdir, mesh, exp)
@@ -242,6 +242,20 @@ def _final_metrics(records: list[dict]) -> dict:
     return final
 
 
+def _mesh(config: ml_collections.ConfigDict) -> Mesh:
+    """The config's device mesh, the batch sizes checked against it (ConfigError names the key)."""
+    try:
+        mesh = sharding.make_mesh(config.mesh.num_devices)
+    except ValueError as error:
+        raise ConfigError(f"config.mesh.{error}") from None
+    try:
+        sharding.check_batch_size(config.train.batch_size, mesh, "config.train.batch_size")
+        sharding.check_batch_size(config.eval_batch_size, mesh, "config.eval_batch_size")
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    return mesh
+
+
 def _run(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
          exp: setup.Experiment) -> dict:
     """The body of `train_and_evaluate`, on a locked workdir that answers to `config`."""
@@ -329,7 +343,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
 
 def main() -> None:
     """Command line: --config=configs/x.py --workdir=DIR [--config.key=value ...]."""
-    from force_jax.experiments import cli
+    from force_jax.commands import cli
 
     cli.run_config_command(train_and_evaluate, "Output folder; rerun on it to resume.")
 

@@ -15,7 +15,7 @@ Writing:
   file and an interrupted run keeps the previous version.
 - `append_line` adds one line in place on a local disk. An object cannot be
   appended to: writers that grow a file (metrics.jsonl) keep its lines and
-  rewrite it whole there (`force_jax.training.metrics.JsonlWriter`), and
+  rewrite it whole there (`force_jax.runs.metrics.JsonlWriter`), and
   `append_line` refuses a URL rather than rewrite behind the caller's back.
 - `create_exclusive` creates a file only if none exists (O_EXCL; on GCS a
   generation-0 precondition), which the object-store lock is built on.
@@ -43,7 +43,7 @@ from typing import Any
 from force_jax.errors import ConfigError, StoreError
 
 # Why a disk refuses a write: full, over quota, read-only, not ours. The command line
-# reports these in one line naming the path (`force_jax.experiments.cli`).
+# reports these in one line naming the path (`force_jax.commands.cli`).
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES})
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
