@@ -1,6 +1,7 @@
 """force_jax: pruning at initialisation (FORCE, Iterative SNIP and baselines) in JAX."""
 
 from force_jax import models as models
+from force_jax import optim as optim
 from force_jax.core import allocation as allocation
 from force_jax.core import effective as effective
 from force_jax.core import masks as masks
@@ -25,11 +26,14 @@ from force_jax.core.program import PruneState as PruneState
 from force_jax.core.pruning import History as History
 from force_jax.core.pruning import prune as prune
 from force_jax.core.schedules import keep_fractions as keep_fractions
+from force_jax.optim import changing_masked_updates as changing_masked_updates
+from force_jax.optim import mask_changes as mask_changes
 from force_jax.optim import masked_updates as masked_updates
 
 __all__ = [
     "History",
     "allocation",
+    "changing_masked_updates",
     "effective",
     "PruneState",
     "Pruner",
@@ -41,10 +45,12 @@ __all__ = [
     "keep_fractions",
     "logits_loss",
     "masked_updates",
+    "mask_changes",
     "masks",
     "methods",
     "models",
     "nnx",
+    "optim",
     "network_probe",
     "num_kept",
     "program",

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from force_jax.core.masks import check_mask
+from force_jax.optim.changing import ChangingMaskState
 from force_jax.optim.optimizers import sgd
 
 PyTree = Any
@@ -69,7 +70,7 @@ def masked_updates(inner: optax.GradientTransformation,
 
 
 def mask_from_state(opt_state: PyTree) -> PyTree:
-    """The mask of a `masked_updates` optimizer state.
+    """The mask of a `masked_updates` (or `changing_masked_updates`) optimizer state.
 
     Args:
       opt_state: the state `masked_updates(...).init` returned (or a later one).
@@ -80,7 +81,7 @@ def mask_from_state(opt_state: PyTree) -> PyTree:
     Raises:
       ValueError: if the state is not a MaskedUpdatesState.
     """
-    if not isinstance(opt_state, MaskedUpdatesState):
+    if not isinstance(opt_state, (MaskedUpdatesState, ChangingMaskState)):
         raise ValueError(f"expected the MaskedUpdatesState of masked_updates, got "
                          f"{type(opt_state).__name__} (wrap the optimizer in masked_updates)")
     return opt_state.mask
