@@ -83,6 +83,16 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.lr_schedule.warmup_epochs = 0
     config.train.lr_schedule.boundaries = ()
     config.train.lr_schedule.factor = 0.1
+    # A mask that changes during training (docs/mask_changes.md): none (the paper's fixed
+    # mask), gmp (gradual magnitude pruning to mask_changes.sparsity), set or rigl.
+    config.train.mask_changes = ml_collections.ConfigDict()
+    config.train.mask_changes.method = "none"
+    config.train.mask_changes.sparsity = ml_collections.config_dict.placeholder(float)  # gmp
+    config.train.mask_changes.scope = "global"  # gmp: global or layerwise (from dense)
+    config.train.mask_changes.drop_fraction = 0.3  # set, rigl: decays along a cosine
+    config.train.mask_changes.start = 0  # steps; the first that may change the mask
+    config.train.mask_changes.end = ml_collections.config_dict.placeholder(int)  # None: 3/4
+    config.train.mask_changes.every = 100  # steps between changes
 
     config.mesh = ml_collections.ConfigDict()
     config.mesh.num_devices = -1  # -1: every device of every process, on one "data" axis

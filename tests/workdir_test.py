@@ -57,6 +57,7 @@ def test_a_key_added_later_matches_records_made_before_it_at_its_neutral_value()
     del recorded["prune"]["layer_floor"]  # and before the per-layer floor
     del recorded["prune"]["scope"], recorded["prune"]["allocation"]  # and the layer-wise scope
     del recorded["prune"]["prospr"], recorded["prune"]["ntk_sap"]  # and the methods' options
+    del recorded["train"]["mask_changes"]  # and masks that change during training
     assert workdir.ADDED_KEYS == {"prune.ablation": "none", "model.kernels": "auto",
                                   "prune.augment": False, "train.optimizer": "sgd",
                                   "prune.layer_floor": 0, "prune.scope": "global",
@@ -64,7 +65,13 @@ def test_a_key_added_later_matches_records_made_before_it_at_its_neutral_value()
                                   "prune.prospr.inner_lr": 0.1, "prune.prospr.inner_momentum": 0.0,
                                   "prune.prospr.first_order": False, "prune.prospr.new_data": True,
                                   "prune.ntk_sap.epsilon": 0.01, "prune.ntk_sap.samples": 5,
-                                  "prune.ntk_sap.noise_batch": 100}
+                                  "prune.ntk_sap.noise_batch": 100,
+                                  "train.mask_changes.method": "none",
+                                  "train.mask_changes.sparsity": None,
+                                  "train.mask_changes.scope": "global",
+                                  "train.mask_changes.drop_fraction": 0.3,
+                                  "train.mask_changes.start": 0, "train.mask_changes.end": None,
+                                  "train.mask_changes.every": 100}
     assert workdir.differences(recorded, workdir.config_record(tiny_config())) == []
     floored = workdir.config_record(tiny_config(**{"prune.layer_floor": 8}))
     assert workdir.differences(recorded, floored) == ["prune.layer_floor: 0 -> 8"]

@@ -26,6 +26,7 @@ from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from force_jax import optim
+from force_jax.config import mask_changes as mask_changes_config
 from force_jax.config import setup, validate
 from force_jax.core import compile_options, masks, sharding
 from force_jax.errors import ConfigError, DivergedError
@@ -38,26 +39,35 @@ PyTree = Any
 
 
 def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule,
-                   mask: PyTree) -> optax.GradientTransformation:
+                   mask: PyTree, total_steps: int | None = None) -> optax.GradientTransformation:
     """The configured optimizer (config.train.optimizer, SGD by default), masked.
 
     Args:
       config: experiment config (uses config.train).
       schedule: learning-rate schedule.
       mask: the pruning mask.
+      total_steps: the run's optimizer steps (needed when the mask changes).
 
     Returns:
-      `optim.masked_updates(inner, mask)`.
+      `optim.masked_updates(inner, mask)`, or `optim.changing_masked_updates`
+      with the rule of config.train.mask_changes.
     """
     cfg = config.train
     inner = optim.make_optimizer(
         cfg.get("optimizer", "sgd"), learning_rate=schedule, momentum=cfg.momentum,
         nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
-    return optim.masked_updates(inner, mask)
+    if cfg.mask_changes.method == "none":
+        return optim.masked_updates(inner, mask)
+    if total_steps is None:
+        raise ValueError("a changing mask (config.train.mask_changes) needs total_steps")
+    rule = mask_changes_config.rule(config, mask, total_steps)
+    return optim.changing_masked_updates(inner, mask, rule,
+                                         key=mask_changes_config.key(config))
 
 
 def initial_state(config: ml_collections.ConfigDict, model: nn.Module, variables: PyTree,
-                  mask: PyTree, schedule: optax.Schedule) -> steps.TrainState:
+                  mask: PyTree, schedule: optax.Schedule,
+                  total_steps: int | None = None) -> steps.TrainState:
     """The train state of a config: masked params, the configured optimizer wrapped in the mask.
 
     Args:
@@ -66,11 +76,13 @@ def initial_state(config: ml_collections.ConfigDict, model: nn.Module, variables
       variables: the variables training starts from (dense).
       mask: the pruning mask.
       schedule: learning-rate schedule.
+      total_steps: the run's optimizer steps (needed when the mask changes).
 
     Returns:
       `steps.create_train_state(model, variables, mask, make_optimizer(...))`.
     """
-    return steps.create_train_state(model, variables, mask, make_optimizer(config, schedule, mask))
+    return steps.create_train_state(model, variables, mask,
+                                    make_optimizer(config, schedule, mask, total_steps))
 
 
 def run_length(config: ml_collections.ConfigDict, num_train: int) -> tuple[int, float, int]:
@@ -133,18 +145,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     cluster.initialize_distributed(config.distributed, config.get("cluster"))
     mesh = _mesh(config)
     exp = setup.experiment(config)
+    if config.train.mask_changes.method != "none":  # before pruning: its end within the run
+        mask_changes_config.end_step(config, run_length(config, exp.info.num_train)[0])
     with workdir_lib.claim(workdir, config):
         return _run(config, workdir, mesh, exp)
 
 
 def _prune_or_restore(
     config: ml_collections.ConfigDict, model: nn.Module, variables: PyTree, key: jax.Array,
-    schedule: optax.Schedule, mngr: Any, template: steps.TrainState, workdir: str,
+    new_state: Any, mngr: Any, template: steps.TrainState, workdir: str,
     mesh: Mesh | None, image_shape: tuple[int, ...], place: Any,
 ) -> tuple[steps.TrainState, int, list[dict]]:
     """The state to train from: the last readable checkpoint, or a fresh prune at step 0.
 
-    A fresh start writes prune.json, an empty metrics.jsonl and the step-0
+    `new_state(variables, mask)` builds the train state of a fresh start. A
+    fresh start writes prune.json, an empty metrics.jsonl and the step-0
     checkpoint of the new state placed on the mesh by `place` (every array
     global, as a multi-process checkpoint needs); a resume validates
     metrics.jsonl and cuts it back to the checkpointed step. Also returns the
@@ -173,7 +188,7 @@ def _prune_or_restore(
     cluster.check_same_on_all_processes(int(local), "pruning mask fingerprint")
     start_variables = setup.initial_variables(config, model, image_shape, variables,
                                               mask)
-    state = place(initial_state(config, model, start_variables, mask, schedule))
+    state = place(new_state(start_variables, mask))
     if is_main:
         report = setup.mask_report(model, variables, mask, image_shape)
         print(report)
@@ -270,10 +285,12 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
         return sharding.put_replicated_copy(state, layout), layout
 
     mngr = checkpoint.manager(os.path.join(workdir, "checkpoints"))
-    template = initial_state(config, model, variables, masks.init_mask(variables["params"]),
-                             schedule)
+    def new_state(start_variables, mask):
+        return initial_state(config, model, start_variables, mask, schedule, total_steps)
+
+    template = new_state(variables, masks.init_mask(variables["params"]))
     try:
-        state, step, records = _prune_or_restore(config, model, variables, prune_key, schedule,
+        state, step, records = _prune_or_restore(config, model, variables, prune_key, new_state,
                                                  mngr, shard(template)[0], workdir, mesh,
                                                  info.image_shape, lambda s: shard(s)[0])
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from force_jax import models as models_lib
 from force_jax import optim
+from force_jax.config import mask_changes
 from force_jax.core import allocation as allocation_lib
 from force_jax.core import data_checks, losses, methods, sanity, schedules
 from force_jax.errors import ConfigError
@@ -76,6 +77,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _validate_cluster(config)
     _check(_is_int(config.seed), "seed", config.seed, "an integer")
     _validate_train(config.train)
+    mask_changes.check(config)
     _validate_schedule(config.train)
     _validate_data(config)
     _validate_evaluation(config)

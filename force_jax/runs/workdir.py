@@ -52,7 +52,10 @@ ADDED_KEYS = {"prune.ablation": "none", "model.kernels": "auto", "prune.augment"
               "prune.prospr.inner_lr": 0.1, "prune.prospr.inner_momentum": 0.0,
               "prune.prospr.first_order": False, "prune.prospr.new_data": True,
               "prune.ntk_sap.epsilon": 0.01, "prune.ntk_sap.samples": 5,
-              "prune.ntk_sap.noise_batch": 100}
+              "prune.ntk_sap.noise_batch": 100, "train.mask_changes.method": "none",
+              "train.mask_changes.sparsity": None, "train.mask_changes.scope": "global",
+              "train.mask_changes.drop_fraction": 0.3, "train.mask_changes.start": 0,
+              "train.mask_changes.end": None, "train.mask_changes.every": 100}
 # Files whose presence means the workdir already holds results of some run (a
 # checkpoints folder counts once it holds anything).
 RESULT_FILES = ("prune.json", "metrics.jsonl", "metrics.json", "checkpoints", "mask")
