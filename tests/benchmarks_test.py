@@ -211,3 +211,13 @@ def test_newer_methods_bench_quick(tmp_path):
     assert [row["method"] for row in rows] == ["prospr", "ntk_sap", "phew"]
     for row in rows:
         assert row["force_jax_s"] > 0 and row["official_s"] is None
+
+
+def test_mask_changes_bench_quick(tmp_path):
+    payload = _run("mask_changes_bench.py", tmp_path, "--period", "10")
+    (row,) = payload["rows"]
+    assert row["period"] == 10
+    for key in ("plain_step_s", "between_updates_s", "update_step_s"):
+        assert row[key] > 0
+    expected = (9 * row["between_updates_s"] + row["update_step_s"]) / 10 / row["plain_step_s"]
+    assert row["average_over_plain"] == pytest.approx(expected)
