@@ -108,9 +108,12 @@ def test_vgg19_forward_and_grads_match_plain_convs(monkeypatch):
         )
         return jnp.sum(logits**2), logits
 
-    (_, fast_logits), fast_grads = jax.value_and_grad(loss, has_aux=True)(variables["params"])
+    # One program each (traced after the patch that picks the conv path), not op by op.
+    (_, fast_logits), fast_grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(
+        variables["params"])
     monkeypatch.setattr(fast_conv, "SMALL_CONV_MAX_PIXELS", 0)
-    (_, plain_logits), plain_grads = jax.value_and_grad(loss, has_aux=True)(variables["params"])
+    (_, plain_logits), plain_grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(
+        variables["params"])
     np.testing.assert_allclose(fast_logits, plain_logits, rtol=1e-4, atol=1e-4)
     for layer in ("conv_12", "conv_15"):
         got, want = fast_grads[layer]["kernel"], plain_grads[layer]["kernel"]

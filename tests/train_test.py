@@ -153,6 +153,7 @@ def test_imagenet_streams_fresh_augmented_pruning_batches_end_to_end(tmp_path):
         "train.num_steps": 2, "eval_every_steps": 2, "eval_batch_size": 4,
     })
     config.model.width_multiplier = 0.0625
+    config.model.stage_sizes = (1, 1, 1, 1)  # one bottleneck block a stage: the stem is tested
     with tfds.testing.mock_data(num_examples=16, data_dir=str(tmp_path / "tfds")):
         stream = setup.pruning_examples(config)
         first = next(stream)
