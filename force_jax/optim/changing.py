@@ -83,29 +83,31 @@ def changing_masked_updates(inner: optax.GradientTransformation, mask: PyTree, r
                              "state, params)")
         is_update = rule.period.at(state.count)
 
+        def kept(tree, mask):
+            return jax.tree.map(lambda x, m: jnp.where(m, x, jnp.zeros((), x.dtype)), tree, mask)
+
+        def between():  # exactly masked_updates
+            updates, inner_state = inner.update(kept(grads, state.mask), state.inner_state,
+                                                params)
+            return kept(updates, state.mask), state.mask, inner_state
+
         def change():
             step_key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.count)
-            new = rule.new_mask(state.mask, params, grads, state.count, step_key)
-            changed = jax.tree.map(jnp.not_equal, new, state.mask)
-            return new, _reset(inner, state.inner_state, changed)
+            mask = rule.new_mask(state.mask, params, grads, state.count, step_key)
+            inner_state = _reset(inner, state.inner_state,
+                                 jax.tree.map(jnp.not_equal, mask, state.mask))
+            if rule.skip_gradient:
+                updates = jax.tree.map(jnp.zeros_like, params)
+            else:
+                updates, inner_state = inner.update(kept(grads, mask), inner_state, params)
+            # Kept weights move by the optimizer's update; every other weight by minus its
+            # value: zero for those already pruned, exactly back to zero for those dropped.
+            updates = jax.tree.map(lambda u, m, p: jnp.where(m, u, -p).astype(u.dtype),
+                                   updates, mask, params)
+            return updates, mask, inner_state
 
-        mask, inner_state = jax.lax.cond(is_update, change,
-                                         lambda: (state.mask, state.inner_state))
-        kept_grads = jax.tree.map(lambda g, m: jnp.where(m, g, jnp.zeros((), g.dtype)),
-                                  grads, mask)
-
-        def step():
-            return inner.update(kept_grads, inner_state, params)
-
-        if rule.skip_gradient:
-            updates, inner_state = jax.lax.cond(
-                is_update, lambda: (jax.tree.map(jnp.zeros_like, kept_grads), inner_state), step)
-        else:
-            updates, inner_state = step()
-        # Kept weights move by the optimizer's update; every other weight by minus its
-        # value: zero for those already pruned, exactly back to zero for those just dropped.
-        updates = jax.tree.map(lambda u, m, p: jnp.where(m, u, -p).astype(u.dtype),
-                               updates, mask, params)
+        # One branch or the other runs: a step between updates pays nothing for the rule.
+        updates, mask, inner_state = jax.lax.cond(is_update, change, between)
         return updates, ChangingMaskState(mask, inner_state, state.count + 1, state.key)
 
     return optax.GradientTransformation(init_fn, update_fn)
