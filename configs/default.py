@@ -94,6 +94,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.mask_changes.end = ml_collections.config_dict.placeholder(int)  # None: 3/4
     config.train.mask_changes.every = 100  # steps between changes
 
+    # python -m force_jax.lottery (docs/mask_changes.md): iterative magnitude pruning after
+    # training to prune.sparsity in lottery.rounds rounds, each rewound to lottery.rewind_step
+    # (-1: no rewinding, retrain from the trained weights). 0 rounds: not a lottery run.
+    config.lottery = ml_collections.ConfigDict()
+    config.lottery.rounds = 0
+    config.lottery.rewind_step = 0
+
     config.mesh = ml_collections.ConfigDict()
     config.mesh.num_devices = -1  # -1: every device of every process, on one "data" axis
     config.mesh.fsdp = False  # shard large params and optimiser state over the data axis

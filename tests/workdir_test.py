@@ -58,6 +58,7 @@ def test_a_key_added_later_matches_records_made_before_it_at_its_neutral_value()
     del recorded["prune"]["scope"], recorded["prune"]["allocation"]  # and the layer-wise scope
     del recorded["prune"]["prospr"], recorded["prune"]["ntk_sap"]  # and the methods' options
     del recorded["train"]["mask_changes"]  # and masks that change during training
+    del recorded["lottery"]  # and lottery tickets
     assert workdir.ADDED_KEYS == {"prune.ablation": "none", "model.kernels": "auto",
                                   "prune.augment": False, "train.optimizer": "sgd",
                                   "prune.layer_floor": 0, "prune.scope": "global",
@@ -71,7 +72,8 @@ def test_a_key_added_later_matches_records_made_before_it_at_its_neutral_value()
                                   "train.mask_changes.scope": "global",
                                   "train.mask_changes.drop_fraction": 0.3,
                                   "train.mask_changes.start": 0, "train.mask_changes.end": None,
-                                  "train.mask_changes.every": 100}
+                                  "train.mask_changes.every": 100,
+                                  "lottery.rounds": 0, "lottery.rewind_step": 0}
     assert workdir.differences(recorded, workdir.config_record(tiny_config())) == []
     floored = workdir.config_record(tiny_config(**{"prune.layer_floor": 8}))
     assert workdir.differences(recorded, floored) == ["prune.layer_floor: 0 -> 8"]

@@ -257,6 +257,18 @@ def _final_metrics(records: list[dict]) -> dict:
     return final
 
 
+REWIND_POINT = "rewind_point"  # the weights a lottery ticket's later rounds rewind to
+
+
+def _save_rewind_point(config: ml_collections.ConfigDict, workdir: str, step: int,
+                       state: steps.TrainState) -> None:
+    """The first (dense) round of a lottery run keeps its weights at lottery.rewind_step."""
+    lottery = config.lottery
+    if lottery.rounds and config.prune.sparsity == 0 and step == lottery.rewind_step:
+        checkpoint.save_tree(os.path.join(workdir, REWIND_POINT),
+                             {"params": state.params, "batch_stats": state.batch_stats})
+
+
 def _mesh(config: ml_collections.ConfigDict) -> Mesh:
     """The config's device mesh, the batch sizes checked against it (ConfigError names the key)."""
     try:
@@ -319,9 +331,11 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
                                             print_fn=bar.write)
         window_start, window_steps, train_sums = time.perf_counter(), 0, {}
         try:
+            _save_rewind_point(config, workdir, step, state)
             while step < total_steps:
                 state, metrics = p_train_step(state, sharding.global_batch(next(train_iter), mesh))
                 step += 1
+                _save_rewind_point(config, workdir, step, state)
                 window_steps += 1
                 train_sums = {k: train_sums.get(k, 0.0) + v for k, v in metrics.items()}
                 bar.update(1)

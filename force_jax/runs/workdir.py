@@ -55,7 +55,8 @@ ADDED_KEYS = {"prune.ablation": "none", "model.kernels": "auto", "prune.augment"
               "prune.ntk_sap.noise_batch": 100, "train.mask_changes.method": "none",
               "train.mask_changes.sparsity": None, "train.mask_changes.scope": "global",
               "train.mask_changes.drop_fraction": 0.3, "train.mask_changes.start": 0,
-              "train.mask_changes.end": None, "train.mask_changes.every": 100}
+              "train.mask_changes.end": None, "train.mask_changes.every": 100,
+              "lottery.rounds": 0, "lottery.rewind_step": 0}
 # Files whose presence means the workdir already holds results of some run (a
 # checkpoints folder counts once it holds anything).
 RESULT_FILES = ("prune.json", "metrics.jsonl", "metrics.json", "checkpoints", "mask")

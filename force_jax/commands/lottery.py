@@ -1,0 +1,176 @@
+"""Lottery tickets: iterative magnitude pruning after training, with rewinding.
+
+Round 0 trains the dense network (`prune.sparsity` 0) and keeps its weights at
+step `lottery.rewind_step`. Round r = 1..R prunes, among the weights round r-1
+kept, those of lowest trained magnitude (one global ranking, as open_lth's
+`sparse_global`) down to floor(keep_r N) with keep_r = (1 - s)^(r / R), so
+that round R reaches the sparsity s = `prune.sparsity` exactly; it rewinds the
+kept weights to their values at the rewind step and trains from that step to
+the end, with a fresh optimizer, as Frankle et al. (2020) do. `rewind_step=-1`
+keeps the trained weights instead and retrains from step 0: with one round,
+one-shot magnitude pruning after training.
+
+Each round is a train run in its own folder (DIR/round_R): a finished round is
+skipped and an interrupted one resumes from its checkpoint, so rerunning the
+command resumes by rounds. DIR/lottery.json lists every round's sparsity and
+accuracy.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+import orbax.checkpoint as ocp
+
+from force_jax import optim
+from force_jax.commands import cli, train
+from force_jax.config import setup, validate
+from force_jax.core import masks, schedules
+from force_jax.errors import ConfigError
+from force_jax.runs import checkpoint, files
+from force_jax.runs import workdir as workdir_lib
+
+PyTree = Any
+
+
+def check(config: ml_collections.ConfigDict, total_steps: int | None = None) -> None:
+    """The lottery keys: rounds >= 1, a sparsity to reach, a rewind step within the run.
+
+    Args:
+      config: experiment config.
+      total_steps: the run's optimizer steps, when known.
+
+    Raises:
+      ConfigError: naming the key.
+    """
+    rounds, rewind = config.lottery.rounds, config.lottery.rewind_step
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ConfigError(f"config.lottery.rounds={rounds!r}: expected an integer >= 1 (the "
+                          "pruning rounds after the dense one)")
+    if isinstance(rewind, bool) or not isinstance(rewind, int) or rewind < -1:
+        raise ConfigError(f"config.lottery.rewind_step={rewind!r}: expected a step >= 0, or -1 "
+                          "(no rewinding)")
+    if total_steps is not None and rewind >= total_steps:
+        raise ConfigError(f"config.lottery.rewind_step={rewind}: expected a step before the "
+                          f"end of training ({total_steps} steps)")
+    if not 0 < config.prune.sparsity < 1:
+        raise ConfigError(f"config.prune.sparsity={config.prune.sparsity}: a lottery run "
+                          "prunes to it in lottery.rounds rounds; expected it in (0, 1)")
+    if config.train.mask_changes.method != "none":
+        raise ConfigError("config.train.mask_changes.method="
+                          f"{config.train.mask_changes.method!r}: a lottery run trains each "
+                          "round at a fixed mask; set it to none")
+
+
+def round_config(config: ml_collections.ConfigDict, r: int) -> ml_collections.ConfigDict:
+    """Round r's train config: dense for r = 0, else magnitude at that round's sparsity."""
+    out = copy.deepcopy(config)
+    keep = (1 - config.prune.sparsity) ** (r / config.lottery.rounds)
+    out.prune.sparsity = 0.0 if r == 0 else (config.prune.sparsity if r == config.lottery.rounds
+                                             else float(1 - keep))
+    out.prune.method, out.prune.steps = "magnitude", 1  # what a round records: magnitude
+    return out
+
+
+def prune_trained(params: PyTree, mask: PyTree, keep: int) -> PyTree:
+    """The `keep` largest |trained weights| among those `mask` keeps (ties to the lower index)."""
+    scores = jax.tree.map(
+        lambda p, m: jnp.where(m, jnp.abs(p), -jnp.inf) if masks.is_prunable_leaf(m)
+        else jnp.zeros(()), params, mask)
+    return masks.topk_mask(scores, mask, keep)
+
+
+def _start_round(config: ml_collections.ConfigDict, workdir: str, previous: str) -> None:
+    """Writes round r's starting checkpoint (the pruned, rewound weights) into `workdir`."""
+    exp = setup.experiment(config)
+    total, _, _ = train.run_length(config, exp.info.num_train)
+    template = train.initial_state(config, exp.model, exp.variables,
+                                   masks.init_mask(exp.variables["params"]),
+                                   train.make_lr_schedule(config, exp.info.num_train), total)
+    trained, _ = checkpoint.restore_state(checkpoint.manager(os.path.join(previous,
+                                                                          "checkpoints")),
+                                          template)
+    old_mask = optim.mask_from_state(trained.opt_state)
+    n = masks.num_prunable(old_mask)
+    keep = int(schedules.count_kept(1 - config.prune.sparsity, n))
+    mask = prune_trained(trained.params, old_mask, keep)
+    rewind = config.lottery.rewind_step
+    if rewind >= 0:
+        with ocp.StandardCheckpointer() as ckpt:
+            weights = ckpt.restore(files.absolute(os.path.join(
+                _first_round(previous), train.REWIND_POINT)))
+        start_step = rewind
+    else:
+        weights = {"params": trained.params, "batch_stats": trained.batch_stats}
+        start_step = 0
+    variables = {"params": masks.apply_mask(weights["params"], mask),
+                 **({"batch_stats": weights["batch_stats"]} if weights["batch_stats"] else {})}
+    state = train.initial_state(config, exp.model, variables, mask,
+                                train.make_lr_schedule(config, exp.info.num_train), total)
+    # Training goes on from the rewind step: the learning-rate schedule (the optimizer's
+    # step count) at that step, the optimizer's statistics fresh.
+    state = state.replace(step=jnp.asarray(start_step, jnp.int32), opt_state=optax.tree_utils.
+                          tree_set(state.opt_state, count=jnp.asarray(start_step, jnp.int32)))
+    with workdir_lib.claim(workdir, config):
+        checkpoint.write_json(os.path.join(workdir, "prune.json"), {
+            "method": "lottery", "round_of": previous, "rewind_step": rewind,
+            "report": {"kept": keep, "num_prunable": n}})
+        # A resumed run continues from the record of its checkpoint's step.
+        checkpoint.write_jsonl(os.path.join(workdir, "metrics.jsonl"), [
+            {"step": start_step, "rewound_to_step": rewind}] if start_step else [])
+        workdir_lib.record_checkpoint_config(workdir, config)
+        checkpoint.save_state(checkpoint.manager(os.path.join(workdir, "checkpoints")),
+                              start_step, state)
+
+
+def _first_round(round_dir: str) -> str:
+    """The folder of round 0, where the rewind point lives, from any round's folder."""
+    return os.path.join(os.path.dirname(round_dir.rstrip("/")), "round_0")
+
+
+def run_lottery(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
+    """Runs (or resumes) every round; returns and writes their results.
+
+    Args:
+      config: experiment config with lottery.rounds >= 1.
+      workdir: the folder of the rounds (DIR/round_R) and of lottery.json.
+
+    Returns:
+      One record per round: round, sparsity, kept, test_accuracy.
+    """
+    check(config)
+    validate.validate_config(config)
+    info = setup.experiment(config).info
+    check(config, train.run_length(config, info.num_train)[0])
+    results = []
+    for r in range(config.lottery.rounds + 1):
+        cfg = round_config(config, r)
+        folder = os.path.join(workdir, f"round_{r}")
+        done = os.path.join(folder, "metrics.json")
+        if files.exists(done):
+            metrics = json.loads(files.read_text(done))
+        else:
+            if r and not files.exists(os.path.join(folder, "checkpoints")):
+                _start_round(cfg, folder, os.path.join(workdir, f"round_{r - 1}"))
+            metrics = train.train_and_evaluate(cfg, folder)
+        results.append({"round": r, "sparsity": cfg.prune.sparsity,
+                        "test_accuracy": metrics["test_accuracy"],
+                        "global_density": metrics.get("global_density")})
+        print(f"round {r}: sparsity {cfg.prune.sparsity:.4f}, test accuracy "
+              f"{metrics['test_accuracy']:.4f}")
+    checkpoint.write_json(os.path.join(workdir, "lottery.json"), {"rounds": results})
+    return results
+
+
+def main() -> None:
+    """`python -m force_jax.lottery`: --config and --workdir, then `run_lottery`."""
+    cli.run_config_command(run_lottery, "folder of the rounds (resumed when rerun)")
+
+
