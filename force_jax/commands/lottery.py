@@ -31,6 +31,7 @@ import orbax.checkpoint as ocp
 
 from force_jax import optim
 from force_jax.commands import cli, train
+from force_jax.config import mask_changes as mask_changes_config
 from force_jax.config import setup, validate
 from force_jax.core import masks, schedules
 from force_jax.errors import ConfigError
@@ -63,9 +64,9 @@ def check(config: ml_collections.ConfigDict, total_steps: int | None = None) -> 
     if not 0 < config.prune.sparsity < 1:
         raise ConfigError(f"config.prune.sparsity={config.prune.sparsity}: a lottery run "
                           "prunes to it in lottery.rounds rounds; expected it in (0, 1)")
-    if config.train.mask_changes.method != "none":
+    if mask_changes_config.method(config) != "none":
         raise ConfigError("config.train.mask_changes.method="
-                          f"{config.train.mask_changes.method!r}: a lottery run trains each "
+                          f"{mask_changes_config.method(config)!r}: a lottery run trains each "
                           "round at a fixed mask; set it to none")
 
 

@@ -56,7 +56,7 @@ def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule,
     inner = optim.make_optimizer(
         cfg.get("optimizer", "sgd"), learning_rate=schedule, momentum=cfg.momentum,
         nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
-    if cfg.mask_changes.method == "none":
+    if mask_changes_config.method(config) == "none":
         return optim.masked_updates(inner, mask)
     if total_steps is None:
         raise ValueError("a changing mask (config.train.mask_changes) needs total_steps")
@@ -145,7 +145,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     cluster.initialize_distributed(config.distributed, config.get("cluster"))
     mesh = _mesh(config)
     exp = setup.experiment(config)
-    if config.train.mask_changes.method != "none":  # before pruning: its end within the run
+    if mask_changes_config.method(config) != "none":  # before pruning: its end within the run
         mask_changes_config.end_step(config, run_length(config, exp.info.num_train)[0])
     with workdir_lib.claim(workdir, config):
         return _run(config, workdir, mesh, exp)
@@ -263,8 +263,8 @@ REWIND_POINT = "rewind_point"  # the weights a lottery ticket's later rounds rew
 def _save_rewind_point(config: ml_collections.ConfigDict, workdir: str, step: int,
                        state: steps.TrainState) -> None:
     """The first (dense) round of a lottery run keeps its weights at lottery.rewind_step."""
-    lottery = config.lottery
-    if lottery.rounds and config.prune.sparsity == 0 and step == lottery.rewind_step:
+    lottery = config.get("lottery")
+    if lottery and lottery.rounds and config.prune.sparsity == 0 and step == lottery.rewind_step:
         checkpoint.save_tree(os.path.join(workdir, REWIND_POINT),
                              {"params": state.params, "batch_stats": state.batch_stats})
 

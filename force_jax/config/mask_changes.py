@@ -22,6 +22,12 @@ METHODS = ("none", "gmp", "set", "rigl")
 PyTree = Any
 
 
+def method(config: ml_collections.ConfigDict) -> str:
+    """config.train.mask_changes.method; "none" for a config without the key."""
+    changes = config.train.get("mask_changes")
+    return "none" if changes is None else changes.method
+
+
 def _fail(key: str, value: Any, expected: str) -> None:
     raise ConfigError(f"config.train.mask_changes.{key}={value!r}: expected {expected}")
 
@@ -35,11 +41,11 @@ def check(config: ml_collections.ConfigDict) -> None:
     Raises:
       ConfigError: naming the key and the fix.
     """
+    if method(config) == "none":
+        return
     cfg = config.train.mask_changes
     if cfg.method not in METHODS:
         _fail("method", cfg.method, f"one of {', '.join(METHODS)}")
-    if cfg.method == "none":
-        return
     for key in ("start", "every"):
         value = cfg[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < (key == "every"):
@@ -115,9 +121,9 @@ def rule(config: ml_collections.ConfigDict, mask: PyTree, total_steps: int) -> A
     Returns:
       A GradualMagnitude or DropAndGrow record, or None.
     """
-    cfg = config.train.mask_changes
-    if cfg.method == "none":
+    if method(config) == "none":
         return None
+    cfg = config.train.mask_changes
     end = end_step(config, total_steps)
     if cfg.method == "gmp":
         return mask_changes.gradual_magnitude(
