@@ -85,5 +85,7 @@ def test_two_rounds_rewind_prune_for_good_and_resume_by_rounds(tmp_path):
     jax.tree.map(np.testing.assert_array_equal, start.params, expected)
     counts = [v for _, v in optax.tree_utils.tree_get_all_with_path(start.opt_state, "count")]
     assert counts and all(int(c) == 2 for c in counts)  # the schedule goes on from step 2
+    # A kill before the start was whole (no prune.json): the rerun makes it again.
+    (tmp_path / "round_2" / "prune.json").unlink()
     again = lottery.run_lottery(config, str(tmp_path))
     assert again[:2] == results[:2] and again[-1]["test_accuracy"] == final

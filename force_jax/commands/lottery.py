@@ -37,6 +37,7 @@ from force_jax.core import masks, schedules
 from force_jax.errors import ConfigError
 from force_jax.runs import checkpoint, files
 from force_jax.runs import workdir as workdir_lib
+from force_jax.training import cluster
 
 PyTree = Any
 
@@ -119,16 +120,23 @@ def _start_round(config: ml_collections.ConfigDict, workdir: str, previous: str)
     # step count) at that step, the optimizer's statistics fresh.
     state = state.replace(step=jnp.asarray(start_step, jnp.int32), opt_state=optax.tree_utils.
                           tree_set(state.opt_state, count=jnp.asarray(start_step, jnp.int32)))
+    is_main = jax.process_index() == 0
     with workdir_lib.claim(workdir, config):
-        checkpoint.write_json(os.path.join(workdir, "prune.json"), {
-            "method": "lottery", "round_of": previous, "rewind_step": rewind,
-            "report": {"kept": keep, "num_prunable": n}})
+        # A start cut short by a kill (no prune.json yet) is made again from scratch.
+        if is_main and files.exists(os.path.join(workdir, "checkpoints")):
+            files.rmtree(os.path.join(workdir, "checkpoints"))
+        cluster.barrier("lottery round start")
+        checkpoint.save_state(checkpoint.manager(os.path.join(workdir, "checkpoints")),
+                              start_step, state)
+        if not is_main:
+            return
+        workdir_lib.record_checkpoint_config(workdir, config)
         # A resumed run continues from the record of its checkpoint's step.
         checkpoint.write_jsonl(os.path.join(workdir, "metrics.jsonl"), [
             {"step": start_step, "rewound_to_step": rewind}] if start_step else [])
-        workdir_lib.record_checkpoint_config(workdir, config)
-        checkpoint.save_state(checkpoint.manager(os.path.join(workdir, "checkpoints")),
-                              start_step, state)
+        checkpoint.write_json(os.path.join(workdir, "prune.json"), {  # last: the start is whole
+            "method": "lottery", "round_of": previous, "rewind_step": rewind,
+            "report": {"kept": keep, "num_prunable": n}})
 
 
 def _first_round(round_dir: str) -> str:
@@ -158,7 +166,7 @@ def run_lottery(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
         if files.exists(done):
             metrics = json.loads(files.read_text(done))
         else:
-            if r and not files.exists(os.path.join(folder, "checkpoints")):
+            if r and not files.exists(os.path.join(folder, "prune.json")):
                 _start_round(cfg, folder, os.path.join(workdir, f"round_{r - 1}"))
             metrics = train.train_and_evaluate(cfg, folder)
         results.append({"round": r, "sparsity": cfg.prune.sparsity,
