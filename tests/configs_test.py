@@ -156,3 +156,18 @@ def test_method_settings_reach_only_their_methods_cells():
     config.sweep.method_settings = {"prosper": {"prune": {"steps": 1}}}
     with pytest.raises(ConfigError, match="sweep.method_settings"):
         validate.validate_sweep_settings(config.sweep)
+
+
+def test_a_method_option_set_for_a_whole_mixed_sweep_points_to_method_settings():
+    from configs import baselines_fashion_mnist
+
+    config = baselines_fashion_mnist.get_config("methods")
+    sweep_grid.check_shared_options(config)  # the options at their defaults: fine
+    config.prune.prospr.inner_lr = 0.5
+    with pytest.raises(ConfigError, match=r"config.prune.prospr.inner_lr=0.5 would apply to "
+                       r"every cell, but this sweep also runs iter_snip.*--config.sweep."
+                       r"method_settings='\{\"prospr\": \{\"prune\": \{\"prospr\": "
+                       r"\{\"inner_lr\": 0.5\}\}\}\}'"):
+        sweep_grid.check_shared_options(config)
+    config.sweep.methods = ("prospr",)  # a sweep of prospr alone may set it for all
+    sweep_grid.check_shared_options(config)

@@ -58,6 +58,7 @@ from force_jax.config.sweep_grid import (
     cell_config,
     cell_name,
     check_cells,
+    check_shared_options,
     grid,
     validate_grid,
 )
@@ -233,6 +234,7 @@ def validate_cells(config: ml_collections.ConfigDict) -> None:
     """
     sweep = config.sweep
     validate_grid(sweep)
+    check_shared_options(config)
     validate.validate_sweep_settings(sweep)
     cells = [cell_config(config, *cell) for cell in grid(sweep)]
     for cell in cells:

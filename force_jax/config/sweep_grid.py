@@ -7,6 +7,7 @@ cell folder answers to the config the sweep would now give it.
 
 from __future__ import annotations
 
+import json
 import os
 
 import ml_collections
@@ -153,6 +154,35 @@ def validate_grid(sweep: ml_collections.ConfigDict) -> None:
     bad_seeds = [s for s in axes["seeds"] if not isinstance(s, int) or isinstance(s, bool)]
     if bad_seeds:
         raise ConfigError(f"config.sweep.seeds holds {bad_seeds}; seeds must be integers")
+
+
+def check_shared_options(config: ml_collections.ConfigDict) -> None:
+    """Refuses a method's option set for the whole grid when other methods run in it too.
+
+    Such a setting (config.prune.prospr.inner_lr for a sweep of prospr and
+    force, say) would be refused by every cell of the other methods; it
+    belongs to the method's own cells, in sweep.method_settings.
+
+    Args:
+      config: the sweep config.
+
+    Raises:
+      ConfigError: naming the key and the method_settings that would do it.
+    """
+    swept = tuple(config.sweep.methods)
+    for name, build in methods.WITH_OPTIONS.items():
+        block = config.prune.get(name)
+        if block is None or set(swept) <= {name}:
+            continue
+        defaults = build().score
+        for key, value in block.items():
+            if getattr(defaults, key, value) != value:
+                others = ", ".join(m for m in swept if m != name)
+                setting = json.dumps({name: {"prune": {name: {key: value}}}})
+                raise ConfigError(
+                    f"config.prune.{name}.{key}={value!r} would apply to every cell, but this "
+                    f"sweep also runs {others}: give it to {name}'s cells alone, "
+                    f"--config.sweep.method_settings='{setting}'")
 
 
 def check_cells(config: ml_collections.ConfigDict, workdir: str) -> None:
