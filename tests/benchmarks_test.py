@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# Each starts a benchmark script in a fresh process and compiles its programs: the slow tier.
+pytestmark = pytest.mark.slow
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 MACHINE_KEYS = {
     "platform",

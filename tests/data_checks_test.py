@@ -49,6 +49,7 @@ def test_a_stream_is_corrupted_batch_by_batch_with_its_own_keys():
     assert set(data_checks.DATA_CHECKS) <= set(sanity.ABLATIONS)
 
 
+@pytest.mark.slow
 @needs_real_data
 def test_data_checks_and_the_layerwise_scope_from_the_config_on_fashion_mnist():
     masks_by_check, records = {}, {}

@@ -282,6 +282,7 @@ def _results(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if k != "images_per_second"}
 
 
+@pytest.mark.slow
 @needs_real_data
 def test_a_run_on_gcs_equals_the_local_run_and_resumes_after_a_kill(server, bucket, tmp_path):
     config = tiny_config()

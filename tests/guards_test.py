@@ -79,6 +79,7 @@ def test_prune_with_a_floor_keeps_it_at_every_step_and_without_it_is_unchanged()
     np.testing.assert_array_equal(plain_history.layer_kept, zero_history.layer_kept)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SHARED_TFDS.is_dir(), reason="no shared TFDS folder")
 def test_config_layer_floor_prunes_lenet5_with_the_floor_and_refuses_one_too_big():
     from train_test import tiny_config

@@ -14,6 +14,8 @@ import subprocess
 import venv
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("tensorflow", "tensorflow_datasets", "orbax", "gcsfs", "matplotlib", "tensorboard",
          "tqdm")
@@ -62,6 +64,7 @@ def test_the_light_dependencies_are_the_library_s_only():
     assert names == {"jax", "flax", "optax", "chex", "numpy", "ml-collections"}
 
 
+@pytest.mark.slow
 def test_a_light_install_prunes_and_trains_without_the_commands_packages(tmp_path):
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)

@@ -48,6 +48,7 @@ def test_a_bad_lottery_setting_fails_before_any_work(tmp_path, overrides, messag
     assert not os.listdir(tmp_path)
 
 
+@pytest.mark.slow
 @needs_real_data
 def test_two_rounds_rewind_prune_for_good_and_resume_by_rounds(tmp_path):
     config = tiny_config(**{"lottery.rounds": 2, "lottery.rewind_step": 2,

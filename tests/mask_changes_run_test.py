@@ -41,6 +41,7 @@ def _kept_per_layer(mask):
     return [int(np.sum(m)) for m in jax.tree.leaves(mask) if masks.is_prunable_leaf(m)]
 
 
+@pytest.mark.slow
 @needs_real_data
 def test_rigl_rewires_at_fixed_counts_and_resumes_bit_for_bit_around_an_update(tmp_path):
     # Updates at steps 0, 2 and 4 (end 4); checkpoints at 3 and 6. The resumed run restarts
@@ -73,7 +74,7 @@ def test_rigl_rewires_at_fixed_counts_and_resumes_bit_for_bit_around_an_update(t
 @needs_real_data
 @pytest.mark.parametrize("method, overrides", [
     ("gmp", {"prune.sparsity": 0.0, "train.mask_changes.sparsity": 0.9}),
-    ("set", {"prune.sparsity": 0.9}),
+    pytest.param("set", {"prune.sparsity": 0.9}, marks=pytest.mark.slow),
 ])
 def test_gradual_pruning_and_set_train_end_to_end(tmp_path, method, overrides):
     config = tiny_config(**{"train.mask_changes.method": method, "train.mask_changes.every": 2,

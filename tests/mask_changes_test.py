@@ -211,6 +211,7 @@ def test_gradual_pruning_follows_its_schedule_and_prunes_for_good():
             assert not np.any(np.asarray(p[name])[~np.asarray(m[name])])
 
 
+@pytest.mark.slow
 def test_a_resumed_state_continues_bit_for_bit_across_an_update():
     params, mask = _start()
     rule = mask_changes.drop_and_grow(grow="random", drop_fraction=0.3, end=10, every=3)

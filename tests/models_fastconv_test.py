@@ -96,6 +96,7 @@ def test_conv_helper_routes_small_stride_one_maps_to_the_matmul(monkeypatch):
     assert _route(layer, x_small) == "loop_conv"
 
 
+@pytest.mark.slow
 def test_vgg19_forward_and_grads_match_plain_convs(monkeypatch):
     """A narrow VGG-19 on 32x32 inputs (2x2 last stage): same logits and kernel grads."""
     model = VGG(depth=19, num_classes=10, width_multiplier=0.125)

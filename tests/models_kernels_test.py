@@ -84,8 +84,9 @@ def test_auto_traces_plain_ops_when_the_backend_is_not_cpu(monkeypatch):
     [
         (lambda k: VGG(depth=11, num_classes=10, width_multiplier=0.125,
                        ops=kernels.make_ops(k)), (2, 32, 32, 3)),
-        (lambda k: ResNet18(num_classes=10, width_multiplier=0.125, ops=kernels.make_ops(k)),
-         (2, 16, 16, 3)),
+        pytest.param(lambda k: ResNet18(num_classes=10, width_multiplier=0.125,
+                                        ops=kernels.make_ops(k)),
+                     (2, 16, 16, 3), marks=pytest.mark.slow),
         (lambda k: LeNet5(num_classes=10, ops=kernels.make_ops(k)), (2, 28, 28, 1)),
     ],
 )

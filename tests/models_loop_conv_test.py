@@ -101,10 +101,12 @@ def test_gradient_inside_a_loop_compiles_to_canonical_convs_only():
 @pytest.mark.parametrize(
     "make, shape",
     [
-        (lambda fast: get_model("vgg11", 10, width_multiplier=0.125, forward_mode=not fast),
-         (2, 32, 32, 3)),
-        (lambda fast: get_model("resnet18", 10, width_multiplier=0.125, forward_mode=not fast),
-         (2, 16, 16, 3)),
+        pytest.param(lambda fast: get_model("vgg11", 10, width_multiplier=0.125,
+                                            forward_mode=not fast),
+                     (2, 32, 32, 3), marks=pytest.mark.slow),
+        pytest.param(lambda fast: get_model("resnet18", 10, width_multiplier=0.125,
+                                            forward_mode=not fast),
+                     (2, 16, 16, 3), marks=pytest.mark.slow),
         (lambda fast: get_model("lenet5", 10, forward_mode=not fast), (2, 28, 28, 1)),
     ],
 )

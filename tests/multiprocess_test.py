@@ -157,6 +157,7 @@ def test_two_processes_prune_like_one_and_only_process_0_writes(two_process_run,
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(gcs_server.binary() is None, reason="fake-gcs-server is not installed")
 def test_killed_processes_resume_on_gcs_to_the_uninterrupted_result(two_process_run, tmp_path,
                                                                      monkeypatch):
@@ -216,6 +217,7 @@ def test_checkpoints_move_from_two_processes_to_one(two_process_run, tmp_path, c
     assert_resumed_with_the_same_mask(moved, workdir, capsys.readouterr().out)
 
 
+@pytest.mark.slow
 def test_streamed_batches_give_one_mask_on_every_process_with_fsdp(tmp_path):
     """Each process reads its own slice; train checks the masks' fingerprints agree.
 

@@ -13,6 +13,7 @@ from force_jax.config import validate
 from force_jax.errors import ConfigError
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method, overrides", [
     ("prospr", {"prune.prospr.inner_steps": 1}),
     ("ntk_sap", {"prune.steps": 2, "prune.ntk_sap.samples": 1,

@@ -23,6 +23,7 @@ def _figure_cells(notebook) -> list[int]:
             if any("image/png" in o.get("data", {}) for o in cell.outputs)]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SHARED_TFDS.is_dir(), reason="no shared TFDS folder")
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_notebook_runs_without_errors(path, monkeypatch):

@@ -71,7 +71,7 @@ def assert_same_selection_up_to_rounding(one, eight, params, grads, sparsity):
         assert scores[selected].min() >= threshold * (1 - 1e-4)
 
 
-@pytest.mark.parametrize("method", ["force", "iter_snip"])
+@pytest.mark.parametrize("method", ["force", pytest.param("iter_snip", marks=pytest.mark.slow)])
 def test_a_progressive_schedule_on_8_devices_is_deterministic_and_exact(vgg_problem, method):
     model, variables, data = vgg_problem
     loss_fn = fj.classification_loss(model, variables)
@@ -131,6 +131,7 @@ def test_fsdp_shards_large_leaves_over_the_data_axis(vgg_problem):
     assert all(tuple(spec) == () for name, spec in specs.items() if "bias" in name)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SHARED_TFDS.is_dir(), reason="no shared TFDS folder")
 def test_train_and_evaluate_on_8_devices(tmp_path):
     config = tiny_config()
@@ -152,6 +153,7 @@ def test_global_batch_layout():
     np.testing.assert_array_equal(jnp.asarray(batch["x"]), np.arange(16))
 
 
+@pytest.mark.slow
 def test_the_newer_methods_run_on_a_mesh_and_agree_with_one_device(tiny):
     # ProsPr splits each of its micro-batches over the mesh; NTK-SAP and PHEW read no data
     # and run replicated. PHEW's walks are integer choices: the same mask; the others agree

@@ -38,6 +38,7 @@ def _assert_same_masks(got, want):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.slow
 def test_vmapping_the_schedule_over_4_seeds_equals_4_separate_runs(lenet):
     loss_fn, init, pool = lenet
     seeds = jnp.arange(4)

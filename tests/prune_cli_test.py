@@ -45,6 +45,7 @@ def test_reinit_is_refused_where_there_is_no_training(tmp_path):
     assert not os.listdir(tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SHARED_TFDS.is_dir(), reason="no shared TFDS folder")
 def test_the_prune_command_runs_as_a_module_from_another_folder(tmp_path):
     """python -m force_jax.prune, with a config path given from outside the repository."""

@@ -163,6 +163,7 @@ def test_one_compile_serves_every_sparsity_and_step(tiny):
     assert compile_options.outer_jit(program.schedule, static_argnums=0)._cache_size() == 1
 
 
+@pytest.mark.slow
 def test_grasp_mask_is_the_top_k_of_theta_times_full_hessian_gradient():
     """prune()'s own Hessian-vector product against jax.hessian on a small MLP."""
     with jax.enable_x64(True):
@@ -186,6 +187,7 @@ def test_grasp_mask_is_the_top_k_of_theta_times_full_hessian_gradient():
         np.testing.assert_array_equal(np.asarray(mask[name]), expected[name])
 
 
+@pytest.mark.slow
 def test_compiled_programs_live_in_jaxs_cache_and_clear_caches_frees_them(tiny):
     base_loss, params, data = tiny
 

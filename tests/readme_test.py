@@ -5,6 +5,8 @@ from __future__ import annotations
 import pathlib
 import re
 
+import pytest
+
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 
 
@@ -13,6 +15,7 @@ def python_blocks(text: str) -> list[str]:
     return re.findall(r"^```python\n(.*?)^```$", text, flags=re.S | re.M)
 
 
+@pytest.mark.slow
 def test_the_readme_blocks_run_as_written():
     blocks = python_blocks(README.read_text())
     assert len(blocks) >= 6

@@ -32,6 +32,7 @@ def pruned(config):
     return mask, history, variables, start
 
 
+@pytest.mark.slow
 @needs_real_data
 def test_each_ablation_changes_what_it_names_and_nothing_else():
     base_mask, base_history, variables, start = pruned(tiny_config())
@@ -107,6 +108,7 @@ def test_the_sweep_axis_names_cells_and_reports_one_series_per_method_and_ablati
     assert sanity.ABLATIONS[0] == "none"
 
 
+@pytest.mark.slow
 @needs_real_data
 def test_an_ablation_sweep_runs_for_real_and_resumes(tmp_path):
     config = tiny_sweep_config()

@@ -86,6 +86,7 @@ def test_noise_counting_by_hand():
     assert noise_before_first_own_line("layer   kept\nI0000 late\n") == []
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SHARED_TFDS.is_dir(), reason="no shared TFDS folder")
 def test_commands_start_with_their_own_lines_and_still_show_our_warnings(tmp_path):
     """Two tiny prune runs and a tiny default training run at once.

@@ -122,6 +122,7 @@ def test_config_chooses_another_optimizer_and_pruned_weights_stay_zero(tmp_path)
 
 
 # ImageNet end to end: test_imagenet_streams_fresh_augmented_pruning_batches_end_to_end.
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name, splits, model, width",
     [("cifar10", {"train": 50_000, "test": 10_000}, "vgg11", 0.125)],
@@ -143,6 +144,7 @@ def test_mock_datasets_train_end_to_end(tmp_path, name, splits, model, width):
     assert record["machine"] == json.loads(json.dumps(compile_options.machine()))
 
 
+@pytest.mark.slow
 def test_imagenet_streams_fresh_augmented_pruning_batches_end_to_end(tmp_path):
     """The paper's ImageNet way (pool_size 0, augment): no pool is ever loaded."""
     write_metadata(tmp_path / "tfds", "imagenet2012", {"train": 1_281_167, "validation": 50_000})

@@ -94,6 +94,7 @@ def test_the_checkpoints_config_record_ignores_what_is_not_defining(tmp_path):
         workdir.check_checkpoint_config(str(tmp_path), tiny_config(**{"train.num_steps": 12}))
 
 
+@pytest.mark.slow
 @needs_real_data
 def test_a_hand_edited_config_record_cannot_resume_the_old_checkpoints(tmp_path):
     run = str(tmp_path / "run")
