@@ -8,6 +8,7 @@ from force_jax.core import masks as masks
 from force_jax.core import methods as methods
 from force_jax.core import nnx_models as nnx
 from force_jax.core import program as program
+from force_jax.core import recipe as recipe
 from force_jax.core import sanity as sanity
 from force_jax.core import sharding as sharding
 from force_jax.core.losses import classification_loss as classification_loss

@@ -22,6 +22,7 @@ from train_test import tiny_config
 
 from force_jax.commands import cli, prune_command, sweep, train
 from force_jax.config import setup, validate
+from force_jax.core import recipe
 from force_jax.errors import ConfigError
 from force_jax.runs import checkpoint
 
@@ -117,10 +118,10 @@ def test_the_command_prints_a_config_error_as_one_line_and_exits_2(tmp_path, cap
 def test_the_prunable_count_and_the_largest_sparsity_come_from_shapes_alone():
     params = setup.abstract_params(setup.build_model(tiny_config(), 10), (28, 28, 1))
     assert setup.num_prunable_weights(params) == 430_500  # LeNet-5
-    assert validate.largest_sparsity(430_500) == 0.9999976
-    assert validate.final_keep_count(0.9999976, 430_500) == 1
-    assert validate.final_keep_count(0.9999977, 430_500) == 0
-    assert validate.final_keep_count(0.9, 430_500) == 43_050
+    assert recipe.largest_sparsity(430_500) == 0.9999976
+    assert recipe.final_keep_count(0.9999976, 430_500) == 1
+    assert recipe.final_keep_count(0.9999977, 430_500) == 0
+    assert recipe.final_keep_count(0.9, 430_500) == 43_050
 
 
 NO_WEIGHT = ("config.prune.sparsity=0.9999999 keeps no weight: floor((1 - 0.9999999) * "

@@ -25,7 +25,6 @@ from force_jax.core import (
     compile_options,
     data_checks,
     effective,
-    guards,
     losses,
     masks,
     methods,
@@ -34,6 +33,7 @@ from force_jax.core import (
     pruning_stream,
     sanity,
 )
+from force_jax.core import recipe as recipe_lib
 from force_jax.errors import ConfigError
 from force_jax.training import data
 
@@ -67,7 +67,8 @@ def experiment(config: ml_collections.ConfigDict) -> Experiment:
 
     Raises:
       ConfigError: for a dataset that is missing or too small for the batches, or
-        a sparsity that keeps no weight of the model (`validate.check_keeps_a_weight`).
+        a sparsity that keeps no weight of the model, or layer floors it cannot
+        keep (`validate.recipe_of`), or an allocation that does not fit it.
     """
     info = data.dataset_info(config.data.name, config.data.data_dir,
                              validation_fraction=config.data.validation_fraction,
@@ -75,7 +76,6 @@ def experiment(config: ml_collections.ConfigDict) -> Experiment:
     validate.check_data_sizes(config, info)
     model = build_model(config, info.num_classes)
     params = abstract_params(model, info.image_shape)
-    validate.check_keeps_a_weight(config, num_prunable_weights(params))
     check_allocation(config, params)
     init_key, prune_key = jax.random.split(jax.random.key(config.seed))
     return Experiment(info, model, init_variables(model, info.image_shape, init_key), prune_key)
@@ -122,8 +122,8 @@ def abstract_params(model: nn.Module, image_shape: tuple[int, ...]) -> PyTree:
                           jax.ShapeDtypeStruct((1, *image_shape), jnp.float32))["params"]
 
 
-def num_prunable_weights(params: PyTree) -> int:
-    """N, the prunable weights of params (arrays or shapes, `abstract_params`).
+def prunable_sizes(params: PyTree) -> list[int]:
+    """The weights of each prunable leaf of params (arrays or shapes, `abstract_params`).
 
     Prunable leaves are those of `masks.prunable_flags`, as in `force_jax.prune`.
 
@@ -131,11 +131,41 @@ def num_prunable_weights(params: PyTree) -> int:
       params: the parameter pytree.
 
     Returns:
-      The number of prunable weights.
+      One size per prunable leaf, in leaf order.
     """
     flags = masks.prunable_flags(params)
-    return sum(int(np.prod(leaf.shape)) for leaf, flag in zip(jax.tree.leaves(params), flags)
-               if flag)
+    return [int(np.prod(leaf.shape)) for leaf, flag in zip(jax.tree.leaves(params), flags)
+            if flag]
+
+
+def num_prunable_weights(params: PyTree) -> int:
+    """N, the prunable weights of params (arrays or shapes, `abstract_params`).
+
+    Args:
+      params: the parameter pytree.
+
+    Returns:
+      The number of prunable weights.
+    """
+    return sum(prunable_sizes(params))
+
+
+def recipe(config: ml_collections.ConfigDict, params: PyTree) -> recipe_lib.Recipe:
+    """The pruning recipe of config.prune for this model, checked against its layers.
+
+    Args:
+      config: a validated experiment config.
+      params: the model's params (arrays or `abstract_params`).
+
+    Returns:
+      The `force_jax.core.recipe.Recipe`.
+
+    Raises:
+      ConfigError: for a sparsity that keeps no weight of the model, or layer
+        floors that do not fit in what it keeps.
+    """
+    return validate.recipe_of(config.prune, layer_sizes=prunable_sizes(params),
+                              model_name=config.model.name)
 
 
 def check_allocation(config: ml_collections.ConfigDict, params: PyTree) -> np.ndarray | None:
@@ -150,19 +180,19 @@ def check_allocation(config: ml_collections.ConfigDict, params: PyTree) -> np.nd
       (T, L) counts for the layer-wise scope, None for the global scope.
 
     Raises:
-      ConfigError: naming config.prune.allocation, for a map whose layers are
-        not the model's prunable ones, or counts that cannot reach the total.
+      ConfigError: for a sparsity or floors the model cannot keep
+        (`recipe`), and naming config.prune.allocation for a map whose layers
+        are not the model's prunable ones, or counts that cannot reach the total.
     """
-    allocation = validate.allocation_setting(config.prune)
-    if allocation is None:
+    run = recipe(config, params)
+    if run.allocation is None:
         return None
-    cfg = config.prune
-    steps = cfg.steps if cfg.steps is not None else methods.get(cfg.method).default_steps
     try:
-        return program.schedule_counts(params, sparsity=cfg.sparsity, steps=steps,
-                                       schedule=cfg.schedule, allocation=allocation)
+        return program.schedule_counts(params, sparsity=run.sparsity, steps=run.steps,
+                                       schedule=run.schedule, allocation=run.allocation)
     except ValueError as error:
-        raise ConfigError(f"config.prune.allocation={cfg.allocation!r}: {error}") from None
+        raise ConfigError(f"config.prune.allocation={config.prune.allocation!r}: "
+                          f"{error}") from None
 
 
 def init_variables(model: nn.Module, image_shape: tuple[int, ...], key: jax.Array) -> PyTree:
@@ -208,50 +238,40 @@ def prune_at_init(
     Returns:
       (mask, history) from `force_jax.prune`, the mask after the ablation.
     """
-    cfg = config.prune
-    ablation = cfg.get("ablation", "none")
-    method = methods.get(cfg.method, **validate.method_options(cfg))
-    if ablation == "invert":
-        method = sanity.inverted(method)
-    if cfg.get("layer_floor", 0):
-        flags = masks.prunable_flags(variables["params"])
-        validate.check_layer_floor(config, [int(np.size(x)) for x, f in zip(
-            jax.tree.leaves(variables["params"]), flags) if f])
-        method = guards.layer_floor(method, cfg.layer_floor)
+    run = recipe(config, variables["params"])
     check_allocation(config, variables["params"])  # before any data is read
     # A method that reads no data gets none (no pool loaded, no stream), as `prune` decides.
-    examples = pruning_examples(config) if method.reads_data() else None
-    if examples is not None and ablation in data_checks.DATA_CHECKS:
-        examples = _corrupted(examples, ablation, sanity.ablation_key(config.seed),
+    examples = pruning_examples(config) if run.method.reads_data() else None
+    if examples is not None and run.data_check:
+        examples = _corrupted(examples, run.data_check, sanity.ablation_key(config.seed),
                               model.num_classes)
     loss_fn = losses.classification_loss(
-        model, variables, loss=cfg.scoring_loss, temperature=cfg.temperature
-    )
-    synflow_fn = probe = None
-    if method.needs_synflow or method.needs_probe:
-        if examples is None or pruning_stream.is_stream(examples):
-            image_shape = data.dataset_info(
-                config.data.name, config.data.data_dir,
-                validation_fraction=config.data.validation_fraction).image_shape
-        else:
-            image_shape = examples["image"].shape[1:]
-        if method.needs_synflow:
-            synflow_fn = losses.synflow_objective(model, variables, image_shape)
-        if method.needs_probe:
-            probe = losses.network_probe(model, variables, image_shape)
-    allocation = validate.allocation_setting(cfg)
-    mask, history = pruning.prune(
-        loss_fn, variables["params"], examples, method=method, sparsity=cfg.sparsity,
-        steps=cfg.steps, schedule=cfg.schedule,
-        batch_size=cfg.batch_size,
-        batches_per_step=method.batches_per_step or cfg.batches_per_step, key=key,
-        synflow_fn=synflow_fn, on_collapse=cfg.on_collapse, mesh=mesh,
-        scope=cfg.get("scope", "global"), allocation=allocation, probe=probe,
-    )
-    if ablation in sanity.MASK_SHUFFLES:
+        model, variables, loss=config.prune.scoring_loss, temperature=config.prune.temperature)
+    synflow_fn, probe = _network_objectives(config, run.method, model, variables, examples)
+    mask, history = pruning.prune(loss_fn, variables["params"], examples, key=key,
+                                  synflow_fn=synflow_fn, mesh=mesh, probe=probe,
+                                  **run.prune_arguments())
+    if run.mask_shuffle is not None:
         mask = sanity.shuffle_within_layers(mask, sanity.ablation_key(config.seed),
-                                            **sanity.MASK_SHUFFLES[ablation])
+                                            **run.mask_shuffle)
     return mask, history
+
+
+def _network_objectives(config: ml_collections.ConfigDict, method: methods.Method,
+                        model: nn.Module, variables: PyTree, examples: Any) -> tuple[Any, Any]:
+    """The SynFlow objective and the network probe, for the methods that need them."""
+    if not (method.needs_synflow or method.needs_probe):
+        return None, None
+    if examples is None or pruning_stream.is_stream(examples):
+        image_shape = data.dataset_info(
+            config.data.name, config.data.data_dir,
+            validation_fraction=config.data.validation_fraction).image_shape
+    else:
+        image_shape = examples["image"].shape[1:]
+    synflow_fn = (losses.synflow_objective(model, variables, image_shape)
+                  if method.needs_synflow else None)
+    probe = losses.network_probe(model, variables, image_shape) if method.needs_probe else None
+    return synflow_fn, probe
 
 
 def _corrupted(examples: Any, check: str, key: jax.Array, num_classes: int) -> Any:
@@ -362,13 +382,13 @@ def prune_record(config: ml_collections.ConfigDict, seconds: float,
     """
     return {
         "method": config.prune.method,
-        "method_options": validate.method_options(config.prune),
+        "method_options": recipe_lib.method_options(config.prune, validate.CONFIG_SPELLING),
         "sparsity": config.prune.sparsity,
         "ablation": config.prune.get("ablation", "none"), "seconds": seconds,
         "scoring_data": data_checks.SCORING_DATA.get(config.prune.get("ablation", "none"),
                                                      "real"),
         "scope": config.prune.get("scope", "global"),
-        "allocation": validate.allocation_setting(config.prune),
+        "allocation": validate.recipe_of(config.prune).allocation,
         # What config.model.kernels resolved to here: numerics differ between the two.
         "backend": jax.default_backend(),
         "kernels": "cpu" if models_lib.kernels.use_cpu_kernels(

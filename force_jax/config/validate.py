@@ -13,16 +13,47 @@ import numbers
 from typing import Any
 
 import ml_collections
-import numpy as np
 
 from force_jax import models as models_lib
 from force_jax import optim
 from force_jax.config import mask_changes
-from force_jax.core import allocation as allocation_lib
-from force_jax.core import data_checks, losses, methods, sanity, schedules
+from force_jax.core import losses, methods, sanity, schedules
+from force_jax.core import recipe as recipe_lib
 from force_jax.errors import ConfigError
 from force_jax.runs import files
 from force_jax.training import data
+
+# Errors of the pruning recipe name the config key and the flag that fixes it.
+CONFIG_SPELLING = recipe_lib.Spelling("config.prune.", "--config.prune.")
+
+
+def recipe_of(cfg: ml_collections.ConfigDict, *, layer_sizes: list[int] | None = None,
+              model_name: str = "") -> recipe_lib.Recipe:
+    """The pruning recipe config.prune describes (`force_jax.core.recipe.from_settings`).
+
+    Args:
+      cfg: config.prune.
+      layer_sizes: the weights of each prunable layer of the model; given, the
+        sparsity must keep a weight and the layer floors must fit.
+      model_name: config.model.name, for those errors.
+
+    Returns:
+      The `Recipe`: the method with its options and transforms, the steps,
+      the allocation.
+
+    Raises:
+      ConfigError: naming the config key and the flag that fixes it.
+    """
+    return _as_config_error(recipe_lib.from_settings, cfg, layer_sizes=layer_sizes,
+                            model_name=model_name, spelling=CONFIG_SPELLING)
+
+
+def _as_config_error(fn, *args, **kwargs):
+    """fn(*args, **kwargs), its ValueError (which names the config key) a ConfigError."""
+    try:
+        return fn(*args, **kwargs)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def _check(condition: bool, key: str, value: Any, expected: str) -> None:
@@ -89,14 +120,10 @@ def _validate_prune(cfg: ml_collections.ConfigDict) -> None:
     _check(cfg.method in methods.METHODS, "prune.method", cfg.method,
            f"one of {', '.join(methods.names())}")
     method = methods.get(cfg.method)
-    _check(_is_finite(cfg.sparsity) and 0 <= cfg.sparsity < 1, "prune.sparsity",
-           cfg.sparsity, "a fraction removed in [0, 1)")
+    _as_config_error(recipe_lib.check_sparsity, cfg.sparsity, CONFIG_SPELLING)
     _check(cfg.steps is None or (_is_int(cfg.steps) and cfg.steps >= 1), "prune.steps",
            cfg.steps, "an integer >= 1 (in a config file, None means the method's default: "
            f"{method.default_steps} for {cfg.method})")
-    if not method.progressive and cfg.steps not in (None, 1):
-        raise ConfigError(f"config.prune.steps={cfg.steps!r}, but {cfg.method} prunes in one "
-                          "shot: set --config.prune.steps=1")
     _check(cfg.schedule in schedules.SCHEDULES, "prune.schedule", cfg.schedule,
            f"one of {', '.join(schedules.SCHEDULES)}")
     _check(cfg.scoring_loss in losses.SCORING_LOSSES, "prune.scoring_loss", cfg.scoring_loss,
@@ -109,111 +136,12 @@ def _validate_prune(cfg: ml_collections.ConfigDict) -> None:
            "warn, raise or ignore")
     _check(cfg.get("ablation", "none") in sanity.ABLATIONS, "prune.ablation",
            cfg.get("ablation"), f"one of {', '.join(sanity.ABLATIONS)}")
-    if cfg.get("ablation", "none") in data_checks.DATA_CHECKS and not method.needs_data:
-        raise ConfigError(f"config.prune.ablation={cfg.ablation!r} corrupts the scoring data, "
-                          f"but {cfg.method} reads none: use it with a method that scores "
-                          "with data")
     for key in ("batch_size", "batches_per_step"):
         _check(_is_int(cfg[key]) and cfg[key] >= 1, f"prune.{key}", cfg[key], "an integer >= 1")
-    record = methods.get(cfg.method, **method_options(cfg))
-    if record.batches_per_step and cfg.batches_per_step not in (1, record.batches_per_step):
-        raise ConfigError(
-            f"config.prune.batches_per_step={cfg.batches_per_step}, but {cfg.method} uses "
-            f"{record.batches_per_step} micro-batches per step, one by one (its options fix "
-            "them): leave it at 1")
-    allocation_setting(cfg)
     _check(_is_int(cfg.get("layer_floor", 0)) and cfg.get("layer_floor", 0) >= 0,
            "prune.layer_floor", cfg.get("layer_floor"),
            "an integer >= 0 (weights every prunable layer keeps at each step; 0: no floor)")
-    _validate_pool(cfg, record.batches_per_step or cfg.batches_per_step)
-
-
-def method_options(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
-    """The options of the configured method (config.prune.<method>), checked.
-
-    Each method with options (`methods.WITH_OPTIONS`) has its own block,
-    e.g. config.prune.prospr.inner_lr. A block of another method must stay
-    at its defaults: a setting there would silently do nothing.
-
-    Args:
-      cfg: config.prune.
-
-    Returns:
-      The options of cfg.method as a dict (empty for a method without any).
-
-    Raises:
-      ConfigError: naming the key, for an option set on a method that does
-        not take it, or one out of range.
-    """
-    for name, build in methods.WITH_OPTIONS.items():
-        block = cfg.get(name)
-        if block is None or name == cfg.method:
-            continue
-        defaults = build().score
-        for key, value in block.items():
-            if getattr(defaults, key, value) != value:
-                raise ConfigError(
-                    f"config.prune.{name}.{key}={value!r} is an option of {name}, but the "
-                    f"method is {cfg.method}: leave it at {getattr(defaults, key)!r} or set "
-                    f"--config.prune.method={name}")
-    if cfg.method not in methods.WITH_OPTIONS or cfg.get(cfg.method) is None:
-        return {}
-    options = dict(cfg.get(cfg.method).items())
-    try:
-        methods.get(cfg.method, **options)
-    except ValueError as error:
-        option = str(error).split("=")[0].split()[0]
-        key = f"config.prune.{cfg.method}.{option}" if option in options else (
-            f"config.prune.{cfg.method}")
-        raise ConfigError(f"{key}: {error}") from None
-    return options
-
-
-def allocation_setting(cfg: ml_collections.ConfigDict) -> str | dict[str, float] | None:
-    """The allocation that config.prune.scope and config.prune.allocation ask for.
-
-    config.prune.allocation is "" (none given), a name (uniform, erk, er) or a
-    map written "layer:density,layer:density" with `masks.path_name` layer
-    names ("conv_0/kernel:0.5,..."). Whether a map names exactly the model's
-    prunable layers is checked with the model (`setup.check_allocation`).
-
-    Args:
-      cfg: config.prune.
-
-    Returns:
-      None for the global scope; for the layer-wise scope the allocation
-      (a name, "uniform" where none is given, or a dict).
-
-    Raises:
-      ConfigError: naming the key, for an unknown scope or allocation, a map
-        entry that is not layer:density with a density in (0, 1], or an
-        allocation given with the global scope.
-    """
-    scope, text = cfg.get("scope", "global"), cfg.get("allocation", "")
-    _check(scope in allocation_lib.SCOPES, "prune.scope", scope,
-           f"one of {', '.join(allocation_lib.SCOPES)}")
-    _check(isinstance(text, str), "prune.allocation", text,
-           f"one of {', '.join(allocation_lib.ALLOCATIONS)} or 'layer:density,...'")
-    if scope == "global":
-        if text:
-            raise ConfigError(f"config.prune.allocation={text!r} needs "
-                              "--config.prune.scope=layerwise (the global scope, the paper's, "
-                              "ranks all weights together)")
-        return None
-    if not text or text in allocation_lib.ALLOCATIONS:
-        return text or "uniform"
-    densities = {}
-    for entry in text.split(","):
-        name, _, value = entry.strip().rpartition(":")
-        try:
-            density = float(value)
-        except ValueError:
-            density = math.nan
-        _check(bool(name) and 0.0 < density <= 1.0, "prune.allocation", text,
-               f"one of {', '.join(allocation_lib.ALLOCATIONS)} or a map 'layer:density,...' "
-               f"with densities in (0, 1]; {entry.strip()!r} is not")
-        densities[name] = density
-    return densities
+    _validate_pool(cfg, recipe_of(cfg).batches_per_step)
 
 
 def _validate_pool(cfg: ml_collections.ConfigDict, batches: int) -> None:
@@ -392,82 +320,3 @@ def check_data_sizes(config: ml_collections.ConfigDict, info: data.DatasetInfo) 
             f"config.train.batch_size={config.train.batch_size} is larger than the training "
             f"split ({info.num_train:,} examples of {info.name} after the validation hold-out); "
             f"use at most {info.num_train}")
-
-
-def final_keep_count(sparsity: float, num_prunable: int) -> int:
-    """Weights a sparsity keeps of `num_prunable`, by the pruning schedule's own count.
-
-    Args:
-      sparsity: fraction removed, in [0, 1).
-      num_prunable: N, the prunable weights of the model.
-
-    Returns:
-      The final keep count of `schedules.keep_counts` (0 where it keeps none).
-    """
-    try:
-        return int(schedules.keep_counts(np.array([1.0 - sparsity]), num_prunable)[-1])
-    except ValueError:  # keep_counts refuses a count below 1
-        return 0
-
-
-def largest_sparsity(num_prunable: int) -> float:
-    """The largest sparsity that keeps one of N weights, as a short decimal.
-
-    Args:
-      num_prunable: N, at least 1.
-
-    Returns:
-      1 - 1/N cut down to the fewest decimals that are within a tenth of a
-      weight of it (0.9999976 for N = 430,500) and still keep one weight by
-      the schedule's own count (`final_keep_count`).
-    """
-    bound = 1.0 - 1.0 / num_prunable
-    for digits in range(1, 18):
-        candidate = math.floor(bound * 10**digits) / 10**digits
-        close = (bound - candidate) * num_prunable < 0.1
-        if close and final_keep_count(candidate, num_prunable) == 1:
-            return candidate
-    return bound
-
-
-def check_layer_floor(config: ml_collections.ConfigDict, layer_sizes: list[int]) -> None:
-    """Rejects a per-layer floor the final keep count cannot honour.
-
-    Args:
-      config: a validated experiment config (uses config.prune.layer_floor and
-        config.prune.sparsity).
-      layer_sizes: the number of weights of each prunable layer.
-
-    Raises:
-      ConfigError: naming config.prune.layer_floor when the floors (each capped
-        at its layer's size) add up to more weights than the sparsity keeps.
-    """
-    floor = config.prune.get("layer_floor", 0)
-    floors = sum(min(floor, size) for size in layer_sizes)
-    kept = final_keep_count(config.prune.sparsity, sum(layer_sizes))
-    if floors > kept:
-        raise ConfigError(
-            f"config.prune.layer_floor={floor} asks {floors:,} weights over "
-            f"{len(layer_sizes)} prunable layers, but config.prune.sparsity="
-            f"{config.prune.sparsity!r} keeps {kept:,}: use at most "
-            f"--config.prune.layer_floor={kept // len(layer_sizes)}")
-
-
-def check_keeps_a_weight(config: ml_collections.ConfigDict, num_prunable: int) -> None:
-    """Rejects a sparsity that would keep no weight of the model, before any data is read.
-
-    Args:
-      config: a validated experiment config (uses config.prune.sparsity, config.model.name).
-      num_prunable: N, the model's prunable weights (`setup.num_prunable_weights`).
-
-    Raises:
-      ConfigError: naming config.prune.sparsity, N and the largest sparsity
-        that keeps one weight.
-    """
-    sparsity = config.prune.sparsity
-    if final_keep_count(sparsity, num_prunable) >= 1:
-        return
-    raise ConfigError(
-        f"config.prune.sparsity={sparsity!r} keeps no weight: floor((1 - {sparsity!r}) * "
-        f"{num_prunable}) = 0 of the {num_prunable:,} prunable weights of {config.model.name}; "
-        f"use at most {largest_sparsity(num_prunable)!r}, which keeps 1")
