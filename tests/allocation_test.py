@@ -117,7 +117,8 @@ def lenet():
     return fj.classification_loss(model, variables), variables["params"], data
 
 
-@pytest.mark.parametrize("method", ["force", "iter_snip", "snip", "random"])
+@pytest.mark.parametrize("method", ["force", pytest.param("iter_snip", marks=pytest.mark.slow),
+                                    pytest.param("snip", marks=pytest.mark.slow), "random"])
 def test_layerwise_prune_keeps_each_layer_count_at_every_step(lenet, method):
     loss_fn, params, data = lenet
     steps = 1 if method in ("snip", "random") else 6

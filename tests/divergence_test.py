@@ -31,6 +31,7 @@ def test_finite_losses_and_non_loss_values_pass():
                                               "images_per_second": math.inf}, 0, 3)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SHARED_TFDS.is_dir(), reason="no shared TFDS folder")
 def test_a_diverging_run_stops_keeps_its_last_finite_checkpoint_and_writes_no_metrics(
         tmp_path):

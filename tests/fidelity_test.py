@@ -110,8 +110,12 @@ def assert_same_selection(ours, reference, scores, k):
     assert iou >= 0.99, iou
 
 
-@pytest.mark.parametrize("loss", ["nll_on_logits", "cross_entropy"])
-@pytest.mark.parametrize("method", ["force", "iter_snip"])
+@pytest.mark.parametrize("method, loss", [
+    ("force", "nll_on_logits"),
+    pytest.param("force", "cross_entropy", marks=pytest.mark.slow),
+    pytest.param("iter_snip", "nll_on_logits", marks=pytest.mark.slow),
+    pytest.param("iter_snip", "cross_entropy", marks=pytest.mark.slow),
+])
 def test_one_step_selects_what_the_papers_equations_select(problem, method, loss):
     ours, k = step_of_prune(problem, method, loss)
     scores, start = jax_reference_scores(problem, loss)

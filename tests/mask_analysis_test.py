@@ -166,6 +166,7 @@ def _ignore_train(module):
     return Wrapped()
 
 
+@pytest.mark.slow
 def test_per_layer_tables_read_layer_numbers_as_numbers():
     model = fj.models.VGG(depth=19, num_classes=10, width_multiplier=0.0625)
     variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)

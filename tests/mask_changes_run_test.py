@@ -73,7 +73,8 @@ def test_rigl_rewires_at_fixed_counts_and_resumes_bit_for_bit_around_an_update(t
 
 @needs_real_data
 @pytest.mark.parametrize("method, overrides", [
-    ("gmp", {"prune.sparsity": 0.0, "train.mask_changes.sparsity": 0.9}),
+    pytest.param("gmp", {"prune.sparsity": 0.0, "train.mask_changes.sparsity": 0.9},
+                 marks=pytest.mark.slow),
     pytest.param("set", {"prune.sparsity": 0.9}, marks=pytest.mark.slow),
 ])
 def test_gradual_pruning_and_set_train_end_to_end(tmp_path, method, overrides):

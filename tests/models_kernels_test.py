@@ -82,8 +82,9 @@ def test_auto_traces_plain_ops_when_the_backend_is_not_cpu(monkeypatch):
 @pytest.mark.parametrize(
     "make, shape",
     [
-        (lambda k: VGG(depth=11, num_classes=10, width_multiplier=0.125,
-                       ops=kernels.make_ops(k)), (2, 32, 32, 3)),
+        pytest.param(lambda k: VGG(depth=11, num_classes=10, width_multiplier=0.125,
+                                   ops=kernels.make_ops(k)),
+                     (2, 32, 32, 3), marks=pytest.mark.slow),
         pytest.param(lambda k: ResNet18(num_classes=10, width_multiplier=0.125,
                                         ops=kernels.make_ops(k)),
                      (2, 16, 16, 3), marks=pytest.mark.slow),

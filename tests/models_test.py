@@ -133,6 +133,7 @@ def test_forward_shapes_train_and_eval(model_name: str, shape: tuple[int, ...]):
         assert any(not np.allclose(a, b) for a, b in zip(old, new, strict=True))
 
 
+@pytest.mark.slow
 def test_bottleneck_and_imagenet_stem_forward():
     model = ResNet50(num_classes=5, stem="imagenet", width_multiplier=0.125)
     x = jnp.ones((2, 64, 64, 3))

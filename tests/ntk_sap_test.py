@@ -130,6 +130,7 @@ def test_the_probe_holds_batch_norm_fixed_at_the_unperturbed_statistics(problem)
     assert probe.layer_order[-2:] == ("classifier/bias", "classifier/kernel")
 
 
+@pytest.mark.slow
 def test_prune_is_exact_and_pruned_weights_never_return(problem):
     model, variables, _ = problem
     probe = fj.network_probe(model, variables, SHAPE)

@@ -93,6 +93,7 @@ def test_pruning_batch_must_split_over_devices(vgg_problem):
                  mesh=sharding.make_mesh(8))
 
 
+@pytest.mark.slow
 def test_train_step_on_8_devices_matches_1_device(vgg_problem):
     model, variables, data = vgg_problem
     config = tiny_config()

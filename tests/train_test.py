@@ -105,6 +105,7 @@ def test_default_config_trains_on_fashion_mnist_and_resumes_identically(tmp_path
         3, 6]
 
 
+@pytest.mark.slow
 @needs_real_data
 def test_config_chooses_another_optimizer_and_pruned_weights_stay_zero(tmp_path):
     # One end-to-end run (lamb); optim_test checks sgd, adamw and lamb step by step.

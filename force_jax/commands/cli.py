@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import ml_collections
 
 from force_jax.errors import ConfigError
+from force_jax.runs import keys
 from force_jax.runs.disk import disk_message
 
 if TYPE_CHECKING:
@@ -164,20 +165,22 @@ HELP_FLAGS = {"--help", "-h", "-?", "--helpshort"}
 
 
 def help_text(flag_values: absl_flags.FlagValues, main_module: str) -> str:
-    """What --help prints: the entry point's docstring (its usage) and its two flags.
+    """What --help prints: the entry point's usage, its two flags and the config keys.
 
     Args:
       flag_values: the parsed-or-not flags holding --config and --workdir.
       main_module: the module --help describes (sys.argv[0]).
 
     Returns:
-      The text; --config, which has no default, is marked required.
+      The text; --config, which has no default, is marked required. The keys
+      come from the key table (`force_jax.runs.keys`), with what each accepts.
     """
     main = sys.modules.get("__main__")
     usage = (getattr(main, "__doc__", None) or "").strip()
     flag_help = flag_values.module_help(main_module).strip().replace("(default: 'None')",
                                                                      "(required)")
-    return f"{usage}\n\nflags:\n\n{flag_help}\n\nTry --helpfull to get a list of all flags."
+    return (f"{usage}\n\nflags:\n\n{flag_help}\n\nconfig keys (docs/configs.md says what "
+            f"each does):\n\n{keys.help_lines()}\n\nTry --helpfull to get a list of all flags.")
 
 
 def _fail(message: str) -> None:

@@ -17,8 +17,9 @@ import ml_collections
 
 from force_jax.errors import ConfigError
 from force_jax.optim import mask_changes
+from force_jax.runs import keys
 
-METHODS = ("none", "gmp", "set", "rigl")
+METHODS = keys.MASK_CHANGES
 PyTree = Any
 
 

@@ -211,27 +211,15 @@ def prune(
         (including those from labels outside [0, num_classes)).
       TypeError: if key is not a PRNG key, or sparsity not a number.
     """
-    if any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((params, data, key))):
-        raise TypeError(
-            "fj.prune is the driver: it compiles its own program, checks the scores on the "
-            "host and returns numpy, so it cannot run inside jax.jit, vmap or grad. Compose "
-            "fj.program.schedule there instead: jax.jit(fj.program.schedule, "
-            "static_argnums=0)(pruner, params, pool, counts, key, start_mask) "
-            "(force_jax.core.program)")
+    _refuse_tracers(params, data, key)
     record = methods_lib.get(method)
-    method = record.name
-    if batches_per_step is None:
-        batches_per_step = record.batches_per_step or 1
     check_key(key)
     sparsity = schedules.check_sparsity(sparsity)
-    if steps is None:
-        steps = record.default_steps
-    if int(steps) != steps or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    if not record.progressive and steps != 1:
-        raise ValueError(f"method {method!r} prunes in one shot; got steps={steps}")
+    steps = _check_steps(record, record.default_steps if steps is None else steps)
+    if batches_per_step is None:
+        batches_per_step = record.batches_per_step or 1
     if record.needs_data and (data is None or loss_fn is None):
-        raise ValueError(f"method {method!r} needs loss_fn and data")
+        raise ValueError(f"method {record.name!r} needs loss_fn and data")
     # Data-free methods read no batches (from a stream either), unless S(m) is tracked.
     if not (record.reads_data(track_objective) and data is not None and loss_fn is not None):
         data = None
@@ -242,61 +230,104 @@ def prune(
     streamed = data is not None and pruning_stream.is_stream(data)
     if data is not None and not streamed:
         _check_data(data, batch_size, batches_per_step)
-
+    fractions = schedules.keep_fractions(schedule, 1.0 - sparsity, steps)
+    counts = _counts(params, fractions, sparsity, schedule, is_prunable, scope, allocation)
+    start_mask = _start_mask(params, is_prunable, initial_mask)
     if mesh is not None:
-        sharding.check_batch_size(batch_size, mesh, "pruning batch_size")
-        params = sharding.put_replicated_copy(params, sharding.replicated(mesh))
-        if data is not None and not streamed:
-            size = jax.tree.leaves(data)[0].shape[0]
-            divisible = size % mesh.shape[sharding.DATA_AXIS] == 0
-            layout = sharding.batch_sharding(mesh) if divisible else sharding.replicated(mesh)
-            data = sharding.put_replicated_copy(data, layout)
-    dense = masks_lib.dense_mask(params, masks_lib.prunable_flags(params, is_prunable))
-    fractions = schedules.keep_fractions(schedule, 1.0 - sparsity, int(steps))
-    counts = schedules.keep_counts(fractions, masks_lib.num_prunable(dense))
-    allocation = check_scope(scope, allocation)
-    if allocation is not None:
-        counts = program.schedule_counts(params, sparsity=sparsity, steps=int(steps),
-                                         schedule=schedule, is_prunable=is_prunable,
-                                         allocation=allocation)
-    if initial_mask is None:
-        start_mask = dense
-    else:
-        masks_lib.check_mask(params, initial_mask)
-        # Prunable leaves take the given mask; the others stay scalar True.
-        start_mask = jax.tree.map(
-            lambda d, m: jnp.broadcast_to(jnp.asarray(m, bool), d.shape) if d.ndim else d,
-            dense, initial_mask)
-    if mesh is not None:  # the layout of the states the steps return, so no step recompiles
-        start_mask = sharding.put_replicated_copy(start_mask, sharding.replicated(mesh))
-        key = sharding.put_replicated_key(key, mesh)
+        params, data, start_mask, key = _place_on_mesh(mesh, batch_size, params, data,
+                                                       start_mask, key, streamed)
     if streamed:
         mask, trace = pruning_stream.run_schedule(
             pruner, params, data, counts, key, start_mask, fresh_final=bool(track_objective))
     else:
         mask, trace = compile_options.outer_jit(program.schedule, static_argnums=0)(
             pruner, params, data, jnp.asarray(counts, jnp.int32), key, start_mask)
-
-    finite = np.asarray(trace.finite)
-    if not finite.all():
-        bad = int(np.argmin(finite)) + 1
-        # The scoring losses of `losses` turn a label that is not a class index into NaN.
-        raise ValueError(
-            f"{method} scores contain NaN or inf at step {bad} of {steps}: a loss that is NaN "
-            "or inf at these weights, or labels outside [0, num_classes) in the pruning data")
-    if not bool(np.asarray(trace.informative)[0]):
-        scored_by = synflow_fn if record.needs_synflow else loss_fn
-        name = getattr(scored_by, "__name__", type(scored_by).__name__)
-        raise ValueError(
-            f"{method} scores are all zero at step 1: the loss ({name}) has no gradient at "
-            "these weights (a constant loss, one that ignores the params, or inf * 0 in it), "
-            "so the scores rank nothing and no mask is chosen from them")
-    history = History(
+    _check_trace(trace, record, steps, synflow_fn if record.needs_synflow else loss_fn)
+    masks_lib.check_collapse(mask, on_collapse)
+    return mask, History(
         keep_fraction=fractions,
         kept=counts.sum(axis=-1) if counts.ndim == 2 else counts,
         objective=np.asarray(trace.objective, np.float64),
         revived=np.asarray(trace.revived, np.int64),
         layer_kept=np.asarray(trace.layer_kept, np.int64),
     )
-    masks_lib.check_collapse(mask, on_collapse)
-    return mask, history
+
+
+def _refuse_tracers(params: PyTree, data: Any, key: jax.Array) -> None:
+    """`prune` is the driver: under a transformation the user composes `program` instead."""
+    if any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves((params, data, key))):
+        raise TypeError(
+            "fj.prune is the driver: it compiles its own program, checks the scores on the "
+            "host and returns numpy, so it cannot run inside jax.jit, vmap or grad. Compose "
+            "fj.program.schedule there instead: jax.jit(fj.program.schedule, "
+            "static_argnums=0)(pruner, params, pool, counts, key, start_mask) "
+            "(force_jax.core.program)")
+
+
+def _check_steps(record: methods_lib.Method, steps: Any) -> int:
+    """The number of pruning steps, an integer >= 1, and 1 for a one-shot method."""
+    if int(steps) != steps or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if not record.progressive and steps != 1:
+        raise ValueError(f"method {record.name!r} prunes in one shot; got steps={steps}")
+    return int(steps)
+
+
+def _counts(params: PyTree, fractions: np.ndarray, sparsity: float, schedule: str,
+            is_prunable: masks_lib.IsPrunable | None, scope: str, allocation: Any) -> np.ndarray:
+    """The keep counts of every step: (T,) for the global scope, (T, L) for the layer-wise."""
+    allocation = check_scope(scope, allocation)
+    if allocation is None:
+        dense = masks_lib.dense_mask(params, masks_lib.prunable_flags(params, is_prunable))
+        return schedules.keep_counts(fractions, masks_lib.num_prunable(dense))
+    return program.schedule_counts(params, sparsity=sparsity, steps=len(fractions),
+                                   schedule=schedule, is_prunable=is_prunable,
+                                   allocation=allocation)
+
+
+def _start_mask(params: PyTree, is_prunable: masks_lib.IsPrunable | None,
+                initial_mask: PyTree | None) -> PyTree:
+    """The mask the schedule starts from: dense, or the given one on the prunable leaves."""
+    dense = masks_lib.dense_mask(params, masks_lib.prunable_flags(params, is_prunable))
+    if initial_mask is None:
+        return dense
+    masks_lib.check_mask(params, initial_mask)
+    # Prunable leaves take the given mask; the others stay scalar True.
+    return jax.tree.map(
+        lambda d, m: jnp.broadcast_to(jnp.asarray(m, bool), d.shape) if d.ndim else d,
+        dense, initial_mask)
+
+
+def _place_on_mesh(mesh: Mesh, batch_size: int, params: PyTree, data: Any, start_mask: PyTree,
+                   key: jax.Array, streamed: bool) -> tuple[PyTree, Any, PyTree, jax.Array]:
+    """Params, mask and key replicated over the mesh, a pool split over its data axis.
+
+    The layouts are those of the states the steps return, so no step recompiles.
+    """
+    sharding.check_batch_size(batch_size, mesh, "pruning batch_size")
+    replicated = sharding.replicated(mesh)
+    params = sharding.put_replicated_copy(params, replicated)
+    if data is not None and not streamed:
+        size = jax.tree.leaves(data)[0].shape[0]
+        divisible = size % mesh.shape[sharding.DATA_AXIS] == 0
+        data = sharding.put_replicated_copy(
+            data, sharding.batch_sharding(mesh) if divisible else replicated)
+    start_mask = sharding.put_replicated_copy(start_mask, replicated)
+    return params, data, start_mask, sharding.put_replicated_key(key, mesh)
+
+
+def _check_trace(trace: Any, record: methods_lib.Method, steps: int, scored_by: Any) -> None:
+    """Refuses scores that were NaN or inf at some step, or all zero at the first."""
+    finite = np.asarray(trace.finite)
+    if not finite.all():
+        bad = int(np.argmin(finite)) + 1
+        # The scoring losses of `losses` turn a label that is not a class index into NaN.
+        raise ValueError(
+            f"{record.name} scores contain NaN or inf at step {bad} of {steps}: a loss that is "
+            "NaN or inf at these weights, or labels outside [0, num_classes) in the pruning data")
+    if not bool(np.asarray(trace.informative)[0]):
+        name = getattr(scored_by, "__name__", type(scored_by).__name__)
+        raise ValueError(
+            f"{record.name} scores are all zero at step 1: the loss ({name}) has no gradient at "
+            "these weights (a constant loss, one that ignores the params, or inf * 0 in it), "
+            "so the scores rank nothing and no mask is chosen from them")

@@ -26,37 +26,25 @@ import jax
 import ml_collections
 
 from force_jax.errors import WorkdirError
-from force_jax.runs import files
+from force_jax.runs import files, keys
 from force_jax.runs.lock import workdir_lock
 from force_jax.training import cluster
 
 CONFIG_FILE = "config.json"
-# Keys (dotted prefixes) that change neither a run's result nor what its numbers mean:
-# where the data is read from (its name and version are defining), how the devices and
-# processes are laid out, and a sweep's grid (each cell records its own config). The
-# evaluation's batch size and batch limit only cut a split into batches; what they decide
+# Keys (dotted prefixes) that change neither a run's result nor what its numbers mean, from
+# the key table: where the data is read from (its name and version are defining), how the
+# devices and processes are laid out, and a sweep's grid (each cell records its own config).
+# The evaluation's batch size and batch limit only cut a split into batches; what they decide
 # together, how many examples one evaluation reads, is the derived EVALUATED_EXAMPLES,
 # which is defining. eval_every_steps is defining: it decides which evaluations
 # best_validation_accuracy is the best of, and which records metrics.jsonl holds.
-NON_DEFINING = (
-    "data.data_dir", "data.download", "mesh", "distributed", "eval_batch_size",
-    "eval_max_batches", "sweep", "cluster",
-)
+NON_DEFINING = keys.non_defining()
 # A derived defining setting: how many examples of each split one evaluation reads.
 EVALUATED_EXAMPLES = "evaluated examples (eval_max_batches x eval_batch_size)"
-# Keys added after runs were recorded, with the value that reproduces those runs: a
-# config.json without the key counts as having that value, so older workdirs still resume.
-ADDED_KEYS = {"prune.ablation": "none", "model.kernels": "auto", "prune.augment": False,
-              "train.optimizer": "sgd", "prune.layer_floor": 0, "prune.scope": "global",
-              "prune.allocation": "", "prune.prospr.inner_steps": 3,
-              "prune.prospr.inner_lr": 0.1, "prune.prospr.inner_momentum": 0.0,
-              "prune.prospr.first_order": False, "prune.prospr.new_data": True,
-              "prune.ntk_sap.epsilon": 0.01, "prune.ntk_sap.samples": 5,
-              "prune.ntk_sap.noise_batch": 100, "train.mask_changes.method": "none",
-              "train.mask_changes.sparsity": None, "train.mask_changes.scope": "global",
-              "train.mask_changes.drop_fraction": 0.3, "train.mask_changes.start": 0,
-              "train.mask_changes.end": None, "train.mask_changes.every": 100,
-              "lottery.rounds": 0, "lottery.rewind_step": 0}
+# Keys added after runs were recorded, with the value that reproduces those runs (the key
+# table's `added`): a config.json without the key counts as having that value, so older
+# workdirs still resume.
+ADDED_KEYS = keys.added_keys()
 # Files whose presence means the workdir already holds results of some run (a
 # checkpoints folder counts once it holds anything).
 RESULT_FILES = ("prune.json", "metrics.jsonl", "metrics.json", "checkpoints", "mask")
