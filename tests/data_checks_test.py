@@ -9,7 +9,7 @@ import pytest
 from train_test import needs_real_data, tiny_config
 
 from force_jax.config import setup
-from force_jax.core import data_checks, sanity
+from force_jax.core import data_checks, density, sanity
 
 
 def _batch(n=512):
@@ -64,7 +64,7 @@ def test_data_checks_and_the_layerwise_scope_from_the_config_on_fashion_mnist():
         assert history.layer_kept.tolist() == counts.tolist()
         masks_by_check[check] = np.concatenate(
             [np.asarray(m).ravel() for m in jax.tree.leaves(mask) if np.ndim(m)])
-        records[check] = setup.prune_record(config, 0.0, setup.masks.sparsity_report(mask),
+        records[check] = setup.prune_record(config, 0.0, density.sparsity_report(mask),
                                             history)
     assert records["none"]["scoring_data"] == "real"
     assert records["random_labels"]["scoring_data"].startswith("real images, uniformly random")

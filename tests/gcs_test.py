@@ -29,7 +29,7 @@ from force_jax.commands import prune_command, sweep, train
 from force_jax.config import setup
 from force_jax.errors import ConfigError, StoreError, WorkdirError
 from force_jax.reports import sweep_compare
-from force_jax.runs import checkpoint, files, lock, metrics, workdir
+from force_jax.runs import checkpoint, files, lock, metrics, store, workdir
 
 pytestmark = [pytest.mark.xdist_group("gcs"),
               pytest.mark.skipif(gcs_server.binary() is None,
@@ -82,22 +82,22 @@ def test_an_exclusive_create_succeeds_once(bucket):
 def test_paths_a_user_mistyped_or_cannot_reach_are_one_line_errors(server, monkeypatch):
     with pytest.raises(ConfigError, match=r"^--workdir=gs:/runs/x is neither a local folder "
                        r"nor a URL; did you mean gs://runs/x\?$"):
-        files.check_path("gs:/runs/x", "--workdir")
+        store.check_path("gs:/runs/x", "--workdir")
     with pytest.raises(ConfigError, match=r"^--workdir=s3://b/x: s3:// needs s3fs, which is "
                        "not installed"):
-        files.check_path("s3://b/x", "--workdir")
+        store.check_path("s3://b/x", "--workdir")
     with pytest.raises(ConfigError, match="nope:// is not a known filesystem"):
-        files.check_path("nope://b/x", "--workdir")
-    assert files.check_path("runs/x", "--workdir") == "runs/x"
+        store.check_path("nope://b/x", "--workdir")
+    assert store.check_path("runs/x", "--workdir") == "runs/x"
     with pytest.raises(ConfigError, match="bucket 'missing' does not exist"):
-        files.check_reachable("gs://missing/run", "--workdir")
-    files.check_reachable(f"gs://{server.bucket}/new", "--workdir")
+        store.check_reachable("gs://missing/run", "--workdir")
+    store.check_reachable(f"gs://{server.bucket}/new", "--workdir")
     # Nobody listens: an error naming the path within the timeout, not a minute of retries.
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{gcs_server.free_port()}")
     start = time.monotonic()
     with pytest.raises(ConfigError, match=r"^--workdir=gs://runs/x: the object store did not "
                        r"answer within 2 s"):
-        files.check_reachable("gs://runs/x", "--workdir", timeout_s=2)
+        store.check_reachable("gs://runs/x", "--workdir", timeout_s=2)
     assert time.monotonic() - start < 10
 
 
@@ -112,7 +112,7 @@ def _wait_until_stopped(pid: int, timeout: float = 10.0) -> None:
 def test_a_store_that_stops_answering_stops_the_call_in_one_line(bucket, server, monkeypatch):
     path = f"{bucket}/metrics.jsonl"
     files.write_atomic(path, "{}\n")
-    monkeypatch.setattr(files, "STORE_TIMEOUT_S", 2.0)
+    monkeypatch.setattr(store, "STORE_TIMEOUT_S", 2.0)
     os.kill(server._process.pid, signal.SIGSTOP)  # frozen: it accepts, and never answers
     _wait_until_stopped(server._process.pid)
     try:
@@ -132,7 +132,7 @@ def test_a_store_that_stops_answering_stops_the_call_in_one_line(bucket, server,
 
 
 def test_a_store_that_went_away_stops_the_call_in_one_line(server, monkeypatch):
-    monkeypatch.setattr(files, "STORE_TIMEOUT_S", 2.0)
+    monkeypatch.setattr(store, "STORE_TIMEOUT_S", 2.0)
     # Nobody listens there any more: connections are refused, which gcsfs retries.
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{gcs_server.free_port()}")
     path = f"gs://{server.bucket}/gone/metrics.jsonl"
@@ -209,7 +209,7 @@ def test_a_damaged_checkpoint_on_gcs_is_set_aside_and_the_previous_one_restores(
     for step in (1, 2):
         checkpoint.save_state(mngr, step, {"w": jnp.full((4,), float(step))})
     data = f"{bucket}/checkpoints/2/default"
-    damaged = [f"gs://{p}" for p in files._filesystem(bucket).find(data)
+    damaged = [f"gs://{p}" for p in store.filesystem(bucket).find(data)
                if "/d/" in p]
     assert damaged
     for path in damaged:

@@ -12,7 +12,7 @@ from train_test import SHARED_TFDS, tiny_config
 
 from force_jax.commands import prune_command
 from force_jax.config import setup
-from force_jax.core import masks
+from force_jax.core import density
 from force_jax.errors import ConfigError, WorkdirError
 
 
@@ -29,7 +29,7 @@ def test_prune_and_save_writes_mask_report_and_plot(tmp_path):
     mask = prune_command.load_mask(str(tmp_path), variables["params"])
     assert setup.mask_report(model, variables, mask, (28, 28, 1)) == report
     assert 0 < record["report"]["effective"] <= record["report"]["kept"]
-    assert masks.sparsity_report(mask).kept == report.kept
+    assert density.sparsity_report(mask).kept == report.kept
     assert all(np.asarray(m).dtype == bool for m in jax.tree.leaves(mask))
     assert os.path.isdir(tmp_path / "mask")
     # The workdir answers to its config: another sparsity is refused, the record is kept.

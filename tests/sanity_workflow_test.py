@@ -15,7 +15,7 @@ from train_test import needs_real_data, tiny_config
 
 from force_jax.commands import sweep
 from force_jax.config import setup, sweep_grid
-from force_jax.core import masks, sanity
+from force_jax.core import density, masks, sanity
 from force_jax.errors import ConfigError
 from force_jax.runs import workdir
 from force_jax.training import data
@@ -37,10 +37,10 @@ def pruned(config):
 def test_each_ablation_changes_what_it_names_and_nothing_else():
     base_mask, base_history, variables, start = pruned(tiny_config())
     assert start is variables
-    counts = [layer.kept for layer in masks.sparsity_report(base_mask).layers]
+    counts = [layer.kept for layer in density.sparsity_report(base_mask).layers]
 
     shuffled, history, found_at, start = pruned(tiny_config(**{"prune.ablation": "shuffle"}))
-    assert [layer.kept for layer in masks.sparsity_report(shuffled).layers] == counts
+    assert [layer.kept for layer in density.sparsity_report(shuffled).layers] == counts
     np.testing.assert_array_equal(history.layer_kept, base_history.layer_kept)
     overlap = float(masks.num_kept(jax.tree.map(lambda a, b: a & b, shuffled, base_mask)))
     assert overlap < 0.5 * sum(counts) and start is found_at

@@ -19,14 +19,14 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from force_jax.config import setup, validate
-from force_jax.core import masks
+from force_jax.core import density, masks
 from force_jax.errors import ConfigError
 from force_jax.reports import plots
 from force_jax.runs import checkpoint, files
 from force_jax.runs import workdir as workdir_lib
 
 
-def prune_and_save(config: ml_collections.ConfigDict, workdir: str) -> masks.SparsityReport:
+def prune_and_save(config: ml_collections.ConfigDict, workdir: str) -> density.SparsityReport:
     """Builds the configured model, prunes it and writes the mask and its report.
 
     Args:
@@ -56,7 +56,7 @@ def prune_and_save(config: ml_collections.ConfigDict, workdir: str) -> masks.Spa
 
 
 def _prune_and_save(config: ml_collections.ConfigDict, workdir: str,
-                    exp: setup.Experiment) -> masks.SparsityReport:
+                    exp: setup.Experiment) -> density.SparsityReport:
     """The body of `prune_and_save`, on a locked workdir that answers to `config`."""
     start = time.perf_counter()
     mask, history = setup.prune_at_init(config, exp.model, exp.variables, exp.prune_key)

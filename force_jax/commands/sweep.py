@@ -63,7 +63,7 @@ from force_jax.config.sweep_grid import (
     validate_grid,
 )
 from force_jax.core import mask_analysis, sanity
-from force_jax.core.masks import SparsityReport
+from force_jax.core.density import SparsityReport
 from force_jax.reports import plots
 from force_jax.reports.sweep_report import (
     report_from_dict,

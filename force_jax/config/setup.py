@@ -24,6 +24,7 @@ from force_jax.config import validate
 from force_jax.core import (
     compile_options,
     data_checks,
+    density,
     effective,
     losses,
     masks,
@@ -341,7 +342,7 @@ def initial_variables(config: ml_collections.ConfigDict, model: nn.Module,
 
 
 def mask_report(model: nn.Module, variables: PyTree, mask: PyTree,
-                image_shape: tuple[int, ...]) -> masks.SparsityReport:
+                image_shape: tuple[int, ...]) -> density.SparsityReport:
     """The mask's sparsity report with its effective counts (kept weights on a path).
 
     Computed on this process's own copies (numpy), so it runs on one process
@@ -354,15 +355,15 @@ def mask_report(model: nn.Module, variables: PyTree, mask: PyTree,
       image_shape: shape of one input image.
 
     Returns:
-      `masks.sparsity_report(mask, effective=...)`.
+      `density.sparsity_report(mask, effective=...)`.
     """
     local_mask, local_variables = jax.tree.map(np.asarray, (mask, variables))
     on_paths = effective.effective_mask(model, local_variables, local_mask, image_shape)
-    return masks.sparsity_report(local_mask, effective=on_paths)
+    return density.sparsity_report(local_mask, effective=on_paths)
 
 
 def prune_record(config: ml_collections.ConfigDict, seconds: float,
-                 report: masks.SparsityReport, history: Any) -> dict:
+                 report: density.SparsityReport, history: Any) -> dict:
     """The JSON record of a pruning run (prune.json).
 
     Args:

@@ -16,7 +16,7 @@ from force_jax.config import mask_changes
 from force_jax.core import methods
 from force_jax.core import recipe as recipe_lib
 from force_jax.errors import ConfigError
-from force_jax.runs import files, keys
+from force_jax.runs import keys, store
 from force_jax.training import data
 
 # Errors of the pruning recipe name the config key and the flag that fixes it.
@@ -95,7 +95,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     mask_changes.check(config)
     _validate_schedule(config.train)
     if config.data.get("data_dir"):  # TFDS reads it (a URL through TensorFlow's own clients)
-        files.check_path(config.data.data_dir, "config.data.data_dir")
+        store.check_path(config.data.data_dir, "config.data.data_dir")
 
 
 def _validate_pool(cfg: ml_collections.ConfigDict, batches: int) -> None:

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from force_jax.core import density
 from force_jax.core import masks as masks_lib
 from force_jax.core import scores as scores_lib
 
@@ -192,7 +193,7 @@ def layer_order(model: nn.Module, variables: PyTree,
 
     def when(path) -> tuple[int, list]:
         keys = tuple(str(getattr(k, "key", k)) for k in path[:-1])
-        return (rank.get(keys, len(rank)), masks_lib.natural_key(masks_lib.path_name(path)))
+        return (rank.get(keys, len(rank)), density.natural_key(masks_lib.path_name(path)))
 
     return tuple(masks_lib.path_name(path) for path, _ in sorted(flat, key=lambda t: when(t[0])))
 

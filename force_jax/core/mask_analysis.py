@@ -23,13 +23,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from force_jax.core import density
 from force_jax.core import masks as masks_lib
 
 PyTree = Any
 
 
 def layer_density_trajectory(layer_kept: Any,
-                             report: masks_lib.SparsityReport) -> dict[str, np.ndarray]:
+                             report: density.SparsityReport) -> dict[str, np.ndarray]:
     """Per-layer density after every pruning step.
 
     Args:

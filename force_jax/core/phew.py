@@ -57,6 +57,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from force_jax.core import density
 from force_jax.core import masks as masks_lib
 from force_jax.core import scores as scores_lib
 
@@ -109,7 +110,7 @@ def chain(params: PyTree, mask: PyTree, order: tuple[str, ...] = ()) -> list[Lay
     rank = {name: i for i, name in enumerate(order)}
     named = sorted(((masks_lib.path_name(path), i, jnp.shape(x)) for i, ((path, x), f)
                     in enumerate(zip(flat, flags)) if f),
-                   key=lambda t: (rank.get(t[0], len(rank)), masks_lib.natural_key(t[0])))
+                   key=lambda t: (rank.get(t[0], len(rank)), density.natural_key(t[0])))
     layers: list[Layer] = []
     previous = None
     for name, index, shape in named:

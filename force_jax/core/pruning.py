@@ -24,7 +24,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from force_jax.core import allocation as allocation_lib
-from force_jax.core import compile_options, program, pruning_stream, schedules, sharding
+from force_jax.core import compile_options, density, program, pruning_stream, schedules, sharding
 from force_jax.core import masks as masks_lib
 from force_jax.core import methods as methods_lib
 
@@ -243,7 +243,7 @@ def prune(
         mask, trace = compile_options.outer_jit(program.schedule, static_argnums=0)(
             pruner, params, data, jnp.asarray(counts, jnp.int32), key, start_mask)
     _check_trace(trace, record, steps, synflow_fn if record.needs_synflow else loss_fn)
-    masks_lib.check_collapse(mask, on_collapse)
+    density.check_collapse(mask, on_collapse)
     return mask, History(
         keep_fraction=fractions,
         kept=counts.sum(axis=-1) if counts.ndim == 2 else counts,

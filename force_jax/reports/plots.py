@@ -10,7 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from force_jax.core.masks import SparsityReport, natural_key  # noqa: E402
+from force_jax.core.density import SparsityReport
+from force_jax.core.density import natural_key  # noqa: E402
 from force_jax.runs import files  # noqa: E402
 
 

@@ -13,7 +13,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from force_jax.core.masks import LayerDensity, SparsityReport
+from force_jax.core.density import LayerDensity, SparsityReport
 from force_jax.reports import plots
 from force_jax.reports.tables import csv_text, markdown_table, mean_std, sparsity_head
 from force_jax.runs import files

@@ -40,7 +40,7 @@ import time
 from collections.abc import Iterator
 
 from force_jax.errors import WorkdirError
-from force_jax.runs import files
+from force_jax.runs import files, store
 
 LOCK_FILE = "lock"
 
@@ -161,7 +161,7 @@ def workdir_lock(workdir: str, *, enabled: bool = True) -> Iterator[None]:
     if not enabled:
         yield
         return
-    if files.is_remote(workdir):
+    if store.is_remote(workdir):
         with _object_lock(workdir):
             yield
         return

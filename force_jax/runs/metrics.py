@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from force_jax.runs import files
+from force_jax.runs import files, store
 
 Scalars = Mapping[str, Any]
 
@@ -72,7 +72,7 @@ class JsonlWriter:
 
     def __init__(self, path: str, records: Sequence[Scalars] = ()):
         self._path = path
-        self._remote = files.is_remote(path)
+        self._remote = store.is_remote(path)
         self._lines = [json.dumps(dict(r), sort_keys=True) + "\n" for r in records]
         self._size = None if self._remote else self._size_now()
 
@@ -118,7 +118,7 @@ class TensorBoardWriter:
 
         self._tf = tf
         self._logdir = logdir
-        self._local = tempfile.mkdtemp(prefix="tensorboard-") if files.is_remote(logdir) \
+        self._local = tempfile.mkdtemp(prefix="tensorboard-") if store.is_remote(logdir) \
             else logdir
         self._writer = tf.summary.create_file_writer(self._local)
 

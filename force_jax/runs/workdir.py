@@ -26,7 +26,7 @@ import jax
 import ml_collections
 
 from force_jax.errors import WorkdirError
-from force_jax.runs import files, keys
+from force_jax.runs import files, keys, store
 from force_jax.runs.lock import workdir_lock
 from force_jax.training import cluster
 
@@ -247,7 +247,7 @@ def check_location(workdir: str) -> None:
     """Checks, before any work, that a workdir can be used where it is.
 
     A URL must name an installed filesystem and its store must answer within
-    `files.REACHABLE_TIMEOUT_S`; a URL typed with one slash (``gs:/bucket``)
+    `store.REACHABLE_TIMEOUT_S`; a URL typed with one slash (``gs:/bucket``)
     is refused instead of becoming a local folder named ``gs:``.
 
     Args:
@@ -256,8 +256,8 @@ def check_location(workdir: str) -> None:
     Raises:
       ConfigError: one line naming --workdir and the fix.
     """
-    files.check_path(workdir, "--workdir")
-    files.check_reachable(workdir, "--workdir")
+    store.check_path(workdir, "--workdir")
+    store.check_reachable(workdir, "--workdir")
 
 
 @contextlib.contextmanager
