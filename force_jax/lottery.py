@@ -17,9 +17,9 @@ For example:
 if __name__ == "__main__":  # the command: TensorFlow's start-up lines off, before it loads
     import os
 
-    from force_jax.commands import cli
+    from force_jax.commands import startup
 
-    cli.quiet_library_logs(os.environ, cli.startup_environment())
+    startup.quiet_library_logs(os.environ, startup.startup_environment())
 
 from force_jax.commands.lottery import main, run_lottery  # noqa: E402
 

@@ -23,10 +23,10 @@ if __name__ != "__main__":
 
 import os  # noqa: E402
 
-from force_jax.commands import cli  # noqa: E402
+from force_jax.commands import startup  # noqa: E402
 
 # Before TensorFlow loads: its start-up lines off.
-cli.quiet_library_logs(os.environ, cli.startup_environment())
+startup.quiet_library_logs(os.environ, startup.startup_environment())
 
 from force_jax.commands import prune_command  # noqa: E402
 

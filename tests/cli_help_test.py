@@ -8,7 +8,7 @@ import sys
 
 from absl import flags
 
-from force_jax.commands import cli
+from force_jax.commands import cli, startup
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Each command's --workdir help (see its main()).
@@ -29,18 +29,18 @@ def test_the_two_flags_are_key_flags_of_the_main_module():
 
 
 def test_importing_the_commands_defines_no_flag_and_leaves_the_environment():
-    level = os.environ.get(cli.LIBRARY_LOG_LEVEL[0])
+    level = os.environ.get(startup.LIBRARY_LOG_LEVEL[0])
     import force_jax.sweep  # noqa: F401
     import force_jax.train  # noqa: F401
 
     assert "config" not in flags.FLAGS and "workdir" not in flags.FLAGS
-    assert os.environ.get(cli.LIBRARY_LOG_LEVEL[0]) == level  # quieted by the commands only
+    assert os.environ.get(startup.LIBRARY_LOG_LEVEL[0]) == level  # quieted by the commands only
 
 
 def test_each_command_s_help_lists_its_usage_and_flags():
     """python -m force_jax.<command> --help, the three at once (each imports TensorFlow)."""
     # As a user starts it: no log level set (this process's jax set one).
-    env = {k: v for k, v in os.environ.items() if k != cli.LIBRARY_LOG_LEVEL[0]}
+    env = {k: v for k, v in os.environ.items() if k != startup.LIBRARY_LOG_LEVEL[0]}
     runs = {command: subprocess.Popen(
         [sys.executable, "-m", f"force_jax.{command}", "--help"], cwd=ROOT, text=True, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for command in WORKDIR_HELP}
@@ -102,7 +102,7 @@ def test_every_example_in_a_command_s_help_passes_the_config_checks():
 
 
 def test_a_missing_config_file_is_one_line(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != cli.LIBRARY_LOG_LEVEL[0]}
+    env = {k: v for k, v in os.environ.items() if k != startup.LIBRARY_LOG_LEVEL[0]}
     result = subprocess.run(
         [sys.executable, "-m", "force_jax.prune", "--config=configs/nope.py",
          f"--workdir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=600,

@@ -9,59 +9,59 @@ import sys
 import pytest
 from conftest import SHARED_TFDS
 
-from force_jax.commands import cli
+from force_jax.commands import startup
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LEVEL = cli.LIBRARY_LOG_LEVEL[0]
+LEVEL = startup.LIBRARY_LOG_LEVEL[0]
 
 
 def test_the_level_is_set_unless_the_user_set_one():
     environ = {}
-    cli.quiet_library_logs(environ, startup={}, load=None)
+    startup.quiet_library_logs(environ, startup={}, load=None)
     assert environ == {LEVEL: "3"}
     environ = {LEVEL: "1"}  # jax's default, set on import: not the user's choice
-    cli.quiet_library_logs(environ, startup={}, load=None)
+    startup.quiet_library_logs(environ, startup={}, load=None)
     assert environ == {LEVEL: "3"}
     for users in ("0", "1", "3"):
         environ = {LEVEL: users}
-        cli.quiet_library_logs(environ, startup={LEVEL: users}, load=None)
+        startup.quiet_library_logs(environ, startup={LEVEL: users}, load=None)
         assert environ == {LEVEL: users}
     environ = {LEVEL: "1"}  # the start-up environment unknown: any value counts as the user's
-    cli.quiet_library_logs(environ, startup=None, load=None)
+    startup.quiet_library_logs(environ, startup=None, load=None)
     assert environ == {LEVEL: "1"}
 
 
 def test_only_the_startup_noise_of_a_load_is_held_back(capfd):
     def load():  # what TensorFlow 2.21 writes from C++ as it loads, and one real line
-        os.write(2, (cli.STARTUP_NOISE[0] + "\n").encode())
+        os.write(2, (startup.STARTUP_NOISE[0] + "\n").encode())
         os.write(2, b"I0000 00:00:1.5 123 port.cc:153] oneDNN custom operations are on. You "
                     b"may see slightly different numerical results\n")
         os.write(2, b"E0000 a real error line\n")
         return 42
 
-    assert cli.load_quietly(load) == 42
+    assert startup.load_quietly(load) == 42
     assert capfd.readouterr().err == "E0000 a real error line\n"
     calls = []
-    cli.quiet_library_logs({}, startup={}, load=lambda: calls.append("loaded"))
-    cli.quiet_library_logs({}, startup={LEVEL: "0"}, load=lambda: calls.append("loaded"))
+    startup.quiet_library_logs({}, startup={}, load=lambda: calls.append("loaded"))
+    startup.quiet_library_logs({}, startup={LEVEL: "0"}, load=lambda: calls.append("loaded"))
     assert calls == ["loaded"]  # a level the user set: nothing held back
     with pytest.raises(ZeroDivisionError):  # a failing load still gives the console back
-        cli.load_quietly(lambda: (os.write(2, b"before the failure\n"), 1 / 0))
+        startup.load_quietly(lambda: (os.write(2, b"before the failure\n"), 1 / 0))
     print("after", file=sys.stderr)
     assert capfd.readouterr().err == "before the failure\nafter\n"
 
 
 def test_the_startup_environment_is_the_user_s_not_what_a_library_set_since(tmp_path,
                                                                              monkeypatch):
-    startup = cli.startup_environment()
-    if startup is None:
+    environment = startup.startup_environment()
+    if environment is None:
         pytest.skip("no /proc/self/environ")
     monkeypatch.setenv("FORCE_JAX_SET_AFTER_START", "1")
-    assert "FORCE_JAX_SET_AFTER_START" not in cli.startup_environment()
-    assert startup.get("PATH") == os.environ.get("PATH")
+    assert "FORCE_JAX_SET_AFTER_START" not in startup.startup_environment()
+    assert environment.get("PATH") == os.environ.get("PATH")
     (tmp_path / "environ").write_bytes(b"A=1\0B=x=y\0\0")
-    assert cli.startup_environment(str(tmp_path / "environ")) == {"A": "1", "B": "x=y"}
-    assert cli.startup_environment(str(tmp_path / "missing")) is None
+    assert startup.startup_environment(str(tmp_path / "environ")) == {"A": "1", "B": "x=y"}
+    assert startup.startup_environment(str(tmp_path / "missing")) is None
 
 
 def _is_own(line: str) -> bool:

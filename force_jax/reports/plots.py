@@ -10,8 +10,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from force_jax.core.density import SparsityReport
-from force_jax.core.density import natural_key  # noqa: E402
+from force_jax.core.density import (
+    SparsityReport,
+    natural_key,  # noqa: E402
+)
 from force_jax.runs import files  # noqa: E402
 
 
