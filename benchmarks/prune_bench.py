@@ -47,11 +47,11 @@ REPEATS = 15
 
 def _bookkeeping(params, grads, scores, mask, new_mask):
     """What a step computes besides its gradient, saliency and selection."""
-    from force_jax.core import masks, program
+    from force_jax.core import masks, step_stats
 
-    return (program._finite(scores, mask), masks.num_kept(
-        jax.tree.map(lambda a, b: a & ~b, new_mask, mask)), program._layer_kept(new_mask),
-        program._objective(params, grads, mask))
+    return (step_stats.all_finite(scores, mask), masks.num_kept(
+        jax.tree.map(lambda a, b: a & ~b, new_mask, mask)), step_stats.layer_kept(new_mask),
+        step_stats.objective_of(params, grads, mask))
 
 
 def _train_step_memory(model, variables, data, batch_size: int) -> dict | None:

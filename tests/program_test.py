@@ -16,7 +16,7 @@ from conftest import init_mlp, mlp_loss
 
 import force_jax as fj
 from force_jax import models
-from force_jax.core import methods, program, sanity
+from force_jax.core import methods, program, sanity, step_stats
 
 STEPS, BATCH = 4, 32
 
@@ -256,4 +256,4 @@ def test_count_true_counts_exactly_by_blocks(shape):
 def test_the_finite_check_allows_minus_inf_on_pruned_weights_only(scores, mask, finite):
     tree = {"w": jnp.array([scores], jnp.float32), "b": jnp.array([np.nan])}
     masks_tree = {"w": jnp.array([mask]), "b": jnp.array(True)}  # b is not prunable
-    assert bool(jax.jit(program._finite)(tree, masks_tree)) is finite
+    assert bool(jax.jit(step_stats.all_finite)(tree, masks_tree)) is finite

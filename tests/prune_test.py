@@ -12,7 +12,7 @@ from jax.flatten_util import ravel_pytree
 
 import force_jax as fj
 from force_jax.core import compile_options, program, sanity, schedules
-from force_jax.core.program import _mean_over_batches
+from force_jax.core.gradients import mean_over_batches
 
 
 def reference_topk(scores: dict, k: int) -> dict:
@@ -134,7 +134,7 @@ def test_micro_batches_average_to_the_full_batch_gradient(tiny):
     loss_fn, params, data = tiny
     indices = jnp.arange(256).reshape(4, 64)
     batches = jax.tree.map(lambda x: x[indices], data)
-    got = _mean_over_batches(lambda b: jax.grad(loss_fn)(params, b), batches, 4, None)
+    got = mean_over_batches(lambda b: jax.grad(loss_fn)(params, b), batches, 4, None)
     full = jax.grad(loss_fn)(params, data)
     for name in params:
         np.testing.assert_allclose(got[name], full[name], rtol=2e-5, atol=1e-7)

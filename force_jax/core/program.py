@@ -35,9 +35,9 @@ import numpy as np
 from jax.sharding import Mesh
 
 from force_jax.core import allocation as allocation_lib
+from force_jax.core import gradients, schedules, step_stats
 from force_jax.core import masks as masks_lib
 from force_jax.core import methods as methods_lib
-from force_jax.core import schedules, sharding
 from force_jax.core import scores as scores_lib
 from force_jax.core.scores import float_grad
 
@@ -211,95 +211,6 @@ def draw_batches(pruner: Pruner, pool: PyTree, state: PruneState) -> PyTree:
             pruner.batches_per_step, pruner.batch_size, *x.shape[1:]), pool)
 
 
-def _picker(batches: PyTree, mesh: Mesh | None) -> Callable[[Any], PyTree]:
-    """i -> micro-batch i of a step's batches, split over the mesh's data axis."""
-
-    def pick(i):
-        picked = jax.tree.map(lambda x: x[i], batches)
-        if mesh is None:
-            return picked
-        return jax.lax.with_sharding_constraint(picked, sharding.batch_sharding(mesh))
-
-    return pick
-
-
-def _mean_over_batches(fn: Callable, batches: PyTree, count: int, mesh: Mesh | None) -> PyTree:
-    """Mean of fn(batch) over the micro-batches, accumulated in a loop (one live at a time)."""
-    pick = _picker(batches, mesh)
-    first = fn(pick(0))
-    if count == 1:
-        return first
-    total = jax.lax.fori_loop(
-        1, count, lambda i, acc: jax.tree.map(jnp.add, acc, fn(pick(i))), first)
-    return jax.tree.map(lambda x: x / count, total)
-
-
-def _gradients(pruner: Pruner, batches: PyTree | None) -> tuple[Callable | None, Callable | None]:
-    """(gradient, hessian_vector) over this step's batches, or (None, None) without data."""
-    if batches is None or pruner.loss_fn is None:
-        return None, None
-    loss_fn, count, mesh = pruner.loss_fn, pruner.batches_per_step, pruner.mesh
-
-    def gradient(p):
-        return _mean_over_batches(lambda b: float_grad(loss_fn)(p, b), batches, count, mesh)
-
-    def hessian_vector(p, v):
-        # Reverse over reverse, H v = d<g(q), v>/dq: the models' convs on
-        # CPU have a custom VJP, which forward mode cannot go through.
-        def hv(b):
-            def directional(q):
-                grads = float_grad(loss_fn)(q, b)
-                return sum(jnp.vdot(g, t) for g, t in
-                           zip(jax.tree.leaves(grads), jax.tree.leaves(v)))
-
-            return float_grad(directional)(p)
-
-        return _mean_over_batches(hv, batches, count, mesh)
-
-    return gradient, hessian_vector
-
-
-def _objective(params: PyTree, grads: PyTree, mask: PyTree) -> jax.Array:
-    """S(mask): sum over kept prunable weights of |theta0 * g|."""
-    sal = scores_lib.saliency(params, grads)
-    return jnp.float32(sum(
-        jnp.sum(jnp.where(m, s, 0.0))
-        for s, m in zip(jax.tree.leaves(sal), jax.tree.leaves(mask))
-        if masks_lib.is_prunable_leaf(m)
-    ))
-
-
-def _finite(scores: PyTree, mask: PyTree) -> jax.Array:
-    """True when every prunable score is finite, -inf allowed on pruned weights.
-
-    A float sum, not a bool reduction (which XLA:CPU runs slower): each score
-    times 0 is 0 when finite and NaN otherwise, and the allowed -infs count 0,
-    so the sum is 0 exactly when every score passes (no overflow: all terms
-    are 0 or NaN).
-    """
-    total = jnp.float32(0.0)
-    for s, m in zip(jax.tree.leaves(scores), jax.tree.leaves(mask)):
-        if masks_lib.is_prunable_leaf(m):
-            total = total + jnp.sum(jnp.where((s == -jnp.inf) & ~m, 0.0, s * 0.0),
-                                    dtype=jnp.float32)
-    return total == 0.0
-
-
-def _informative(scores: PyTree, mask: PyTree) -> jax.Array:
-    """True when some finite prunable score is not zero."""
-    largest = jnp.float32(0.0)
-    for s, m in zip(jax.tree.leaves(scores), jax.tree.leaves(mask)):
-        if masks_lib.is_prunable_leaf(m):
-            magnitude = jnp.where(jnp.isfinite(s), jnp.abs(s), 0.0).astype(jnp.float32)
-            largest = jnp.maximum(largest, jnp.max(magnitude))
-    return largest > 0.0
-
-
-def _layer_kept(mask: PyTree) -> jax.Array:
-    return jnp.stack([masks_lib.count_true(m) for m in jax.tree.leaves(mask)
-                      if masks_lib.is_prunable_leaf(m)])
-
-
 def step(pruner: Pruner, params: PyTree, state: PruneState, batches: PyTree | None,
          count: jax.Array | int) -> tuple[PruneState, StepOutput]:
     """One step: score the weights at the state's mask and keep the top `count`.
@@ -320,25 +231,26 @@ def step(pruner: Pruner, params: PyTree, state: PruneState, batches: PyTree | No
     """
     next_key, _, score_key = _split(state.key)
     mask = state.mask
-    gradient, hessian_vector = _gradients(pruner, batches)
+    gradient, hessian_vector = gradients.gradients(pruner, batches)
     synflow_gradient = (float_grad(pruner.synflow_fn) if pruner.synflow_fn is not None
                         else None)
     has_data = batches is not None and pruner.loss_fn is not None
     inputs = scores_lib.StepInputs(
         params, mask, gradient, hessian_vector, synflow_gradient, score_key,
         loss=pruner.loss_fn if has_data else None,
-        batch=_picker(batches, pruner.mesh) if has_data else None,
+        batch=gradients.picker(batches, pruner.mesh) if has_data else None,
         count=jnp.asarray(count), probe=pruner.probe)
     scores, grads = pruner.method.score(inputs)
     extra = pruner.method.extra_gradient(pruner.track_objective)
     if grads is None and extra and gradient is not None:
         grads = gradient(masks_lib.apply_mask(params, mask))
-    objective = _objective(params, grads, mask) if grads is not None else jnp.float32(jnp.nan)
+    objective = (step_stats.objective_of(params, grads, mask) if grads is not None
+                 else jnp.float32(jnp.nan))
     new_mask = masks_lib.topk_mask(scores, mask, count)
     revived = masks_lib.num_kept(jax.tree.map(lambda a, b: a & ~b, new_mask, mask))
-    output = StepOutput(objective=objective, finite=_finite(scores, mask),
-                        informative=_informative(scores, mask),
-                        revived=jnp.int32(revived), layer_kept=_layer_kept(new_mask))
+    output = StepOutput(objective=objective, finite=step_stats.all_finite(scores, mask),
+                        informative=step_stats.informative(scores, mask),
+                        revived=jnp.int32(revived), layer_kept=step_stats.layer_kept(new_mask))
     return PruneState(mask=new_mask, key=next_key), output
 
 
@@ -355,10 +267,11 @@ def objective(pruner: Pruner, params: PyTree, state: PruneState,
     Returns:
       A float32 scalar.
     """
-    gradient, _ = _gradients(pruner, batches)
+    gradient, _ = gradients.gradients(pruner, batches)
     if gradient is None or not pruner.track_objective:
         return jnp.float32(jnp.nan)
-    return _objective(params, gradient(masks_lib.apply_mask(params, state.mask)), state.mask)
+    grads = gradient(masks_lib.apply_mask(params, state.mask))
+    return step_stats.objective_of(params, grads, state.mask)
 
 
 def schedule(pruner: Pruner, params: PyTree, pool: PyTree | None, counts: jax.Array,
