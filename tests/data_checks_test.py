@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from train_test import needs_real_data, tiny_config
 
-from force_jax.config import setup
+from force_jax.config import pruning_run, setup
 from force_jax.core import data_checks, density, sanity
 
 
@@ -58,13 +58,13 @@ def test_data_checks_and_the_layerwise_scope_from_the_config_on_fashion_mnist():
                                 "prune.ablation": check, "prune.scope": "layerwise",
                                 "prune.allocation": "erk"})
         experiment = setup.experiment(config)
-        mask, history = setup.prune_at_init(config, experiment.model, experiment.variables,
+        mask, history = pruning_run.prune_at_init(config, experiment.model, experiment.variables,
                                             experiment.prune_key)
         counts = setup.check_allocation(config, experiment.variables["params"])
         assert history.layer_kept.tolist() == counts.tolist()
         masks_by_check[check] = np.concatenate(
             [np.asarray(m).ravel() for m in jax.tree.leaves(mask) if np.ndim(m)])
-        records[check] = setup.prune_record(config, 0.0, density.sparsity_report(mask),
+        records[check] = pruning_run.prune_record(config, 0.0, density.sparsity_report(mask),
                                             history)
     assert records["none"]["scoring_data"] == "real"
     assert records["random_labels"]["scoring_data"].startswith("real images, uniformly random")

@@ -26,7 +26,7 @@ from sweep_test import tiny_sweep_config
 from train_test import final_state, needs_real_data, tiny_config
 
 from force_jax.commands import prune_command, sweep, train
-from force_jax.config import setup
+from force_jax.config import pruning_run, setup
 from force_jax.errors import ConfigError, StoreError, WorkdirError
 from force_jax.reports import sweep_compare
 from force_jax.runs import checkpoint, files, lock, metrics, store, workdir
@@ -260,7 +260,7 @@ def test_the_prune_command_writes_its_mask_record_and_figure_to_gcs(bucket):
     model = setup.build_model(config, 10)
     variables = setup.init_variables(model, (28, 28, 1), jax.random.key(0))
     mask = prune_command.load_mask(f"{bucket}/prune", variables["params"])
-    assert setup.mask_report(model, variables, mask, (28, 28, 1)) == report
+    assert pruning_run.mask_report(model, variables, mask, (28, 28, 1)) == report
 
 
 def _launch(workdir_url: str, server, log: Path, *flags: str) -> subprocess.Popen:

@@ -10,7 +10,7 @@ import pytest
 from conftest import SHARED_TFDS, init_mlp, mlp_loss
 
 import force_jax as fj
-from force_jax.config import setup, validate
+from force_jax.config import pruning_run, setup, validate
 from force_jax.core import guards, methods
 from force_jax.errors import ConfigError
 
@@ -87,12 +87,12 @@ def test_config_layer_floor_prunes_lenet5_with_the_floor_and_refuses_one_too_big
     config = tiny_config(**{"prune.sparsity": 0.999, "prune.layer_floor": 50})
     validate.validate_config(config)
     exp = setup.experiment(config)
-    _, history = setup.prune_at_init(config, exp.model, exp.variables, exp.prune_key)
+    _, history = pruning_run.prune_at_init(config, exp.model, exp.variables, exp.prune_key)
     assert history.kept[-1] == 430 and history.layer_kept.min() >= 50  # 4 layers x 50 of 430
     config.prune.layer_floor = 200
     with pytest.raises(ConfigError, match=r"config.prune.layer_floor=200 asks 800 weights over "
                                           r"4 prunable layers.*keeps 430.*layer_floor=107"):
-        setup.prune_at_init(config, exp.model, exp.variables, exp.prune_key)
+        pruning_run.prune_at_init(config, exp.model, exp.variables, exp.prune_key)
     config.prune.layer_floor = -1
     with pytest.raises(ConfigError, match="config.prune.layer_floor=-1: expected an integer >= 0"):
         validate.validate_config(config)

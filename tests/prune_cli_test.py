@@ -11,7 +11,7 @@ import pytest
 from train_test import SHARED_TFDS, tiny_config
 
 from force_jax.commands import prune_command
-from force_jax.config import setup
+from force_jax.config import pruning_run, setup
 from force_jax.core import density
 from force_jax.errors import ConfigError, WorkdirError
 
@@ -27,7 +27,7 @@ def test_prune_and_save_writes_mask_report_and_plot(tmp_path):
     model = setup.build_model(config, 10)
     variables = setup.init_variables(model, (28, 28, 1), jax.random.key(0))
     mask = prune_command.load_mask(str(tmp_path), variables["params"])
-    assert setup.mask_report(model, variables, mask, (28, 28, 1)) == report
+    assert pruning_run.mask_report(model, variables, mask, (28, 28, 1)) == report
     assert 0 < record["report"]["effective"] <= record["report"]["kept"]
     assert density.sparsity_report(mask).kept == report.kept
     assert all(np.asarray(m).dtype == bool for m in jax.tree.leaves(mask))

@@ -14,7 +14,7 @@ from sweep_test import read_csv, tiny_sweep_config
 from train_test import needs_real_data, tiny_config
 
 from force_jax.commands import sweep
-from force_jax.config import setup, sweep_grid
+from force_jax.config import pruning_run, setup, sweep_grid
 from force_jax.core import density, masks, sanity
 from force_jax.errors import ConfigError
 from force_jax.runs import workdir
@@ -27,7 +27,7 @@ def pruned(config):
     model = setup.build_model(config, info.num_classes)
     init_key, prune_key = jax.random.split(jax.random.key(config.seed))
     variables = setup.init_variables(model, info.image_shape, init_key)
-    mask, history = setup.prune_at_init(config, model, variables, prune_key)
+    mask, history = pruning_run.prune_at_init(config, model, variables, prune_key)
     start = setup.initial_variables(config, model, info.image_shape, variables, mask)
     return mask, history, variables, start
 

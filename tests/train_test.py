@@ -18,7 +18,7 @@ from conftest import SHARED_TFDS, write_metadata
 from configs import default
 from force_jax import optim
 from force_jax.commands import cli, train
-from force_jax.config import setup
+from force_jax.config import pruning_run, setup
 from force_jax.core import compile_options, masks
 from force_jax.errors import ConfigError
 from force_jax.runs import checkpoint
@@ -158,7 +158,7 @@ def test_imagenet_streams_fresh_augmented_pruning_batches_end_to_end(tmp_path):
     config.model.width_multiplier = 0.0625
     config.model.stage_sizes = (1, 1, 1, 1)  # one bottleneck block a stage: the stem is tested
     with tfds.testing.mock_data(num_examples=16, data_dir=str(tmp_path / "tfds")):
-        stream = setup.pruning_examples(config)
+        stream = pruning_run.pruning_examples(config)
         first = next(stream)
         assert first["image"].shape == (8, 224, 224, 3) and first["label"].shape == (8,)
         metrics = train.train_and_evaluate(config, str(tmp_path / "run"))

@@ -18,7 +18,7 @@ import time
 import ml_collections
 import orbax.checkpoint as ocp
 
-from force_jax.config import setup, validate
+from force_jax.config import pruning_run, setup, validate
 from force_jax.core import density, masks
 from force_jax.errors import ConfigError
 from force_jax.reports import plots
@@ -59,13 +59,13 @@ def _prune_and_save(config: ml_collections.ConfigDict, workdir: str,
                     exp: setup.Experiment) -> density.SparsityReport:
     """The body of `prune_and_save`, on a locked workdir that answers to `config`."""
     start = time.perf_counter()
-    mask, history = setup.prune_at_init(config, exp.model, exp.variables, exp.prune_key)
+    mask, history = pruning_run.prune_at_init(config, exp.model, exp.variables, exp.prune_key)
     seconds = time.perf_counter() - start
-    report = setup.mask_report(exp.model, exp.variables, mask, exp.info.image_shape)
+    report = pruning_run.mask_report(exp.model, exp.variables, mask, exp.info.image_shape)
     mask_dir = files.absolute(os.path.join(workdir, "mask"))
     checkpoint.save_tree(mask_dir, mask)
     checkpoint.write_json(os.path.join(workdir, "prune.json"),
-                          setup.prune_record(config, seconds, report, history))
+                          pruning_run.prune_record(config, seconds, report, history))
     plots.plot_layer_density(
         {config.prune.method: report}, os.path.join(workdir, "layer_density.png"),
         title=f"{config.model.name}, {config.prune.method}, sparsity {config.prune.sparsity}",

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from force_jax import optim
 from force_jax.config import mask_changes as mask_changes_config
-from force_jax.config import setup, validate
+from force_jax.config import pruning_run, setup, validate
 from force_jax.core import compile_options, masks, sharding
 from force_jax.errors import ConfigError, DivergedError
 from force_jax.runs import checkpoint
@@ -181,7 +181,7 @@ def _prune_or_restore(
             print(f"resuming from the checkpoint of step {step}")
         return state, step, records
     start = time.perf_counter()
-    mask, history = setup.prune_at_init(config, model, variables, key, mesh)
+    mask, history = pruning_run.prune_at_init(config, model, variables, key, mesh)
     prune_seconds = time.perf_counter() - start
     # Each process's own replica, as int32 bits (what the cross-process gather carries).
     local = np.asarray(masks.fingerprint(mask).addressable_data(0)).view(np.int32)
@@ -190,10 +190,10 @@ def _prune_or_restore(
                                               mask)
     state = place(new_state(start_variables, mask))
     if is_main:
-        report = setup.mask_report(model, variables, mask, image_shape)
+        report = pruning_run.mask_report(model, variables, mask, image_shape)
         print(report)
         checkpoint.write_json(os.path.join(workdir, "prune.json"),
-                              setup.prune_record(config, prune_seconds, report, history))
+                              pruning_run.prune_record(config, prune_seconds, report, history))
         checkpoint.write_jsonl(metrics_path, [])
         workdir_lib.record_checkpoint_config(workdir, config)
     checkpoint.save_state(mngr, 0, state)
