@@ -68,7 +68,7 @@ import numpy as np  # noqa: E402
 
 import force_jax  # noqa: E402
 from force_jax import optim  # noqa: E402
-from force_jax.core import compile_options, losses, program, topk  # noqa: E402
+from force_jax.core import compile_options, losses, program, selection, topk  # noqa: E402
 from force_jax.core import masks as masks_lib  # noqa: E402
 from force_jax.core.methods import METHODS  # noqa: E402
 from force_jax.training import steps as train_steps  # noqa: E402
@@ -431,6 +431,10 @@ SELECTION_COLUMNS = ("case", "n", "k", "variant", "ms", "compile_s", "kept",
                      "same_set_as_topk_py", "recall")
 
 
+# The library's selection off CPU, k traced as `prune` passes it.
+_SORTED_MASKS = jax.jit(lambda x, k: selection.sorted_masks([x], k)[0])
+
+
 def _selection_variants(k: int) -> dict[str, tuple[bool, Callable[[jax.Array], jax.Array]]]:
     """name -> (exact, fn(scores) -> bool mask of the kept scores), each jitted.
 
@@ -446,6 +450,8 @@ def _selection_variants(k: int) -> dict[str, tuple[bool, Callable[[jax.Array], j
     return {
         # topk_masks is jitted inside (no outer jit: it would recompile for every case).
         "topk_py": (True, lambda x: topk.topk_masks([x], k_traced)[0]),
+        # The library's selection off CPU (force_jax.core.selection): one stable sort, k traced.
+        "sorted_masks": (True, lambda x: _SORTED_MASKS(x, k_traced)),
         "lax_top_k": (True, jax.jit(lambda x: from_indices(x, jax.lax.top_k(x, k)[1]))),
         # Keeps every score tied with the k-th: more than k when ties straddle it.
         "sort_threshold": (True, jax.jit(lambda x: x >= jnp.sort(x)[x.size - k])),

@@ -53,7 +53,7 @@ def _median_step(step, state, data, steps: int, count: int | None = None):
 
 def bench_one(name: str, batch_size: int, steps: int, period: int) -> dict:
     """Seconds per step of the plain and the RigL steps, between and at an update."""
-    from force_jax.commands import train
+    from force_jax.config import training_setup
     from force_jax.core import compile_options, masks
     from force_jax.training import steps as train_steps
 
@@ -66,7 +66,7 @@ def bench_one(name: str, batch_size: int, steps: int, period: int) -> dict:
     step = compile_options.jit(train_steps.train_step, donate_argnums=0)
     def fresh(method):  # its own buffers: the step donates the state
         own = jax.tree.map(jnp.copy, variables)
-        return train.initial_state(_config(method, period), model, own, mask, schedule,
+        return training_setup.initial_state(_config(method, period), model, own, mask, schedule,
                                    total_steps=10_000 * period)
 
     plain_s, _ = _median_step(step, fresh("none"), data, steps)

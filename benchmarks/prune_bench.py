@@ -56,7 +56,7 @@ def _bookkeeping(params, grads, scores, mask, new_mask):
 
 def _train_step_memory(model, variables, data, batch_size: int) -> dict | None:
     """Static memory of one jitted plain training step (masked SGD, donated state)."""
-    from force_jax.commands import train
+    from force_jax.config import training_setup
     from force_jax.core import compile_options, masks
     from force_jax.training import steps as train_steps
 
@@ -64,7 +64,8 @@ def _train_step_memory(model, variables, data, batch_size: int) -> dict | None:
         {"train": {"momentum": 0.9, "weight_decay": 5e-4, "nesterov": True}}
     )
     mask = masks.init_mask(variables["params"])
-    state = train.initial_state(config, model, variables, mask, optax.constant_schedule(0.1))
+    state = training_setup.initial_state(config, model, variables, mask,
+                                         optax.constant_schedule(0.1))
     batch = jax.tree.map(lambda x: x[:batch_size], data)
     step = compile_options.jit(train_steps.train_step, donate_argnums=0)
     compiled = step.lower(state, batch).compile()

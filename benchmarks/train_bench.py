@@ -1,7 +1,7 @@
 """Images per second of the masked training step (force_jax.training.steps.train_step).
 
 The step is jitted with the TrainState donated, on a state from
-force_jax.commands.train.initial_state with a 99%-sparse random mask (SGD with
+force_jax.commands.training_setup.initial_state with a 99%-sparse random mask (SGD with
 Nesterov momentum and weight decay, the paper's optimiser).
 
     python benchmarks/train_bench.py
@@ -23,7 +23,7 @@ SPARSITY = 0.99
 
 def bench_one(name: str, batch_size: int, steps: int) -> dict:
     """Images/s of `steps` chained train steps (after one compiling step)."""
-    from force_jax.commands import train
+    from force_jax.config import training_setup
     from force_jax.core import compile_options, masks
     from force_jax.training import steps as train_steps
 
@@ -39,7 +39,8 @@ def bench_one(name: str, batch_size: int, steps: int) -> dict:
     dense = masks.dense_mask(params, flags)
     keep = int((1 - SPARSITY) * masks.num_prunable(dense))
     mask = masks.topk_mask(random_scores, dense, keep)
-    state = train.initial_state(config, model, variables, mask, optax.constant_schedule(0.1))
+    state = training_setup.initial_state(config, model, variables, mask,
+                                         optax.constant_schedule(0.1))
     step = compile_options.jit(train_steps.train_step, donate_argnums=0)
     start = time.perf_counter()
     state, metrics = bu.block(step(state, data))

@@ -185,16 +185,16 @@ def test_accelerator_suite_quick(tmp_path):
     assert row["device_peak"] is None  # XLA:CPU keeps no allocator statistics
 
     rows = parts["selection"]["rows"]
-    assert [r["variant"] for r in rows] == ["topk_py", "lax_top_k", "sort_threshold",
-                                            "approx_max_k"] * 2
+    assert [r["variant"] for r in rows] == ["topk_py", "sorted_masks", "lax_top_k",
+                                            "sort_threshold", "approx_max_k"] * 2
     for r in rows:
         assert r["ms"] > 0 and 0.0 <= r["recall"] <= 1.0
-        if r["variant"] in ("topk_py", "lax_top_k"):  # exact, ties to the lower index
+        if r["variant"] in ("topk_py", "sorted_masks", "lax_top_k"):  # exact, ties to the lower
             assert r["same_set_as_topk_py"] and r["kept"] == r["k"]
     tied = [r for r in rows if r["case"] == "quantised_ties"]
     assert tied[0]["ties_at_kth"] > 1
     # Sort-and-threshold keeps every score tied with the k-th.
-    assert tied[2]["kept"] > tied[2]["k"] and not tied[2]["same_set_as_topk_py"]
+    assert tied[3]["kept"] > tied[3]["k"] and not tied[3]["same_set_as_topk_py"]
 
     seeds = parts["seeds"]
     assert seeds["runners"] == ["sequential", "vmapped"]

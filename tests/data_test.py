@@ -11,11 +11,11 @@ import pytest
 import tensorflow_datasets as tfds
 from conftest import write_metadata
 
-from force_jax.training import data
+from force_jax.training import data, images
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "tfds"
 FASHION = "fashion_mnist:3.0.1"
-MEAN, STD = data.NORMALISATION["fashion_mnist"]
+MEAN, STD = images.NORMALISATION["fashion_mnist"]
 needs_real_data = pytest.mark.skipif(not DATA_DIR.is_dir(), reason=f"no datasets at {DATA_DIR}")
 
 

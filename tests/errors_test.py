@@ -24,7 +24,8 @@ from force_jax.commands import cli, prune_command, sweep, train
 from force_jax.config import setup, validate
 from force_jax.core import recipe
 from force_jax.errors import ConfigError
-from force_jax.runs import checkpoint
+from force_jax.reports import sweep_cells
+from force_jax.runs import checkpoint, disk
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 needs_real_data = pytest.mark.skipif(not SHARED_TFDS.is_dir(), reason="no shared TFDS folder")
@@ -189,7 +190,7 @@ def test_a_refusing_disk_stops_the_sweep_instead_of_failing_every_cell(tmp_path)
     config.sweep.seeds = (0, 1)
     with pytest.raises(OSError, match="No space left on device"):
         sweep.run_sweep(config, str(tmp_path), train_fn=disk_full)
-    assert len(ran) == 1 and not os.path.exists(os.path.join(ran[0], sweep.CELL_RECORD))
+    assert len(ran) == 1 and not os.path.exists(os.path.join(ran[0], sweep_cells.CELL_RECORD))
 
 
 # D. An override of a key that does not exist.
@@ -241,12 +242,12 @@ def test_orbax_s_report_of_a_full_disk_is_read_as_an_os_error():
         'RESOURCE_EXHAUSTED: Error writing local file "/w/checkpoints/0.orbax-checkpoint-tmp/'
         'x": Failed to write 6075 bytes to file 6: No space left on device '
         "[os_error_code='28']")
-    refused = checkpoint.disk_error(tensorstore)
+    refused = disk.disk_error(tensorstore)
     assert (refused.errno, refused.filename) == (
         errno.ENOSPC, "/w/checkpoints/0.orbax-checkpoint-tmp/x")
-    assert checkpoint.disk_error(tensorstore, "/w/checkpoints/0").filename == "/w/checkpoints/0"
-    assert checkpoint.disk_error(ValueError("boom")) is None
-    assert checkpoint.disk_error(FileNotFoundError(errno.ENOENT, "No such file", "x")) is None
+    assert disk.disk_error(tensorstore, "/w/checkpoints/0").filename == "/w/checkpoints/0"
+    assert disk.disk_error(ValueError("boom")) is None
+    assert disk.disk_error(FileNotFoundError(errno.ENOENT, "No such file", "x")) is None
 
 
 @pytest.fixture

@@ -69,7 +69,6 @@ def test_an_append_adds_to_the_same_file(tmp_path):
 
 def test_checkpoint_s_writer_is_this_one():
     assert checkpoint.write_atomic is files.write_atomic
-    assert checkpoint.DISK_ERRNOS is files.DISK_ERRNOS
 
 
 # The calls that write a file. Only files.py makes them; checkpoint.py moves a damaged

@@ -14,6 +14,7 @@ from train_test import assert_pruned_weights_are_zero, tiny_config
 
 from force_jax import optim
 from force_jax.commands import train
+from force_jax.config import training_setup
 from force_jax.core import masks
 from force_jax.errors import ConfigError
 from force_jax.runs import checkpoint
@@ -31,7 +32,7 @@ def final_state(config, workdir, total_steps=6):
     variables = setup.init_variables(model, info.image_shape, jax.random.key(0))
     schedule = optim.make_schedule(config.train.lr_schedule, total_steps=total_steps,
                                    steps_per_epoch=1)
-    template = train.initial_state(config, model, variables,
+    template = training_setup.initial_state(config, model, variables,
                                    masks.init_mask(variables["params"]), schedule, total_steps)
     return checkpoint.restore_state(checkpoint.manager(os.path.join(workdir, "checkpoints")),
                                     template)

@@ -15,6 +15,7 @@ from train_test import SHARED_TFDS, tiny_config
 import force_jax as fj
 from force_jax import optim
 from force_jax.commands import train
+from force_jax.config import training_setup
 from force_jax.core import masks, scores, sharding
 from force_jax.training import steps
 
@@ -104,7 +105,7 @@ def test_train_step_on_8_devices_matches_1_device(vgg_problem):
     batch = {k: np.asarray(v[:64]) for k, v in data.items()}
 
     def run(mesh):
-        state = train.initial_state(config, model, variables, mask, schedule)
+        state = training_setup.initial_state(config, model, variables, mask, schedule)
         shardings = sharding.param_shardings(state, mesh, fsdp=True, min_size=1024)
         state = sharding.put_replicated_copy(state, shardings)
         step = jax.jit(steps.train_step, donate_argnums=0)

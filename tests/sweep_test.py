@@ -16,7 +16,7 @@ from train_test import tiny_config
 from force_jax.commands import sweep, train
 from force_jax.config import sweep_grid
 from force_jax.errors import ConfigError, WorkdirError
-from force_jax.reports import sweep_report
+from force_jax.reports import sweep_cells, sweep_report
 from force_jax.runs import workdir
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
@@ -265,6 +265,6 @@ def test_cell_step_rows_read_every_evaluation(tmp_path):
     (tmp_path / "metrics.jsonl").write_text(
         '{"step": 5, "test_accuracy": 0.4}\n{"step": 10, "test_accuracy": 0.6}\n')
     common = {"method": "force", "ablation": "invert", "sparsity": 0.9, "seed": 1}
-    assert sweep.cell_step_rows(str(tmp_path), "force", 0.9, 1, "invert") == [
+    assert sweep_cells.cell_step_rows(str(tmp_path), "force", 0.9, 1, "invert") == [
         {**common, "step": 5, "test_accuracy": 0.4}, {**common, "step": 10, "test_accuracy": 0.6}]
-    assert sweep.cell_step_rows(str(tmp_path / "none"), "force", 0.9, 1) == []
+    assert sweep_cells.cell_step_rows(str(tmp_path / "none"), "force", 0.9, 1) == []

@@ -7,7 +7,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from force_jax.core import topk
+from force_jax.core import selection, topk
 
 # Few distinct shape lists: each costs a compile, while k and values are free.
 SMALL = [(3, 5), (17,), (4, 4, 4), (1,)]  # 97 scores, below the fast-path capacity
@@ -311,3 +311,36 @@ def test_sharded_scores():
         masks = _topk(scores, k)
         for got, want in zip(masks, reference_masks(host, k), strict=True):
             np.testing.assert_array_equal(np.asarray(got), want)
+
+
+# The selection seam: the sort-based reference the accelerators run keeps the same set.
+_sorted = jax.jit(selection.sorted_masks)
+
+
+@pytest.mark.parametrize("kind", ["normal", "snip", "rounded"])
+def test_the_sorted_reference_keeps_what_the_kernel_and_numpy_keep(kind):
+    rng = np.random.default_rng(7)
+    scores = random_scores(rng, MID, kind)
+    for k in keep_counts(sum(int(np.prod(s)) for s in MID)):
+        got = _sorted([jnp.asarray(s) for s in scores], k)
+        kernel = _topk([jnp.asarray(s) for s in scores], k)
+        for a, b, want in zip(got, kernel, reference_masks(scores, k), strict=True):
+            np.testing.assert_array_equal(np.asarray(a), want)
+            np.testing.assert_array_equal(np.asarray(b), want)
+
+
+def test_the_sorted_reference_orders_specials_and_ties_as_the_kernel():
+    scores = [np.array([np.nan, -np.inf, -0.0, 0.0, 1.0, 1.0], np.float32),
+              np.array([[np.inf, 0.0], [1.0, np.nan]], np.float32)]
+    for k in range(11):
+        got = _sorted([jnp.asarray(s) for s in scores], k)
+        for a, want in zip(got, reference_masks(scores, k), strict=True):
+            np.testing.assert_array_equal(np.asarray(a), want)
+
+
+def test_the_seam_runs_the_kernel_on_cpu_and_the_sort_elsewhere():
+    assert selection.for_backend("cpu") is topk.topk_masks
+    assert selection.for_backend("gpu") is selection.sorted_masks
+    assert selection.for_backend("tpu") is selection.sorted_masks
+    assert jax.default_backend() != "cpu" or selection.top_k_masks(
+        [jnp.arange(5.0)], 2)[0].tolist() == [False, False, False, True, True]

@@ -18,7 +18,7 @@ from conftest import SHARED_TFDS, write_metadata
 from configs import default
 from force_jax import optim
 from force_jax.commands import cli, train
-from force_jax.config import pruning_run, setup
+from force_jax.config import pruning_run, setup, training_setup
 from force_jax.core import compile_options, masks
 from force_jax.errors import ConfigError
 from force_jax.runs import checkpoint
@@ -55,7 +55,7 @@ def final_state(config, workdir):
     model = setup.build_model(config, info.num_classes)
     variables = setup.init_variables(model, info.image_shape, jax.random.key(0))
     schedule = optim.make_schedule(config.train.lr_schedule, total_steps=6, steps_per_epoch=1)
-    template = train.initial_state(
+    template = training_setup.initial_state(
         config, model, variables, masks.init_mask(variables["params"]), schedule)
     mngr = checkpoint.manager(os.path.join(workdir, "checkpoints"))
     return checkpoint.restore_state(mngr, template)
@@ -305,7 +305,7 @@ def test_the_learning_rate_schedule_spans_num_steps(name, boundaries):
     config = tiny_config(**{"train.num_steps": 400, "train.num_epochs": 3,
                             "train.lr_schedule.name": name,
                             "train.lr_schedule.boundaries": boundaries})
-    schedule = train.make_lr_schedule(config, num_train=54_000)
+    schedule = training_setup.make_lr_schedule(config, num_train=54_000)
     base = config.train.lr_schedule.base_lr
     if name == "cosine":
         np.testing.assert_allclose([schedule(0), schedule(200), schedule(400)],
@@ -314,8 +314,9 @@ def test_the_learning_rate_schedule_spans_num_steps(name, boundaries):
         np.testing.assert_allclose(
             [schedule(199), schedule(200), schedule(299), schedule(300)],
             [base, base * 0.1, base * 0.1, base * 0.01], rtol=1e-6)
-    full = train.make_lr_schedule(tiny_config(**{"train.num_steps": None}), num_train=54_000)
-    assert train.run_length(tiny_config(**{"train.num_steps": None}), 54_000)[0] == 3 * 1687
+    epochs_config = tiny_config(**{"train.num_steps": None})
+    full = training_setup.make_lr_schedule(epochs_config, num_train=54_000)
+    assert training_setup.run_length(epochs_config, 54_000)[0] == 3 * 1687
     np.testing.assert_allclose(full(3 * 1687), 0.0, atol=1e-7)
 
 

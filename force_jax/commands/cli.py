@@ -23,7 +23,7 @@ import ml_collections
 
 from force_jax.errors import ConfigError
 from force_jax.runs import keys
-from force_jax.runs.disk import disk_message
+from force_jax.runs.disk import disk_error, disk_message
 
 if TYPE_CHECKING:
     from absl import flags as absl_flags
@@ -260,7 +260,7 @@ def run_command(command: Callable[[ml_collections.ConfigDict, str], Any],
 
     A `ConfigError` (its message says the fix) and a write the disk refused
     (full, over quota, read-only, not permitted, anywhere in the run; see
-    `checkpoint.disk_error`) are printed as one ``error:`` line on stderr,
+    `force_jax.runs.disk.disk_error`) are printed as one ``error:`` line on stderr,
     without a traceback. Anything else propagates.
 
     Args:
@@ -268,14 +268,12 @@ def run_command(command: Callable[[ml_collections.ConfigDict, str], Any],
       config: the parsed config.
       workdir: the parsed --workdir.
     """
-    from force_jax.runs import checkpoint
-
     try:
         command(config, workdir)
     except ConfigError as e:  # a user's mistake: the message says the fix
         _fail(str(e))
     except Exception as e:
-        refused = checkpoint.disk_error(e)
+        refused = disk_error(e)
         if refused is None:
             raise
         _fail(disk_message(refused, workdir))

@@ -32,7 +32,7 @@ import orbax.checkpoint as ocp
 from force_jax import optim
 from force_jax.commands import cli, train
 from force_jax.config import mask_changes as mask_changes_config
-from force_jax.config import setup, validate
+from force_jax.config import setup, training_setup, validate
 from force_jax.core import masks, schedules
 from force_jax.errors import ConfigError
 from force_jax.runs import checkpoint, files
@@ -92,10 +92,11 @@ def prune_trained(params: PyTree, mask: PyTree, keep: int) -> PyTree:
 def _start_round(config: ml_collections.ConfigDict, workdir: str, previous: str) -> None:
     """Writes round r's starting checkpoint (the pruned, rewound weights) into `workdir`."""
     exp = setup.experiment(config)
-    total, _, _ = train.run_length(config, exp.info.num_train)
-    template = train.initial_state(config, exp.model, exp.variables,
-                                   masks.init_mask(exp.variables["params"]),
-                                   train.make_lr_schedule(config, exp.info.num_train), total)
+    total, _, _ = training_setup.run_length(config, exp.info.num_train)
+    schedule = training_setup.make_lr_schedule(config, exp.info.num_train)
+    template = training_setup.initial_state(config, exp.model, exp.variables,
+                                            masks.init_mask(exp.variables["params"]), schedule,
+                                            total)
     trained, _ = checkpoint.restore_state(checkpoint.manager(os.path.join(previous,
                                                                           "checkpoints")),
                                           template)
@@ -114,8 +115,8 @@ def _start_round(config: ml_collections.ConfigDict, workdir: str, previous: str)
         start_step = 0
     variables = {"params": masks.apply_mask(weights["params"], mask),
                  **({"batch_stats": weights["batch_stats"]} if weights["batch_stats"] else {})}
-    state = train.initial_state(config, exp.model, variables, mask,
-                                train.make_lr_schedule(config, exp.info.num_train), total)
+    state = training_setup.initial_state(config, exp.model, variables, mask,
+                                training_setup.make_lr_schedule(config, exp.info.num_train), total)
     # Training goes on from the rewind step: the learning-rate schedule (the optimizer's
     # step count) at that step, the optimizer's statistics fresh.
     state = state.replace(step=jnp.asarray(start_step, jnp.int32), opt_state=optax.tree_utils.
@@ -157,7 +158,7 @@ def run_lottery(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
     check(config)
     validate.validate_config(config)
     info = setup.experiment(config).info
-    check(config, train.run_length(config, info.num_train)[0])
+    check(config, training_setup.run_length(config, info.num_train)[0])
     results = []
     for r in range(config.lottery.rounds + 1):
         cfg = round_config(config, r)

@@ -41,7 +41,7 @@ def prune_and_save(config: ml_collections.ConfigDict, workdir: str) -> density.S
         included), or a workdir of another config or in use by another run;
         all before anything is written.
       OSError: naming the path, when the disk refuses a write (see
-        `checkpoint.DISK_ERRNOS`).
+        `files.DISK_ERRNOS`).
     """
     validate.validate_config(config)
     if config.prune.get("ablation", "none") == "reinit":

@@ -40,7 +40,6 @@ status 2, and the rerun resumes.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -62,9 +61,8 @@ from force_jax.config.sweep_grid import (
     grid,
     validate_grid,
 )
-from force_jax.core import mask_analysis, sanity
-from force_jax.core.density import SparsityReport
-from force_jax.reports import plots
+from force_jax.core import mask_analysis
+from force_jax.reports import plots, sweep_cells
 from force_jax.reports.sweep_report import (
     report_from_dict,
     series_name,
@@ -73,84 +71,11 @@ from force_jax.reports.sweep_report import (
     write_step_results,
     write_summary,
 )
-from force_jax.runs import checkpoint, files
+from force_jax.runs import checkpoint, disk, files
 from force_jax.runs import workdir as workdir_lib
 from force_jax.training import cluster, data
 
-# Written by the sweep beside the cell's own files: its timing and error, so a
-# rerun that skips the cell can still report them.
-CELL_RECORD = "sweep_cell.json"
-
 TrainFn = Callable[[ml_collections.ConfigDict, str], dict]
-
-
-def _read_json(path: str) -> dict | None:
-    if not files.exists(path):
-        return None
-    return json.loads(files.read_text(path))
-
-
-def _density_reports(workdir: str, sweep: ml_collections.ConfigDict, sparsity: float,
-                     seed: int) -> dict[str, SparsityReport]:
-    """series -> sparsity report of its finished cell at (sparsity, seed)."""
-    reports = {}
-    for method in sweep.methods:
-        for ablation in ablations(sweep):
-            pruned = _read_json(os.path.join(
-                workdir, "cells", cell_name(method, sparsity, seed, ablation), "prune.json"))
-            if pruned and "report" in pruned:
-                reports[series_name(method, ablation)] = report_from_dict(pruned["report"])
-    return reports
-
-
-def cell_row(workdir: str, method: str, sparsity: float, seed: int,
-             ablation: str = "none") -> dict[str, Any]:
-    """One results.csv row from the files a cell left in its folder.
-
-    Args:
-      workdir: the cell's folder.
-      method, sparsity, seed, ablation: the cell's coordinates.
-
-    Returns:
-      A dict with every key of COLUMNS; missing values are None.
-    """
-    metrics = _read_json(os.path.join(workdir, "metrics.json")) or {}
-    pruned = _read_json(os.path.join(workdir, "prune.json")) or {}
-    record = _read_json(os.path.join(workdir, CELL_RECORD)) or {}
-    objective = pruned.get("history", {}).get("objective") or [None]
-    if ablation in sanity.MASK_SHUFFLES:  # S(m) was measured on the method's mask, not this one
-        objective = [None]
-    report = pruned.get("report")
-    return {
-        "method": method, "ablation": ablation, "sparsity": float(sparsity), "seed": int(seed),
-        "test_accuracy": metrics.get("test_accuracy"),
-        "best_validation_accuracy": metrics.get("best_validation_accuracy"),
-        "force_objective": objective[-1],
-        "collapsed_layers": len(report["collapsed"]) if report else None,
-        "kept": report["kept"] if report else None,
-        "effective": report.get("effective") if report else None,
-        "prune_seconds": pruned.get("seconds"),
-        "train_seconds": record.get("train_seconds"),
-        "error": record.get("error"),
-    }
-
-
-def cell_step_rows(workdir: str, method: str, sparsity: float, seed: int,
-                   ablation: str = "none") -> list[dict[str, Any]]:
-    """The test accuracy of every evaluation a cell recorded in its metrics.jsonl.
-
-    Args:
-      workdir: the cell's folder.
-      method, sparsity, seed, ablation: the cell's coordinates.
-
-    Returns:
-      Dicts keyed by sweep_report.STEP_COLUMNS, in step order (empty for a
-      cell that never evaluated).
-    """
-    records = checkpoint.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
-    return [{"method": method, "ablation": ablation, "sparsity": float(sparsity),
-             "seed": int(seed), "step": int(r["step"]), "test_accuracy": r.get("test_accuracy")}
-            for r in records if "step" in r]
 
 
 def run_cell(
@@ -164,7 +89,7 @@ def run_cell(
       train_fn: `train.train_and_evaluate` or a stand-in with its signature.
 
     Raises:
-      OSError: when the disk refuses a write (`checkpoint.disk_error`): every
+      OSError: when the disk refuses a write (`disk.disk_error`): every
         later cell would fail the same way, so the sweep stops; the rerun
         resumes the cell.
     """
@@ -175,15 +100,15 @@ def run_cell(
     try:
         train_fn(config, workdir)
     except Exception as e:  # noqa: BLE001 - any failure is recorded, the sweep goes on
-        if checkpoint.disk_error(e) is not None:
+        if disk.disk_error(e) is not None:
             raise  # a full or read-only disk fails every later cell too: stop the sweep
         error = f"{type(e).__name__}: {e}"
     seconds = time.perf_counter() - start
-    pruned = None if pruned_before else _read_json(prune_path)
+    pruned = None if pruned_before else sweep_cells.read_json(prune_path)
     # Pruning happened inside this call only if prune.json is new: take it out of the time.
     train_seconds = seconds - (pruned["seconds"] if pruned else 0.0)
-    checkpoint.write_json(
-        os.path.join(workdir, CELL_RECORD), {"train_seconds": train_seconds, "error": error})
+    checkpoint.write_json(os.path.join(workdir, sweep_cells.CELL_RECORD),
+                          {"train_seconds": train_seconds, "error": error})
 
 
 def run_sweep(
@@ -269,8 +194,8 @@ def _run_cells(config: ml_collections.ConfigDict, workdir: str,
             run_cell(cell_config(config, *cell), cell_dir, train_fn)
             # Every cell compiles its own programs (its loss closes over its model): free them.
             jax.clear_caches()
-        rows.append(cell_row(cell_dir, *cell))
-        step_rows += cell_step_rows(cell_dir, *cell)
+        rows.append(sweep_cells.cell_row(cell_dir, *cell))
+        step_rows += sweep_cells.cell_step_rows(cell_dir, *cell)
         rows.sort(key=lambda r: _grid_order(sweep, r))
         step_rows.sort(key=lambda r: (*_grid_order(sweep, r), r["step"]))
         if ran:  # a resumed sweep does not redraw for every cell it skips
@@ -291,8 +216,8 @@ def _trajectory_plots(workdir: str, sweep: ml_collections.ConfigDict, sparsity: 
     """density_trajectory_<method>_<sparsity>.png for each multi-step method's cell."""
     written = []
     for method in sweep.methods:
-        pruned = _read_json(os.path.join(workdir, "cells", cell_name(method, sparsity, seed),
-                                          "prune.json")) or {}
+        cell = os.path.join(workdir, "cells", cell_name(method, sparsity, seed))
+        pruned = sweep_cells.read_json(os.path.join(cell, "prune.json")) or {}
         layer_kept = pruned.get("history", {}).get("layer_kept")
         if not layer_kept or len(layer_kept) < 2 or "report" not in pruned:
             continue
@@ -315,7 +240,7 @@ def _write_reports(workdir: str, rows: list[dict[str, Any]], step_rows: list[dic
     series = [series_name(m, a) for m in sweep.methods for a in ablations(sweep)]
     write_summary(os.path.join(workdir, "summary.md"), rows, series, sweep.sparsities,
                   step_rows)
-    write_plots(workdir, rows, _density_reports(workdir, sweep, highest, first_seed),
+    write_plots(workdir, rows, sweep_cells.density_reports(workdir, sweep, highest, first_seed),
                 highest, first_seed)
     _trajectory_plots(workdir, sweep, highest, first_seed)
 

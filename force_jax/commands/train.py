@@ -15,7 +15,7 @@ import math
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from force_jax import optim
 from force_jax.config import mask_changes as mask_changes_config
-from force_jax.config import pruning_run, setup, validate
+from force_jax.config import pruning_run, setup, training_setup, validate
 from force_jax.core import compile_options, masks, sharding
 from force_jax.errors import ConfigError, DivergedError
 from force_jax.runs import checkpoint
@@ -36,90 +36,6 @@ from force_jax.runs import workdir as workdir_lib
 from force_jax.training import cluster, data, steps
 
 PyTree = Any
-
-
-def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule,
-                   mask: PyTree, total_steps: int | None = None) -> optax.GradientTransformation:
-    """The configured optimizer (config.train.optimizer, SGD by default), masked.
-
-    Args:
-      config: experiment config (uses config.train).
-      schedule: learning-rate schedule.
-      mask: the pruning mask.
-      total_steps: the run's optimizer steps (needed when the mask changes).
-
-    Returns:
-      `optim.masked_updates(inner, mask)`, or `optim.changing_masked_updates`
-      with the rule of config.train.mask_changes.
-    """
-    cfg = config.train
-    inner = optim.make_optimizer(
-        cfg.get("optimizer", "sgd"), learning_rate=schedule, momentum=cfg.momentum,
-        nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
-    if mask_changes_config.method(config) == "none":
-        return optim.masked_updates(inner, mask)
-    if total_steps is None:
-        raise ValueError("a changing mask (config.train.mask_changes) needs total_steps")
-    rule = mask_changes_config.rule(config, mask, total_steps)
-    return optim.changing_masked_updates(inner, mask, rule,
-                                         key=mask_changes_config.key(config))
-
-
-def initial_state(config: ml_collections.ConfigDict, model: nn.Module, variables: PyTree,
-                  mask: PyTree, schedule: optax.Schedule,
-                  total_steps: int | None = None) -> steps.TrainState:
-    """The train state of a config: masked params, the configured optimizer wrapped in the mask.
-
-    Args:
-      config: experiment config (uses config.train).
-      model: the Flax model.
-      variables: the variables training starts from (dense).
-      mask: the pruning mask.
-      schedule: learning-rate schedule.
-      total_steps: the run's optimizer steps (needed when the mask changes).
-
-    Returns:
-      `steps.create_train_state(model, variables, mask, make_optimizer(...))`.
-    """
-    return steps.create_train_state(model, variables, mask,
-                                    make_optimizer(config, schedule, mask, total_steps))
-
-
-def run_length(config: ml_collections.ConfigDict, num_train: int) -> tuple[int, float, int]:
-    """How long a run is, in steps, and how long its schedule's epochs are.
-
-    Args:
-      config: experiment config (uses config.train).
-      num_train: training examples (all processes).
-
-    Returns:
-      (total_steps, schedule_steps_per_epoch, data_steps_per_epoch): the run's
-      optimizer steps (config.train.num_steps when set, else num_epochs
-      epochs); the steps per epoch of the learning-rate schedule, stretched
-      when num_steps is set so that the schedule spans the run; and the steps
-      in one pass over the training data.
-    """
-    data_steps_per_epoch = num_train // config.train.batch_size
-    if config.train.num_steps is None:
-        total = round(config.train.num_epochs * data_steps_per_epoch)
-        return total, data_steps_per_epoch, data_steps_per_epoch
-    total = int(config.train.num_steps)
-    return total, total / config.train.num_epochs, data_steps_per_epoch
-
-
-def make_lr_schedule(config: ml_collections.ConfigDict, num_train: int) -> optax.Schedule:
-    """The learning-rate schedule of config.train.lr_schedule, spanning the whole run.
-
-    Args:
-      config: experiment config.
-      num_train: training examples (all processes).
-
-    Returns:
-      An optax schedule of the step count.
-    """
-    total_steps, schedule_steps_per_epoch, _ = run_length(config, num_train)
-    return optim.make_schedule(config.train.lr_schedule, total_steps=total_steps,
-                               steps_per_epoch=schedule_steps_per_epoch)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -146,7 +62,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     mesh = _mesh(config)
     exp = setup.experiment(config)
     if mask_changes_config.method(config) != "none":  # before pruning: its end within the run
-        mask_changes_config.end_step(config, run_length(config, exp.info.num_train)[0])
+        total_steps = training_setup.run_length(config, exp.info.num_train)[0]
+        mask_changes_config.end_step(config, total_steps)
     with workdir_lib.claim(workdir, config):
         return _run(config, workdir, mesh, exp)
 
@@ -283,93 +200,128 @@ def _mesh(config: ml_collections.ConfigDict) -> Mesh:
     return mesh
 
 
+class _Plan(NamedTuple):
+    """What the training loop of one run needs besides its state and records."""
+
+    config: ml_collections.ConfigDict
+    workdir: str
+    mesh: Mesh
+    mngr: Any  # the run's orbax CheckpointManager
+    schedule: optax.Schedule
+    total_steps: int
+    steps_per_epoch: int
+
+
 def _run(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
          exp: setup.Experiment) -> dict:
     """The body of `train_and_evaluate`, on a locked workdir that answers to `config`."""
-    processes = jax.process_count()
-    is_main = jax.process_index() == 0
     info, model, variables, prune_key = exp
-    total_steps, _, steps_per_epoch = run_length(config, info.num_train)
-    schedule = make_lr_schedule(config, info.num_train)
+    total_steps, _, steps_per_epoch = training_setup.run_length(config, info.num_train)
+    schedule = training_setup.make_lr_schedule(config, info.num_train)
 
     def shard(state):  # place a state on the mesh; its static fields vary by instance
         layout = sharding.param_shardings(state, mesh, fsdp=config.mesh.fsdp)
-        return sharding.put_replicated_copy(state, layout), layout
+        return sharding.put_replicated_copy(state, layout)
+
+    def new_state(start_variables, mask):
+        return training_setup.initial_state(config, model, start_variables, mask, schedule,
+                                            total_steps)
 
     mngr = checkpoint.manager(os.path.join(workdir, "checkpoints"))
-    def new_state(start_variables, mask):
-        return initial_state(config, model, start_variables, mask, schedule, total_steps)
-
     template = new_state(variables, masks.init_mask(variables["params"]))
     try:
         state, step, records = _prune_or_restore(config, model, variables, prune_key, new_state,
-                                                 mngr, shard(template)[0], workdir, mesh,
-                                                 info.image_shape, lambda s: shard(s)[0])
-
-        train_iter = data.train_iterator(
-            config.data.name, batch_size=config.train.batch_size // processes, seed=config.seed,
-            data_dir=config.data.data_dir, validation_fraction=config.data.validation_fraction,
-            augment=config.data.augment, start_step=step, download=config.data.download,
-            process_index=jax.process_index(), process_count=processes,
-        )
-        # The state is on the mesh already (placed at step 0, or restored into the placed
-        # template); placing it again would fetch FSDP shards held by other processes.
-        shardings = sharding.param_shardings(state, mesh, fsdp=config.mesh.fsdp)
-        p_train_step = compile_options.jit(steps.train_step, donate_argnums=0,
-                                           out_shardings=(shardings, sharding.replicated(mesh)))
-        jit_eval_step = compile_options.jit(steps.eval_step,
-                                            out_shardings=sharding.replicated(mesh))
-
-        def p_eval_step(state, local_batch):
-            return jit_eval_step(state, sharding.global_batch(local_batch, mesh))
-
-        eval_every = config.eval_every_steps if config.eval_every_steps > 0 else steps_per_epoch
-        # Redraw every 30 s when the output is a log file rather than a terminal.
-        bar = tqdm(total=total_steps, initial=step, desc="train", disable=not is_main,
-                   mininterval=0.1 if sys.stderr.isatty() else 30.0)
-        writer = metrics_lib.create_writer(workdir, is_main=is_main, records=records,
-                                            print_fn=bar.write)
-        window_start, window_steps, train_sums = time.perf_counter(), 0, {}
-        try:
-            _save_rewind_point(config, workdir, step, state)
-            while step < total_steps:
-                state, metrics = p_train_step(state, sharding.global_batch(next(train_iter), mesh))
-                step += 1
-                _save_rewind_point(config, workdir, step, state)
-                window_steps += 1
-                train_sums = {k: train_sums.get(k, 0.0) + v for k, v in metrics.items()}
-                bar.update(1)
-                if step % eval_every and step != total_steps:
-                    continue
-                train_means = {f"train_{k}": float(v) / window_steps for k, v in train_sums.items()}
-                # Before any evaluation, record or checkpoint: a NaN sum means some step of the
-                # window diverged, and the last checkpoint is then the last finite state.
-                check_finite(config, train_means, step - window_steps, step)
-                mask = optim.mask_from_state(state.opt_state)
-                record = {
-                    "step": step, "epoch": step / steps_per_epoch,
-                    "learning_rate": float(schedule(step)),
-                    "global_density": float(masks.num_kept(mask)) / masks.num_prunable(mask),
-                    "images_per_second": window_steps * config.train.batch_size
-                    / (time.perf_counter() - window_start),
-                    **train_means,
-                    **_evaluate_splits(config, p_eval_step, state),
-                }
-                check_finite(config, record, step - window_steps, step)
-                records.append(record)
-                writer.write_scalars(step, record)  # before the checkpoint: see JsonlWriter
-                checkpoint.save_state(mngr, step, state)
-                window_start, window_steps, train_sums = time.perf_counter(), 0, {}
-        finally:
-            bar.close()
-        writer.close()
+                                                 mngr, shard(template), workdir, mesh,
+                                                 info.image_shape, shard)
+        plan = _Plan(config, workdir, mesh, mngr, schedule, total_steps, steps_per_epoch)
+        records = _train(plan, state, step, records)
         final = _final_metrics(records)
-        if is_main:
+        if jax.process_index() == 0:
             checkpoint.write_json(os.path.join(workdir, "metrics.json"), final)
             print(f"test accuracy {final.get('test_accuracy', float('nan')):.4f}")
         return final
     finally:
         mngr.close()  # its background threads and file handles
+
+
+def _compiled_steps(state: steps.TrainState, mesh: Mesh, fsdp: bool) -> tuple[Any, Any]:
+    """The jitted train step (state donated, kept in its layout) and the evaluation step.
+
+    The state is on the mesh already (placed at step 0, or restored into the
+    placed template); placing it again would fetch FSDP shards held by other
+    processes.
+    """
+    shardings = sharding.param_shardings(state, mesh, fsdp=fsdp)
+    train_step = compile_options.jit(steps.train_step, donate_argnums=0,
+                                     out_shardings=(shardings, sharding.replicated(mesh)))
+    jit_eval_step = compile_options.jit(steps.eval_step, out_shardings=sharding.replicated(mesh))
+
+    def eval_step(state, local_batch):
+        return jit_eval_step(state, sharding.global_batch(local_batch, mesh))
+
+    return train_step, eval_step
+
+
+def _train(plan: _Plan, state: steps.TrainState, step: int, records: list[dict]) -> list[dict]:
+    """Trains from `step` to the end, evaluating, recording and checkpointing every window."""
+    config, processes = plan.config, jax.process_count()
+    is_main = jax.process_index() == 0
+    train_iter = data.train_iterator(
+        config.data.name, batch_size=config.train.batch_size // processes, seed=config.seed,
+        data_dir=config.data.data_dir, validation_fraction=config.data.validation_fraction,
+        augment=config.data.augment, start_step=step, download=config.data.download,
+        process_index=jax.process_index(), process_count=processes)
+    train_step, eval_step = _compiled_steps(state, plan.mesh, config.mesh.fsdp)
+    eval_every = config.eval_every_steps if config.eval_every_steps > 0 else plan.steps_per_epoch
+    # Redraw every 30 s when the output is a log file rather than a terminal.
+    bar = tqdm(total=plan.total_steps, initial=step, desc="train", disable=not is_main,
+               mininterval=0.1 if sys.stderr.isatty() else 30.0)
+    writer = metrics_lib.create_writer(plan.workdir, is_main=is_main, records=records,
+                                        print_fn=bar.write)
+    window_start, window_steps, train_sums = time.perf_counter(), 0, {}
+    try:
+        _save_rewind_point(config, plan.workdir, step, state)
+        while step < plan.total_steps:
+            state, metrics = train_step(state, sharding.global_batch(next(train_iter), plan.mesh))
+            step += 1
+            _save_rewind_point(config, plan.workdir, step, state)
+            window_steps += 1
+            train_sums = {k: train_sums.get(k, 0.0) + v for k, v in metrics.items()}
+            bar.update(1)
+            if step % eval_every and step != plan.total_steps:
+                continue
+            seconds = time.perf_counter() - window_start
+            record = _window_record(plan, state, step, window_steps, train_sums, seconds,
+                                    eval_step)
+            records.append(record)
+            writer.write_scalars(step, record)  # before the checkpoint: see JsonlWriter
+            checkpoint.save_state(plan.mngr, step, state)
+            window_start, window_steps, train_sums = time.perf_counter(), 0, {}
+    finally:
+        bar.close()
+    writer.close()
+    return records
+
+
+def _window_record(plan: _Plan, state: steps.TrainState, step: int, window_steps: int,
+                   train_sums: dict, seconds: float, eval_step: Any) -> dict:
+    """The metrics record of the window of steps ending at `step`, checked finite."""
+    config = plan.config
+    train_means = {f"train_{k}": float(v) / window_steps for k, v in train_sums.items()}
+    # Before any evaluation, record or checkpoint: a NaN sum means some step of the
+    # window diverged, and the last checkpoint is then the last finite state.
+    check_finite(config, train_means, step - window_steps, step)
+    mask = optim.mask_from_state(state.opt_state)
+    record = {
+        "step": step, "epoch": step / plan.steps_per_epoch,
+        "learning_rate": float(plan.schedule(step)),
+        "global_density": float(masks.num_kept(mask)) / masks.num_prunable(mask),
+        "images_per_second": window_steps * config.train.batch_size / seconds,
+        **train_means,
+        **_evaluate_splits(config, eval_step, state),
+    }
+    check_finite(config, record, step - window_steps, step)
+    return record
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from force_jax.core.topk import topk_masks
+from force_jax.core.selection import top_k_masks
 
 PyTree = Any
 IsPrunable = Callable[[tuple, jax.Array], bool]
@@ -194,9 +194,9 @@ def topk_mask(scores: PyTree, mask_like: PyTree, k: jax.Array | int) -> PyTree:
     if jnp.ndim(k) == 1:
         if jnp.shape(k)[0] != len(prunable):
             raise ValueError(f"{jnp.shape(k)[0]} layer counts for {len(prunable)} prunable leaves")
-        kept = [topk_masks([s_leaves[i]], k[j])[0] for j, i in enumerate(prunable)]
+        kept = [top_k_masks([s_leaves[i]], k[j])[0] for j, i in enumerate(prunable)]
     else:
-        kept = topk_masks([s_leaves[i] for i in prunable], k)
+        kept = top_k_masks([s_leaves[i] for i in prunable], k)
     out = [jnp.ones((), bool)] * len(s_leaves)
     for i, m in zip(prunable, kept):
         out[i] = m

@@ -249,36 +249,8 @@ class PhewScore:
         def chunk_walks(times, chunk):
             u = walk_uniforms(key, chunk, num_layers, walks)
             pair = chunk * walks + jnp.arange(walks)
-            times = list(times)
-            # Forward walks: walk ids 2 * pair, from input channel pair mod C_in.
-            unit = pair % layers[0].inputs
-            for step, (layer, a) in enumerate(zip(layers, mags)):
-                if layer.positions > 1:
-                    position = jnp.minimum(
-                        jnp.floor(u[0, step, _POSITION] * layer.positions).astype(jnp.int32),
-                        layer.positions - 1)
-                    unit = position * (layer.inputs // layer.positions) + unit
-                rows = a[:, unit, :]  # (taps, B, outputs)
-                out = _draw(jnp.sum(rows, axis=0), u[0, step, _UNIT])
-                tap = _draw(jnp.take_along_axis(rows, out[None, :, None], axis=2)[..., 0].T,
-                            u[0, step, _TAP])
-                flat = (tap * layer.inputs + unit) * layer.outputs + out
-                t = (2 * pair) * num_layers + step
-                times[step] = times[step].reshape(-1).at[flat].min(t).reshape(a.shape)
-                unit = out
-            # Backward walks: walk ids 2 * pair + 1, from output unit pair mod C_out.
-            unit = pair % layers[-1].outputs
-            for step, r in enumerate(reversed(range(num_layers))):
-                layer, a = layers[r], mags[r]
-                cols = a[:, :, unit]  # (taps, inputs, B)
-                inp = _draw(jnp.sum(cols, axis=0).T, u[1, r, _UNIT])
-                tap = _draw(jnp.take_along_axis(cols, inp[None, None, :], axis=1)[:, 0, :].T,
-                            u[1, r, _TAP])
-                flat = (tap * layer.inputs + inp) * layer.outputs + unit
-                t = (2 * pair + 1) * num_layers + step
-                times[r] = times[r].reshape(-1).at[flat].min(t).reshape(a.shape)
-                unit = inp % (layer.inputs // layer.positions) if layer.positions > 1 else inp
-            return times
+            times = _forward_walks(layers, mags, u[0], pair, list(times))
+            return _backward_walks(layers, mags, u[1], pair, times)
 
         def cond(state):
             times, chunk = state
@@ -308,3 +280,46 @@ class PhewScore:
             else:
                 scores.append(jnp.zeros((), jnp.float32))
         return scores_lib.only_kept(treedef.unflatten(scores), inputs.mask), None
+
+
+def _forward_walks(layers, mags, u, pair, times):
+    """Input-to-output walks (ids 2 * pair) of one chunk; each weight keeps its first time.
+
+    Walk `pair` starts at input channel pair mod C_in; at each layer it draws a
+    spatial position (for a flattening layer), an output unit with probability
+    proportional to the summed magnitudes of the unit's row, then a tap.
+    """
+    num_layers = len(layers)
+    unit = pair % layers[0].inputs
+    for step, (layer, a) in enumerate(zip(layers, mags)):
+        if layer.positions > 1:
+            position = jnp.minimum(
+                jnp.floor(u[step, _POSITION] * layer.positions).astype(jnp.int32),
+                layer.positions - 1)
+            unit = position * (layer.inputs // layer.positions) + unit
+        rows = a[:, unit, :]  # (taps, B, outputs)
+        out = _draw(jnp.sum(rows, axis=0), u[step, _UNIT])
+        tap = _draw(jnp.take_along_axis(rows, out[None, :, None], axis=2)[..., 0].T,
+                    u[step, _TAP])
+        flat = (tap * layer.inputs + unit) * layer.outputs + out
+        t = (2 * pair) * num_layers + step
+        times[step] = times[step].reshape(-1).at[flat].min(t).reshape(a.shape)
+        unit = out
+    return times
+
+
+def _backward_walks(layers, mags, u, pair, times):
+    """Output-to-input walks (ids 2 * pair + 1) of one chunk, from output unit pair mod C_out."""
+    num_layers = len(layers)
+    unit = pair % layers[-1].outputs
+    for step, r in enumerate(reversed(range(num_layers))):
+        layer, a = layers[r], mags[r]
+        cols = a[:, :, unit]  # (taps, inputs, B)
+        inp = _draw(jnp.sum(cols, axis=0).T, u[r, _UNIT])
+        tap = _draw(jnp.take_along_axis(cols, inp[None, None, :], axis=1)[:, 0, :].T,
+                    u[r, _TAP])
+        flat = (tap * layer.inputs + inp) * layer.outputs + unit
+        t = (2 * pair + 1) * num_layers + step
+        times[r] = times[r].reshape(-1).at[flat].min(t).reshape(a.shape)
+        unit = inp % (layer.inputs // layer.positions) if layer.positions > 1 else inp
+    return times

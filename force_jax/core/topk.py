@@ -1,5 +1,9 @@
 """Exact global top-k over a list of score arrays, without sorting the N scores.
 
+The CPU kernel behind `force_jax.core.selection` (the seam every mask goes
+through, which runs a plain stable sort on other backends; the tests check
+this kernel against that sort and against numpy).
+
 XLA:CPU sorts millions of floats slowly, and `lax.top_k` is slow for large k,
 but it counts ``key >= t`` over all scores in one fast pass (the figures are in
 docs/performance.md and benchmarks/RESULTS.md), provided the count is

@@ -11,109 +11,22 @@ latest complete checkpoint is always intact.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import os
-import re
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import orbax.checkpoint as ocp
 
 from force_jax.errors import ConfigError
-from force_jax.runs import files
+from force_jax.runs import disk, files
 
-# Re-exported: the errnos of a refusing disk, and the one writer of result files.
-from force_jax.runs.files import DISK_ERRNOS, write_atomic
+# Re-exported: the one writer of result files.
+from force_jax.runs.files import write_atomic
 
 
 class ResultFileError(ConfigError):
     """A result file (metrics.jsonl) or checkpoint folder that cannot be trusted."""
-
-
-# How tensorstore, which writes orbax's checkpoints, reports the OS error under its own.
-_OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
-_TENSORSTORE_FILE = re.compile(r'local file "([^"]+)"')
-
-
-def disk_error(error: BaseException, path: str | None = None) -> OSError | None:
-    """The OSError that a failed write stands for, when the disk refused it.
-
-    Args:
-      error: what the write raised: an OSError, or orbax's error carrying
-        tensorstore's ``[os_error_code='28']`` (also in its causes).
-      path: what was being written, named in place of the file the error
-        names (a temporary one); None keeps the error's own file.
-
-    Returns:
-      A new OSError whose errno is in DISK_ERRNOS and whose filename is
-      `path` (or the file the error names, if any), or None for any other
-      failure.
-    """
-    for _ in range(8):  # the error and its causes
-        if error is None:
-            return None
-        if isinstance(error, OSError) and error.errno in DISK_ERRNOS:
-            return OSError(error.errno, error.strerror, path or error.filename)
-        match = _OS_ERROR_CODE.search(str(error))
-        if match and int(match.group(1)) in DISK_ERRNOS:
-            code = int(match.group(1))
-            named = _TENSORSTORE_FILE.search(str(error))
-            return OSError(code, os.strerror(code), path or (named and named.group(1)))
-        error = error.__cause__ or error.__context__
-    return None
-
-
-class _HeldReports(logging.Filter):
-    """Holds back absl log records and unraisable-exception reports while installed."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-        self.unraisables: list[Any] = []
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        self.records.append(record)
-        return False
-
-
-@contextlib.contextmanager
-def _reports_dropped_on_disk_error() -> Iterator[None]:
-    """Holds orbax's error reports back, and drops them if the block fails for the disk.
-
-    When a disk fills during a save, each of orbax's writer threads logs its
-    traceback, and tensorstore's callbacks report "Event loop is closed" as
-    unraisable exceptions: hundreds of lines for one cause, which the raised
-    OSError states in one. Any other outcome shows every report, unchanged.
-    """
-    held = _HeldReports()
-    absl_logger = logging.getLogger("absl")
-    hook = sys.unraisablehook
-    absl_logger.addFilter(held)
-    sys.unraisablehook = held.unraisables.append
-    dropped = False
-    try:
-        yield
-    except OSError as e:
-        dropped = e.errno in DISK_ERRNOS
-        raise
-    finally:
-        absl_logger.removeFilter(held)
-        sys.unraisablehook = hook
-        if not dropped:
-            for record in held.records:
-                absl_logger.handle(record)
-            for report in held.unraisables:
-                hook(report)
-
-
-def _raise_disk_error(error: BaseException, path: str) -> None:
-    """Raises the OSError of `disk_error` naming `path`, chained to `error`, if there is one."""
-    refused = disk_error(error, path)
-    if refused is not None:
-        raise refused from error
 
 
 def write_json(path: str, value: Any) -> None:
@@ -245,12 +158,12 @@ def save_state(mngr: ocp.CheckpointManager, step: int, state: Any) -> None:
         into place only once it is complete.
     """
     target = os.path.join(_directory(mngr), str(step))
-    with _reports_dropped_on_disk_error():
+    with disk.reports_dropped_on_disk_error():
         try:
             mngr.save(step, args=ocp.args.StandardSave(state))
             mngr.wait_until_finished()
         except Exception as e:  # noqa: BLE001 - only a refusal by the disk is translated
-            _raise_disk_error(e, target)
+            disk.raise_disk_error(e, target)
             raise
 
 
@@ -265,12 +178,12 @@ def save_tree(directory: str, tree: Any) -> None:
       OSError: naming `directory` when the disk refuses the write, as in `save_state`.
     """
     directory = files.absolute(directory)
-    with _reports_dropped_on_disk_error():
+    with disk.reports_dropped_on_disk_error():
         try:
             with ocp.StandardCheckpointer() as ckpt:
                 ckpt.save(directory, tree, force=True)
         except Exception as e:  # noqa: BLE001 - only a refusal by the disk is translated
-            _raise_disk_error(e, directory)
+            disk.raise_disk_error(e, directory)
             raise
 
 

@@ -22,7 +22,6 @@ import difflib
 import itertools
 import os
 import socket
-import types
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
@@ -31,22 +30,12 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from force_jax.errors import ConfigError
-from force_jax.training import record_files
+from force_jax.training import images, record_files
 
 # TF must never take accelerator memory from JAX. RuntimeError: TF already set its devices up.
 with contextlib.suppress(RuntimeError):
     tf.config.set_visible_devices([], "GPU")
 
-# Per-channel (mean, std) of the training pixels scaled to [0, 1].
-NORMALISATION = types.MappingProxyType({
-    "mnist": ((0.1307,), (0.3081,)),
-    "fashion_mnist": ((0.2860,), (0.3530,)),
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "imagenet2012": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-})
-CROP_SIZE = 224  # Output side for variable-size images.
-RESIZE_SIZE = 256  # Short side before the evaluation centre crop.
 MAX_SHUFFLE_BUFFER = 50_000
 Batch = dict[str, np.ndarray]
 
@@ -115,15 +104,6 @@ def check_prepared(name: str, data_dir: str | None = None, *,
     return builder
 
 
-def _image_layout(builder):
-    """Returns (output image shape, whether source images vary in size, (mean, std))."""
-    height, width, channels = builder.info.features["image"].shape
-    stats = NORMALISATION.get(builder.name, ((0.5,) * channels, (0.5,) * channels))
-    if height is None or width is None:
-        return (CROP_SIZE, CROP_SIZE, channels), True, stats
-    return (height, width, channels), False, stats
-
-
 def _split_bounds(builder, split: str, validation_fraction: float) -> tuple[str, int, int]:
     """Maps a split name onto (TFDS split, first record, end record)."""
     if not 0.0 <= validation_fraction < 1.0:
@@ -157,50 +137,6 @@ def _open(name: str, split: str, data_dir: str | None, download: bool,
     return builder, bounds, records
 
 
-def _pad_and_crop(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    pad = image.shape[0] // 8
-    padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])  # Zero = black, before normalising.
-    return tf.image.stateless_random_crop(padded, image.shape, seed=seed)
-
-
-def _random_resized_crop(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-        tf.shape(image), bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seed,
-        min_object_covered=0.1, aspect_ratio_range=(3 / 4, 4 / 3), area_range=(0.08, 1.0),
-        max_attempts=10, use_image_if_no_bounding_boxes=True)
-    return tf.image.resize(tf.slice(image, begin, size), (CROP_SIZE, CROP_SIZE))
-
-
-def _resize_centre_crop(image: tf.Tensor) -> tf.Tensor:
-    hw = tf.cast(tf.shape(image)[:2], tf.float32)
-    new_hw = tf.cast(tf.round(hw * RESIZE_SIZE / tf.reduce_min(hw)), tf.int32)
-    image = tf.image.resize(image, tf.maximum(new_hw, CROP_SIZE))
-    top, left = tf.unstack((tf.shape(image)[:2] - CROP_SIZE) // 2)
-    return tf.image.crop_to_bounding_box(image, top, left, CROP_SIZE, CROP_SIZE)
-
-
-def _preprocess(ds: tf.data.Dataset, builder, augment: bool) -> tf.data.Dataset:
-    """Decodes, augments (from each example's "seed") and normalises; labels become int32."""
-    shape, variable_size, (mean, std) = _image_layout(builder)
-    decode = builder.info.features["image"].decode_example
-
-    def preprocess(example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        image = tf.image.convert_image_dtype(decode(example["image"]), tf.float32)
-        if augment:
-            crop_seed, flip_seed = tf.unstack(
-                tf.random.experimental.stateless_split(example["seed"], 2))
-            crop = _random_resized_crop if variable_size else _pad_and_crop
-            image = crop(image, crop_seed)
-            if variable_size or shape[2] == 3:
-                image = tf.image.stateless_random_flip_left_right(image, flip_seed)
-        elif variable_size:
-            image = _resize_centre_crop(image)
-        image = tf.ensure_shape((image - tf.constant(mean)) / tf.constant(std), shape)
-        return {"image": image, "label": tf.cast(example["label"], tf.int32)}
-
-    return ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
-
-
 def _numpy(ds: tf.data.Dataset, builder: Any) -> Iterator[Batch]:
     """The dataset as numpy batches; a damaged file stops it in one line naming the file."""
     options = tf.data.Options()
@@ -227,7 +163,7 @@ def dataset_info(name: str, data_dir: str | None = None, *, validation_fraction:
       A DatasetInfo; counts are totals over all processes, image_shape is after preprocessing.
     """
     builder = check_prepared(name, data_dir, download=download)
-    shape, _, (mean, std) = _image_layout(builder)
+    shape, _, (mean, std) = images.image_layout(builder)
     sizes = [end - start for _, start, end in (
         _split_bounds(builder, s, validation_fraction) for s in ("train", "validation", "test"))]
     return DatasetInfo(builder.name, builder.info.features["label"].num_classes, shape, *sizes,
@@ -246,7 +182,7 @@ def input_spec(name: str, data_dir: str | None = None) -> tuple[tuple[int, int, 
       (image_shape, num_classes), as in `dataset_info`.
     """
     builder = _builder(name, data_dir)
-    shape, _, _ = _image_layout(builder)
+    shape, _, _ = images.image_layout(builder)
     return shape, builder.info.features["label"].num_classes
 
 
@@ -273,7 +209,7 @@ def train_iterator(
     """
     builder, _, records = _open(name, "train", data_dir, download, validation_fraction,
                                 process_index, process_count)
-    shape, variable_size, _ = _image_layout(builder)
+    shape, variable_size, _ = images.image_layout(builder)
     augment = (variable_size or shape[2] == 3) if augment is None else augment
     per_epoch = int(records.cardinality())
     start_epoch, skip = divmod(start_step * batch_size, per_epoch)
@@ -288,7 +224,7 @@ def train_iterator(
             lambda i, example: {**example, "seed": tf.stack([seed, stream_start + i])})
 
     ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_records).skip(skip)
-    return _numpy(_preprocess(ds, builder, augment).batch(batch_size, drop_remainder=True),
+    return _numpy(images.preprocess(ds, builder, augment).batch(batch_size, drop_remainder=True),
                   builder)
 
 
@@ -322,10 +258,10 @@ def eval_iterator(
     """
     builder, (_, start, end), records = _open(name, split, data_dir, download,
                                               validation_fraction, process_index, process_count)
-    shape, _, _ = _image_layout(builder)
+    shape, _, _ = images.image_layout(builder)
     largest_share = -(-(end - start) // process_count)
     min_batches = -(-largest_share // batch_size) if process_count > 1 else 0
-    batches = _numpy(_preprocess(records, builder, augment=False).batch(batch_size), builder)
+    batches = _numpy(images.preprocess(records, builder, augment=False).batch(batch_size), builder)
     return _padded(batches, batch_size, shape, min_batches)
 
 
@@ -349,4 +285,4 @@ def load_examples(
     if not 0 < num_examples <= available:
         raise ValueError(f"num_examples must be in [1, {available}], got {num_examples}")
     ds = records.shuffle(min(available, MAX_SHUFFLE_BUFFER), seed=seed).take(num_examples)
-    return next(_numpy(_preprocess(ds, builder, augment=False).batch(num_examples), builder))
+    return next(_numpy(images.preprocess(ds, builder, augment=False).batch(num_examples), builder))

@@ -1,0 +1,100 @@
+"""A sweep's cell folders read back: one results row per cell, its accuracy by step.
+
+A cell leaves metrics.json, prune.json and metrics.jsonl (the train command's
+files) and CELL_RECORD (the sweep's own: the cell's training time and
+error), so a rerun that skips a finished cell reports it all the same.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import ml_collections
+
+from force_jax.config.sweep_grid import (
+    ablations,
+    cell_name,
+)
+from force_jax.core import sanity
+from force_jax.core.density import SparsityReport
+from force_jax.reports.sweep_report import (
+    report_from_dict,
+    series_name,
+)
+from force_jax.runs import checkpoint, files
+
+# Written by the sweep beside the cell's own files: its timing and error, so a
+# rerun that skips the cell can still report them.
+CELL_RECORD = "sweep_cell.json"
+
+
+def read_json(path: str) -> dict | None:
+    """The JSON object of a file, or None where there is none."""
+    if not files.exists(path):
+        return None
+    return json.loads(files.read_text(path))
+
+
+def density_reports(workdir: str, sweep: ml_collections.ConfigDict, sparsity: float,
+                     seed: int) -> dict[str, SparsityReport]:
+    """series -> sparsity report of its finished cell at (sparsity, seed)."""
+    reports = {}
+    for method in sweep.methods:
+        for ablation in ablations(sweep):
+            pruned = read_json(os.path.join(
+                workdir, "cells", cell_name(method, sparsity, seed, ablation), "prune.json"))
+            if pruned and "report" in pruned:
+                reports[series_name(method, ablation)] = report_from_dict(pruned["report"])
+    return reports
+
+
+def cell_row(workdir: str, method: str, sparsity: float, seed: int,
+             ablation: str = "none") -> dict[str, Any]:
+    """One results.csv row from the files a cell left in its folder.
+
+    Args:
+      workdir: the cell's folder.
+      method, sparsity, seed, ablation: the cell's coordinates.
+
+    Returns:
+      A dict with every key of COLUMNS; missing values are None.
+    """
+    metrics = read_json(os.path.join(workdir, "metrics.json")) or {}
+    pruned = read_json(os.path.join(workdir, "prune.json")) or {}
+    record = read_json(os.path.join(workdir, CELL_RECORD)) or {}
+    objective = pruned.get("history", {}).get("objective") or [None]
+    if ablation in sanity.MASK_SHUFFLES:  # S(m) was measured on the method's mask, not this one
+        objective = [None]
+    report = pruned.get("report")
+    return {
+        "method": method, "ablation": ablation, "sparsity": float(sparsity), "seed": int(seed),
+        "test_accuracy": metrics.get("test_accuracy"),
+        "best_validation_accuracy": metrics.get("best_validation_accuracy"),
+        "force_objective": objective[-1],
+        "collapsed_layers": len(report["collapsed"]) if report else None,
+        "kept": report["kept"] if report else None,
+        "effective": report.get("effective") if report else None,
+        "prune_seconds": pruned.get("seconds"),
+        "train_seconds": record.get("train_seconds"),
+        "error": record.get("error"),
+    }
+
+
+def cell_step_rows(workdir: str, method: str, sparsity: float, seed: int,
+                   ablation: str = "none") -> list[dict[str, Any]]:
+    """The test accuracy of every evaluation a cell recorded in its metrics.jsonl.
+
+    Args:
+      workdir: the cell's folder.
+      method, sparsity, seed, ablation: the cell's coordinates.
+
+    Returns:
+      Dicts keyed by sweep_report.STEP_COLUMNS, in step order (empty for a
+      cell that never evaluated).
+    """
+    records = checkpoint.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+    return [{"method": method, "ablation": ablation, "sparsity": float(sparsity),
+             "seed": int(seed), "step": int(r["step"]), "test_accuracy": r.get("test_accuracy")}
+            for r in records if "step" in r]
