@@ -125,8 +125,8 @@ _LOCAL_BY_DESIGN = {
     "runs/files.py": _LOCAL_ONLY,  # the path layer's local branch
     "runs/store.py": {"os.path.exists"},  # a "gs:/x" typo, told from a local folder
     "runs/lock.py": {"open", "os.path.exists", "os.path.isdir", "os.makedirs"},  # flock
-    "commands/cli.py": {"open", "os.path.abspath", "os.path.exists",
-                         "os.path.isfile"},  # config .py files
+    "commands/cli.py": {"os.path.abspath", "os.path.exists", "os.path.isfile"},  # config files
+    "commands/startup.py": {"open"},  # /proc/self/environ, the command's own environment
     "runs/metrics.py": {"open", "os.listdir", "shutil.rmtree"},  # TensorBoard local copy
     "reports/scale_report.py": _LOCAL_ONLY,  # a docs tool over local folders
     "core/compile_options.py": {"open"},  # /proc/cpuinfo, for the run record's machine

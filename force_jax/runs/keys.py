@@ -79,7 +79,13 @@ def finite(value: Any) -> bool:
         value)
 
 
-def _one_of(choices: Sequence[str]) -> tuple[Callable[[Any], bool], str]:
+def _one_of(choices: Sequence[str] | Callable[[], Sequence[str]],
+            ) -> tuple[Callable[[Any], bool], str | Callable[[Any], str]]:
+    """(accepts, expected) of a key that takes one of `choices`; a callable is read at each
+    check, for a table that may grow (the methods)."""
+    if callable(choices):
+        return (lambda value: isinstance(value, str) and value in choices(),
+                lambda _config: f"one of {', '.join(choices())}")
     return (lambda value: isinstance(value, str) and value in choices,
             f"one of {', '.join(choices)}")
 
@@ -112,7 +118,7 @@ def _flag(name: str, meaning: str, *, optional: bool = False, **kwargs) -> Key:
     return Key(name, accepts, expected, meaning, **kwargs)
 
 
-_METHOD = _one_of(methods.names())
+_METHOD = _one_of(methods.names)
 _SCHEDULE = _one_of(schedules.SCHEDULES)
 _LOSS = _one_of(losses.SCORING_LOSSES)
 _ABLATION = _one_of(sanity.ABLATIONS)
