@@ -117,8 +117,8 @@ def lenet():
     return fj.classification_loss(model, variables), variables["params"], data
 
 
-@pytest.mark.parametrize("method", ["force", pytest.param("iter_snip", marks=pytest.mark.slow),
-                                    pytest.param("snip", marks=pytest.mark.slow), "random"])
+@pytest.mark.parametrize("method", ["force", *(pytest.param(m, marks=pytest.mark.slow)
+                                              for m in ("iter_snip", "snip", "random"))])
 def test_layerwise_prune_keeps_each_layer_count_at_every_step(lenet, method):
     loss_fn, params, data = lenet
     steps = 1 if method in ("snip", "random") else 6
@@ -147,6 +147,7 @@ def test_layerwise_uniform_is_the_default_and_global_refuses_an_allocation(lenet
         fj.prune(loss_fn, params, data, scope="local", **kwargs)
 
 
+@pytest.mark.slow
 def test_random_under_another_masks_densities_copies_them(lenet):
     loss_fn, params, data = lenet
     kwargs = dict(sparsity=0.95, steps=1, batch_size=32, key=jax.random.key(1))

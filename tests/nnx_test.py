@@ -35,7 +35,8 @@ def _leaves(tree):
             for p, x in jax.tree_util.tree_leaves_with_path(tree)}
 
 
-@pytest.mark.parametrize("method", ["force", "iter_snip", "snip", "synflow"])
+@pytest.mark.parametrize("method", ["force", "iter_snip", "snip",
+                                    pytest.param("synflow", marks=pytest.mark.slow)])
 def test_an_nnx_model_prunes_to_a_mask_of_its_param_state(method):
     model = SmallCNN(nnx.Rngs(0))
     graphdef, params, rest = fj.nnx.split(model)

@@ -72,7 +72,8 @@ def assert_same_selection_up_to_rounding(one, eight, params, grads, sparsity):
         assert scores[selected].min() >= threshold * (1 - 1e-4)
 
 
-@pytest.mark.parametrize("method", ["force", pytest.param("iter_snip", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("method", [pytest.param(m, marks=pytest.mark.slow)
+                                    for m in ("force", "iter_snip")])
 def test_a_progressive_schedule_on_8_devices_is_deterministic_and_exact(vgg_problem, method):
     model, variables, data = vgg_problem
     loss_fn = fj.classification_loss(model, variables)

@@ -137,6 +137,7 @@ def test_layerwise_counts_are_exact(lenet):
     assert kept == counts.tolist()
 
 
+@pytest.mark.slow
 def test_invert_walks_towards_the_smallest_weights(lenet):
     model, variables, probe = lenet
     params = variables["params"]

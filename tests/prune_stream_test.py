@@ -24,7 +24,8 @@ def pool_draws(data, key, *, batch_size, batches_per_step, steps):
             yield jax.tree.map(lambda x, i=indices: x[i], data)
 
 
-@pytest.mark.parametrize("method", ["force", "iter_snip", "snip", "grasp_it"])
+@pytest.mark.parametrize("method", ["force", *(pytest.param(m, marks=pytest.mark.slow)
+                                              for m in ("iter_snip", "snip", "grasp_it"))])
 def test_a_stream_of_the_pools_draws_gives_the_pooled_mask(tiny, method):
     loss_fn, params, data = tiny
     steps = 1 if method == "snip" else 4
@@ -41,6 +42,7 @@ def test_a_stream_of_the_pools_draws_gives_the_pooled_mask(tiny, method):
     np.testing.assert_allclose(history.objective, pooled_history.objective, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_prospr_streams_its_inner_steps_batches_as_the_pool_draws_them(tiny):
     # ProsPr uses inner_steps + 1 micro-batches per step, one by one: the stream gives them.
     loss_fn, params, data = tiny

@@ -55,7 +55,7 @@ def test_progressive_methods_match_host_loop_reference(tiny, method):
     assert history.kept[-1] == int(fj.num_kept(mask)) == int(np.floor(0.02 * 2368))
 
 
-@pytest.mark.parametrize("method", ["force", "iter_snip"])
+@pytest.mark.parametrize("method", ["force", pytest.param("iter_snip", marks=pytest.mark.slow)])
 def test_inverted_scores_keep_the_lowest_at_every_step(tiny, method):
     loss_fn, params, data = tiny
     mask, history = fj.prune(loss_fn, params, data, method=sanity.inverted(method),

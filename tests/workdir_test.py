@@ -115,6 +115,7 @@ def test_results_without_a_config_record_are_refused(tmp_path):
         workdir.check_config(str(tmp_path), tiny_config())
 
 
+@pytest.mark.slow
 @needs_real_data
 def test_a_changed_config_on_a_finished_run_is_refused_and_its_record_kept(tmp_path,
                                                                            monkeypatch):
