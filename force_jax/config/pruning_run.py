@@ -66,7 +66,7 @@ def prune_at_init(
       (mask, history) from `force_jax.prune`, the mask after the ablation.
     """
     run = recipe(config, variables["params"])
-    check_allocation(config, variables["params"])  # before any data is read
+    check_allocation(config, variables["params"], run)  # before any data is read
     # A method that reads no data gets none (no pool loaded, no stream), as `prune` decides.
     examples = pruning_examples(config) if run.method.reads_data() else None
     if examples is not None and run.data_check:

@@ -160,13 +160,15 @@ def recipe(config: ml_collections.ConfigDict, params: PyTree) -> recipe_lib.Reci
                               model_name=config.model.name)
 
 
-def check_allocation(config: ml_collections.ConfigDict, params: PyTree) -> np.ndarray | None:
+def check_allocation(config: ml_collections.ConfigDict, params: PyTree,
+                     run: recipe_lib.Recipe | None = None) -> np.ndarray | None:
     """The per-layer counts the configured allocation gives, checked before any work.
 
     Args:
       config: a validated experiment config (config.prune.scope, allocation,
         sparsity, steps, schedule).
       params: the model's params (arrays or `abstract_params`).
+      run: the config's `recipe` for this model, where the caller has it.
 
     Returns:
       (T, L) counts for the layer-wise scope, None for the global scope.
@@ -176,7 +178,7 @@ def check_allocation(config: ml_collections.ConfigDict, params: PyTree) -> np.nd
         (`recipe`), and naming config.prune.allocation for a map whose layers
         are not the model's prunable ones, or counts that cannot reach the total.
     """
-    run = recipe(config, params)
+    run = recipe(config, params) if run is None else run
     if run.allocation is None:
         return None
     try:
