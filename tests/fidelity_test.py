@@ -128,7 +128,7 @@ def test_one_step_selects_what_the_papers_equations_select(problem, method, loss
     assert_same_selection(ours, reference, scores, k)
 
 
-@pytest.mark.parametrize("method", ["force", "iter_snip"])
+@pytest.mark.parametrize("method", ["force", pytest.param("iter_snip", marks=pytest.mark.slow)])
 def test_one_step_matches_a_pytorch_twin_with_copied_weights(problem, method):
     torch = pytest.importorskip("torch")
     model, variables, batch, start = problem

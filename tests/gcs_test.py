@@ -323,6 +323,7 @@ def test_a_run_on_gcs_equals_the_local_run_and_resumes_after_a_kill(server, buck
             train.train_and_evaluate(config, f"{bucket}/run")
 
 
+@pytest.mark.slow  # the same errors in process: test_paths_a_user_mistyped_or_cannot_reach...
 def test_the_command_refuses_a_typo_or_a_missing_filesystem_before_any_work(tmp_path):
     for url, message in (
             ("gs:/runs/x", "error: --workdir=gs:/runs/x is neither a local folder nor a URL; "

@@ -265,12 +265,12 @@ def test_a_coordinator_that_never_answers_is_a_clear_error_in_bounded_time(tmp_p
          f"--workdir={tmp_path / 'run'}", "--config.distributed=True",
          f"--config.cluster.coordinator_address=127.0.0.1:{port}",
          "--config.cluster.num_processes=2", "--config.cluster.process_id=1",
-         "--config.cluster.initialization_timeout=10",
+         "--config.cluster.initialization_timeout=3",
          f"--config.data.data_dir={SHARED_TFDS}"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1] == (
-        f"error: no coordinator answered at 127.0.0.1:{port} within 10 s "
+        f"error: no coordinator answered at 127.0.0.1:{port} within 3 s "
         "(config.cluster.coordinator_address or FORCE_JAX_COORDINATOR): start process 0 "
         "there, or fix the address")
     assert time.monotonic() - start < 200

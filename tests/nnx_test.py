@@ -35,7 +35,8 @@ def _leaves(tree):
             for p, x in jax.tree_util.tree_leaves_with_path(tree)}
 
 
-@pytest.mark.parametrize("method", ["force", "iter_snip", "snip",
+@pytest.mark.parametrize("method", ["force", pytest.param("iter_snip", marks=pytest.mark.slow),
+                                    "snip",
                                     pytest.param("synflow", marks=pytest.mark.slow)])
 def test_an_nnx_model_prunes_to_a_mask_of_its_param_state(method):
     model = SmallCNN(nnx.Rngs(0))
@@ -67,7 +68,8 @@ def test_loss_matches_the_model_called_directly():
 
 @pytest.mark.parametrize("make_tx", [
     lambda: optax.chain(optax.add_decayed_weights(5e-4), optax.sgd(0.05, momentum=0.9)),
-    lambda: optax.adamw(1e-2, weight_decay=0.05),
+    # optim_test checks adamw's masked updates on every leaf kind.
+    pytest.param(lambda: optax.adamw(1e-2, weight_decay=0.05), marks=pytest.mark.slow),
 ], ids=["sgd_momentum_wd", "adamw"])
 def test_an_nnx_model_trains_masked_with_pruned_weights_exactly_zero(make_tx):
     model = SmallCNN(nnx.Rngs(0))

@@ -36,6 +36,9 @@ def vgg_problem():
     return model, variables, data
 
 
+# The default tier keeps prune_stream_test's 8-device stream (FORCE, the same mask as one
+# device); this one adds BatchNorm's statistics over the mesh on a VGG.
+@pytest.mark.slow
 def test_a_pruning_step_on_8_devices_selects_what_1_device_selects(vgg_problem):
     # One batch of the whole 128-example pool, so both runs score the same examples (BatchNorm
     # statistics included); only the order of the floating-point sums differs. Progressive

@@ -158,6 +158,7 @@ def test_prune_keeps_the_exact_count_and_uses_its_micro_batches(tiny):
                  batches_per_step=2, key=jax.random.key(1))
 
 
+@pytest.mark.slow  # program_test vmaps the shared schedule; this adds ProsPr's inner loop
 def test_the_schedule_runs_under_vmap_over_keys(tiny):
     loss, params, data = tiny
     pruner = program.Pruner(methods.get("prospr", inner_steps=1), loss, batch_size=32,

@@ -43,7 +43,7 @@ def reference_schedule(loss_fn, params, data, method, sparsity, steps, invert=Fa
     return mask
 
 
-@pytest.mark.parametrize("method", ["force", "iter_snip"])
+@pytest.mark.parametrize("method", ["force", pytest.param("iter_snip", marks=pytest.mark.slow)])
 def test_progressive_methods_match_host_loop_reference(tiny, method):
     loss_fn, params, data = tiny
     # batch = whole data set, so every step sees the same examples as the reference.

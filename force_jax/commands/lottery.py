@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import time
 from typing import Any
 
 import jax
@@ -32,7 +33,7 @@ import orbax.checkpoint as ocp
 from force_jax import optim
 from force_jax.commands import cli, train
 from force_jax.config import mask_changes as mask_changes_config
-from force_jax.config import setup, training_setup, validate
+from force_jax.config import pruning_run, setup, training_setup, validate
 from force_jax.core import masks, schedules
 from force_jax.errors import ConfigError
 from force_jax.runs import checkpoint, files
@@ -100,6 +101,7 @@ def _start_round(config: ml_collections.ConfigDict, workdir: str, previous: str)
     trained, _ = checkpoint.restore_state(checkpoint.manager(os.path.join(previous,
                                                                           "checkpoints")),
                                           template)
+    started = time.perf_counter()
     old_mask = optim.mask_from_state(trained.opt_state)
     n = masks.num_prunable(old_mask)
     keep = int(schedules.count_kept(1 - config.prune.sparsity, n))
@@ -135,9 +137,10 @@ def _start_round(config: ml_collections.ConfigDict, workdir: str, previous: str)
         # A resumed run continues from the record of its checkpoint's step.
         checkpoint.write_jsonl(os.path.join(workdir, "metrics.jsonl"), [
             {"step": start_step, "rewound_to_step": rewind}] if start_step else [])
+        report = pruning_run.mask_report(exp.model, exp.variables, mask, exp.info.image_shape)
         checkpoint.write_json(os.path.join(workdir, "prune.json"), {  # last: the start is whole
             "method": "lottery", "round_of": previous, "rewind_step": rewind,
-            "report": {"kept": keep, "num_prunable": n}})
+            "seconds": time.perf_counter() - started, "report": report.as_dict()})
 
 
 def _first_round(round_dir: str) -> str:
@@ -159,6 +162,12 @@ def run_lottery(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
     validate.validate_config(config)
     info = setup.experiment(config).info
     check(config, training_setup.run_length(config, info.num_train)[0])
+    with workdir_lib.claim(workdir, config):
+        return _run_rounds(config, workdir)
+
+
+def _run_rounds(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
+    """The body of `run_lottery`, on its claimed folder."""
     results = []
     for r in range(config.lottery.rounds + 1):
         cfg = round_config(config, r)
@@ -177,6 +186,32 @@ def run_lottery(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
               f"{metrics['test_accuracy']:.4f}")
     checkpoint.write_json(os.path.join(workdir, "lottery.json"), {"rounds": results})
     return results
+
+
+def run_as_one_run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Runs (or resumes) the rounds, then leaves the last round's record at `workdir`.
+
+    What a sweep cell of lottery rounds needs: the rounds in DIR/round_R, and
+    at DIR the files of one train run (metrics.jsonl, prune.json,
+    metrics.json; the last round's), metrics.json written last, so that its
+    presence says the cell is finished.
+
+    Args:
+      config: experiment config with lottery.rounds >= 1.
+      workdir: the cell's folder.
+
+    Returns:
+      The last round's metrics (as metrics.json holds them).
+    """
+    run_lottery(config, workdir)
+    last = os.path.join(workdir, f"round_{config.lottery.rounds}")
+    if jax.process_index() == 0:
+        checkpoint.write_jsonl(os.path.join(workdir, "metrics.jsonl"),
+                               checkpoint.read_jsonl(os.path.join(last, "metrics.jsonl")))
+        for name in ("prune.json", "metrics.json"):
+            checkpoint.write_json(os.path.join(workdir, name),
+                                  json.loads(files.read_text(os.path.join(last, name))))
+    return json.loads(files.read_text(os.path.join(last, "metrics.json")))
 
 
 def main() -> None:

@@ -7,10 +7,13 @@ The config holds every key of configs/default.py plus `config.sweep.methods`,
 `config.sweep.sparsities` and `config.sweep.seeds` (tuples), and optionally
 `config.sweep.ablations` (sanity checks of every mask, see `force_jax.core.sanity`:
 some of none, shuffle, reinit, invert; default none only),
-`config.sweep.synflow_steps` (SynFlow's number of steps, None: its default of
-100), `config.sweep.grasp_temperature` (softmax temperature used for GraSP
-cells only) and `config.sweep.grasp_scoring_loss` (GraSP's own scoring loss).
-Each cell runs `train.train_and_evaluate` in
+`config.sweep.arms` (named partial configs the methods axis may list beside
+the methods, e.g. RigL from ERK densities or lottery rounds; see
+`sweep_grid.arm_settings`), `config.sweep.synflow_steps` (SynFlow's number
+of steps, None: its default of 100), `config.sweep.grasp_temperature`
+(softmax temperature used for GraSP cells only) and
+`config.sweep.grasp_scoring_loss` (GraSP's own scoring loss). Each cell runs
+`train.train_and_evaluate` (an arm of lottery rounds: `lottery.run_as_one_run`) in
 `DIR/cells/<method>_s<sparsity>_seed<seed>` (with `_<ablation>` appended
 for an ablation other than none). After every cell the sweep
 rewrites, atomically, `DIR/results.csv`, `DIR/summary.md` (mean and std over
@@ -50,8 +53,9 @@ import jax
 import ml_collections
 from tqdm.auto import tqdm
 
-from force_jax.commands import train
-from force_jax.config import setup, validate
+from force_jax.commands import lottery, train
+from force_jax.config import mask_changes as mask_changes_config
+from force_jax.config import setup, training_setup, validate
 from force_jax.config.sweep_grid import (
     ablations,
     cell_config,
@@ -174,6 +178,21 @@ def validate_cells(config: ml_collections.ConfigDict) -> None:
     for cell in cells:
         validate.check_data_sizes(cell, info)
         setup.check_allocation(cell, params)  # and the sparsity and floors (`setup.recipe`)
+        _check_training(cell, info.num_train)
+
+
+def _check_training(cell: ml_collections.ConfigDict, num_train: int) -> None:
+    """A cell's mask-change schedule and lottery rounds against its run's length."""
+    total = training_setup.run_length(cell, num_train)[0]
+    if mask_changes_config.method(cell) != "none":
+        mask_changes_config.end_step(cell, total)
+    if _rounds(cell):
+        lottery.check(cell, total)
+
+
+def _rounds(cell: ml_collections.ConfigDict) -> int:
+    """The lottery rounds of a cell's config (0: a plain train run)."""
+    return cell.get("lottery", {}).get("rounds", 0)
 
 
 def _run_cells(config: ml_collections.ConfigDict, workdir: str,
@@ -191,7 +210,10 @@ def _run_cells(config: ml_collections.ConfigDict, workdir: str,
         cell_dir = os.path.join(workdir, "cells", name)
         ran = not files.exists(os.path.join(cell_dir, "metrics.json"))
         if ran:
-            run_cell(cell_config(config, *cell), cell_dir, train_fn)
+            cell_cfg = cell_config(config, *cell)
+            # An arm of lottery rounds trains each round as a run of its own.
+            run_cell(cell_cfg, cell_dir,
+                     lottery.run_as_one_run if _rounds(cell_cfg) else train_fn)
             # Every cell compiles its own programs (its loss closes over its model): free them.
             jax.clear_caches()
         rows.append(sweep_cells.cell_row(cell_dir, *cell))

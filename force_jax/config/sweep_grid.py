@@ -23,6 +23,33 @@ from force_jax.runs import workdir as workdir_lib
 VARIANTS = (*sanity.ABLATIONS, *allocation.ALLOCATIONS)
 
 
+def arm_settings(sweep: ml_collections.ConfigDict, name: str) -> dict | None:
+    """The flat settings of the arm `name` (config.sweep.arms), or None for a plain method.
+
+    An arm is a named partial config that the sweep's methods axis may list
+    beside the methods: its `prune.method` is the method that finds the mask,
+    and its other keys (a mask that changes during training, lottery rounds, a
+    layer-wise allocation) say how the cell trains. "rigl_erk", say, is
+    {"prune": {"method": "random", "scope": "layerwise", "allocation": "erk"},
+    "train": {"mask_changes": {"method": "rigl"}}}.
+
+    Args:
+      sweep: config.sweep.
+      name: a value of config.sweep.methods.
+
+    Returns:
+      {"prune.method": ..., ...} for an arm, None for a method's name.
+    """
+    arm = sweep.get("arms", {}).get(name)
+    return None if arm is None else method_settings_flat(arm)
+
+
+def base_method(sweep: ml_collections.ConfigDict, name: str) -> str:
+    """The pruning method of a value of config.sweep.methods: itself, or its arm's prune.method."""
+    arm = arm_settings(sweep, name)
+    return name if arm is None else arm.get("prune.method")
+
+
 def cell_name(method: str, sparsity: float, seed: int, ablation: str = "none") -> str:
     """Folder name of one cell, e.g. ``force_s0.995_seed0`` or ``force_s0.995_seed0_shuffle``.
 
@@ -50,11 +77,15 @@ def cell_config(
     `sweep.grasp_temperature` and `sweep.grasp_scoring_loss` if set. Other
     methods keep `prune.steps`. Last, `sweep.method_settings.<method>` (a
     partial config, e.g. {"prune": {"scoring_loss": "cross_entropy"}}) is
-    applied to that method's cells.
+    applied to that method's cells, and, for an arm (`arm_settings`), the
+    arm's settings after them. A gradual-pruning arm
+    (train.mask_changes.method=gmp) prunes during training to the cell's
+    sparsity (train.mask_changes.sparsity) from the mask of its own
+    prune.sparsity (0: dense).
 
     Args:
       config: the sweep config.
-      method: pruning method.
+      method: pruning method, or the name of an arm of config.sweep.arms.
       sparsity: fraction of prunable weights removed.
       seed: seed of initialisation, pruning batches and training.
       ablation: the sanity check applied (prune.ablation), or an allocation
@@ -71,10 +102,12 @@ def cell_config(
         cell.prune.allocation = ablation
     else:
         cell.prune.ablation = ablation
+    sweep = config.get("sweep", ml_collections.ConfigDict())
+    arm = arm_settings(sweep, method)
+    name, method = method, base_method(sweep, method)
     cell.prune.method = method
     cell.prune.sparsity = float(sparsity)
     cell.seed = int(seed)
-    sweep = config.get("sweep", ml_collections.ConfigDict())
     record = methods.get(method)
     if not record.progressive:
         cell.prune.steps = None
@@ -84,17 +117,25 @@ def cell_config(
         cell.prune.temperature = float(sweep.grasp_temperature)
     if method == "grasp" and sweep.get("grasp_scoring_loss") is not None:
         cell.prune.scoring_loss = sweep.grasp_scoring_loss
-    settings = sweep.get("method_settings", {}).get(method)
-    for key, value in method_settings_flat(settings or {}).items():
+    settings = method_settings_flat(sweep.get("method_settings", {}).get(method) or {})
+    _apply(cell, settings, f"config.sweep.method_settings.{method}")
+    _apply(cell, arm or {}, f"config.sweep.arms.{name}")
+    changes = cell.train.get("mask_changes")
+    if arm is not None and changes is not None and changes.method == "gmp":
+        changes.sparsity = float(sparsity)
+    return cell
+
+
+def _apply(cell: ml_collections.ConfigDict, settings: dict, origin: str) -> None:
+    """Sets each dotted key of `settings` in `cell`; a key the config lacks names `origin`."""
+    for key, value in settings.items():
         *parents, leaf = key.split(".")
         block = cell
         for parent in parents:
             block = block.get(parent) if isinstance(block, ml_collections.ConfigDict) else None
         if not isinstance(block, ml_collections.ConfigDict) or leaf not in block:
-            raise ConfigError(f"config.sweep.method_settings.{method}.{key}={value!r}: the "
-                              f"config has no key {key}")
+            raise ConfigError(f"{origin}.{key}={value!r}: the config has no key {key}")
         block[leaf] = value
-    return cell
 
 
 def method_settings_flat(settings) -> dict:
@@ -137,10 +178,20 @@ def validate_grid(sweep: ml_collections.ConfigDict) -> None:
             raise ConfigError(
                 f"config.sweep.{name}={values} repeats {', '.join(map(repr, repeated))}; each "
                 "value must appear once (a repeated seed would count one run as several)")
-    unknown = [m for m in axes["methods"] if m not in methods.METHODS]
+    arms = tuple(sweep.get("arms", {}))
+    unknown = [m for m in axes["methods"] if m not in methods.METHODS and m not in arms]
     if unknown:
         raise ConfigError(f"config.sweep.methods has unknown {unknown}; expected some of "
-                          f"{', '.join(methods.names())}")
+                          f"{', '.join((*methods.names(), *arms))}")
+    for arm in arms:
+        if arm in methods.METHODS:
+            raise ConfigError(f"config.sweep.arms.{arm}: an arm may not take a method's name; "
+                              f"rename it (say {arm}_arm)")
+        method = base_method(sweep, arm)
+        if method not in methods.METHODS:
+            raise ConfigError(f"config.sweep.arms.{arm}.prune.method={method!r}: expected the "
+                              f"method that finds the arm's mask, one of "
+                              f"{', '.join(methods.names())}")
     unknown = [a for a in axes["ablations"] if a not in VARIANTS]
     if unknown:
         raise ConfigError(f"config.sweep.ablations has unknown {unknown}; expected some of "

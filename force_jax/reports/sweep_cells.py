@@ -76,6 +76,8 @@ def cell_row(workdir: str, method: str, sparsity: float, seed: int,
         "collapsed_layers": len(report["collapsed"]) if report else None,
         "kept": report["kept"] if report else None,
         "effective": report.get("effective") if report else None,
+        # The mask training ended with: the pruning's, unless it changed during training.
+        "final_density": metrics.get("global_density"),
         "prune_seconds": pruned.get("seconds"),
         "train_seconds": record.get("train_seconds"),
         "error": record.get("error"),

@@ -20,7 +20,7 @@ from force_jax.runs import files
 
 COLUMNS = (
     "method", "ablation", "sparsity", "seed", "test_accuracy", "best_validation_accuracy",
-    "force_objective", "collapsed_layers", "kept", "effective", "prune_seconds",
+    "force_objective", "collapsed_layers", "kept", "effective", "final_density", "prune_seconds",
     "train_seconds", "error",
 )
 
