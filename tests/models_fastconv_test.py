@@ -23,8 +23,10 @@ def _reference_conv(x: jax.Array, kernel: jax.Array, padding) -> jax.Array:
     )
 
 
-@pytest.mark.parametrize("size", [(1, 1), (2, 2), (3, 3), (1, 2), (2, 3)])
-@pytest.mark.parametrize("kernel_size", [1, 3])
+# Every size with 3x3 kernels by default; 1x1 kernels beyond the 1x1 map in the slow tier.
+@pytest.mark.parametrize("size, kernel_size", [
+    (size, k) if k == 3 or size == (1, 1) else pytest.param(size, k, marks=pytest.mark.slow)
+    for k in (1, 3) for size in ((1, 1), (2, 2), (3, 3), (1, 2), (2, 3))])
 def test_small_map_conv_matches_lax(size, kernel_size):
     pad = kernel_size // 2
     padding = ((pad, pad), (pad, pad))
@@ -44,8 +46,12 @@ def test_small_map_conv_matches_lax(size, kernel_size):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("padding", ["SAME", "VALID", ((1, 1), (1, 1)), ((2, 0), (0, 1))])
-@pytest.mark.parametrize("size", [(1, 1), (2, 2), (3, 3)])
+# Every padding on the 2x2 map and SAME on every map by default; the rest in the slow tier.
+@pytest.mark.parametrize("padding, size", [
+    (padding, size) if size == (2, 2) or padding == "SAME"
+    else pytest.param(padding, size, marks=pytest.mark.slow)
+    for size in ((1, 1), (2, 2), (3, 3))
+    for padding in ("SAME", "VALID", ((1, 1), (1, 1)), ((2, 0), (0, 1)))])
 def test_conv_module_matches_nn_conv(padding, size):
     """Same params, outputs and kernel gradients as nn.Conv, matmul path forced on."""
     if padding == "VALID" and size == (1, 1):
