@@ -29,6 +29,8 @@ from train_test import final_state, tiny_config
 import force_jax as fj
 from force_jax import optim
 from force_jax.commands import train
+from force_jax.config import pruning_run, setup
+from force_jax.core import sharding
 from force_jax.errors import ConfigError
 from force_jax.runs import checkpoint, files
 from force_jax.training import cluster
@@ -134,7 +136,7 @@ def two_process_run(tmp_path_factory):
     return workdir, run(workdir)
 
 
-def test_two_processes_prune_like_one_and_only_process_0_writes(two_process_run, tmp_path):
+def test_two_processes_prune_like_one_and_only_process_0_writes(two_process_run):
     workdir, metrics = two_process_run
     assert metrics["step"] == 6
     # One writer: one metrics record per evaluation, one TensorBoard file, the report once.
@@ -145,13 +147,14 @@ def test_two_processes_prune_like_one_and_only_process_0_writes(two_process_run,
     assert (record["backend"], record["kernels"]) == ("cpu", "cpu")
     log0, log1 = (workdir.parent / f"two.process{r}.log" for r in (0, 1))
     assert "test accuracy" in log0.read_text() and "test accuracy" not in log1.read_text()
-    # The same mask as one process with 8 devices, from the same pool and seed (training
-    # then differs: each process reads its own slice of the split). The 2-process
-    # checkpoint restores in this single process.
-    one = tmp_path / "one"
-    train.train_and_evaluate(tiny_config(**SETTINGS), str(one))
+    # The same mask as one process pruning on 8 devices, from the same pool and seed (as
+    # the train command prunes; training then differs: each process reads its own slice of
+    # the split). The 2-process checkpoint restores in this single process.
+    config = tiny_config(**SETTINGS)
+    exp = setup.experiment(config)
+    mask1, _ = pruning_run.prune_at_init(config, exp.model, exp.variables, exp.prune_key,
+                                         sharding.make_mesh(config.mesh.num_devices))
     mask2, _, step2 = mask_and_params(workdir)
-    mask1, _, _ = mask_and_params(one)
     assert step2 == 6
     for a, b in zip(jax.tree.leaves(mask2), jax.tree.leaves(mask1)):
         np.testing.assert_array_equal(a, b)
