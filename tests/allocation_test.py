@@ -158,6 +158,7 @@ def test_random_under_another_masks_densities_copies_them(lenet):
         assert int(np.sum(a)) == int(np.sum(b))
 
 
+@pytest.mark.slow  # the layer-wise prune tests jit it; program_test vmaps the schedule
 def test_layerwise_schedule_runs_under_jit_and_vmap_over_keys(lenet):
     loss_fn, params, data = lenet
     pruner = program.Pruner("force", loss_fn, batch_size=32)

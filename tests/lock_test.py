@@ -119,6 +119,7 @@ def _train_command(workdir) -> subprocess.CompletedProcess:
         cwd=root, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # the read-only case below keeps the command's one-line path by default
 @needs_real_data
 def test_a_workdir_that_is_a_file_is_one_line_and_left_alone(tmp_path):
     path = tmp_path / "results.txt"

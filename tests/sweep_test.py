@@ -219,6 +219,7 @@ def test_a_sweep_without_its_data_stops_before_any_cell_and_writes_nothing(tmp_p
     assert calls == [] and not (tmp_path / "sweep").exists()
 
 
+@pytest.mark.slow  # errors_test refuses the same cell in process; this adds the exit code
 def test_command_line_refuses_a_cell_that_keeps_no_weight_before_any_runs(tmp_path):
     """Found from the model's shapes and the dataset's metadata: no data read, nothing written."""
     result = subprocess.run(
