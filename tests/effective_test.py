@@ -12,7 +12,8 @@ from force_jax.core import effective
 
 
 def _setup(model, shape):
-    variables = model.init(jax.random.key(0), jnp.zeros((1, *shape)), train=False)
+    variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, *shape)), train=False))(
+        jax.random.key(0))
     return variables, fj.init_mask(variables["params"])
 
 

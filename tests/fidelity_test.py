@@ -40,7 +40,7 @@ def problem():
     kx, ky, kp, km = jax.random.split(jax.random.key(8), 4)
     batch = {"image": jax.random.normal(kx, (32, 16, 16, 3)),
              "label": jax.random.randint(ky, (32,), 0, 10)}
-    variables = model.init(kp, batch["image"][:2], train=False)
+    variables = jax.jit(lambda k, x: model.init(k, x, train=False))(kp, batch["image"][:2])
     keys = jax.random.split(km, len(jax.tree.leaves(variables["params"])))
     leaves, treedef = jax.tree.flatten(variables["params"])
     start = treedef.unflatten([
@@ -96,7 +96,7 @@ def jax_reference_scores(problem, loss):
 
     params = variables["params"]
     masked = jax.tree.map(lambda p, m: p * m, params, start)
-    grads = jax.grad(objective)(masked)
+    grads = jax.jit(jax.grad(objective))(masked)
     return np.abs(prunable(params) * prunable(grads)), prunable(start)
 
 

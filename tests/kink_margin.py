@@ -53,10 +53,12 @@ def vgg_kink_margin(model: nn.Module, variables: dict, params: dict, images: jax
       identically zero left out), and over every
       pooling window with a positive maximum of its top-1 minus top-2 input.
     """
-    _, state = model.apply(
-        {**variables, "params": params}, images, train=True,
-        mutable=["batch_stats", "intermediates"],
-        capture_intermediates=lambda module, _: isinstance(module, nn.BatchNorm))
+    def forward(variables):  # one compiled program: op by op, a VGG takes half a minute
+        return model.apply(
+            variables, images, train=True, mutable=["batch_stats", "intermediates"],
+            capture_intermediates=lambda module, _: isinstance(module, nn.BatchNorm))
+
+    _, state = jax.jit(forward)({**variables, "params": params})
     found = state["intermediates"]
     outputs = [np.asarray(found[f"bn_{i}"]["__call__"][0]) for i in range(len(found))]
     margin = min(_relu_margin(z) for z in outputs)

@@ -107,7 +107,7 @@ def test_vgg19_forward_and_grads_match_plain_convs(monkeypatch):
     """A narrow VGG-19 on 32x32 inputs (2x2 last stage): same logits and kernel grads."""
     model = VGG(depth=19, num_classes=10, width_multiplier=0.125)
     x = jax.random.normal(jax.random.key(3), (4, 32, 32, 3))
-    variables = model.init(jax.random.key(4), x)
+    variables = jax.jit(lambda k: model.init(k, x))(jax.random.key(4))
 
     def loss(params):
         logits, _ = model.apply(

@@ -83,7 +83,7 @@ def test_models_pool_without_reduce_window(model, shape):
     # The models must not fall back to reduce_window, whose gradient
     # (select_and_scatter) is the slow path this module replaces.
     x = jax.random.normal(jax.random.key(0), shape)
-    variables = model.init(jax.random.key(1), x, train=False)
+    variables = jax.jit(lambda k: model.init(k, x, train=False))(jax.random.key(1))
     text = jax.jit(jax.grad(lambda v: jnp.sum(model.apply(v, x, train=False)))).lower(
         variables
     ).as_text()

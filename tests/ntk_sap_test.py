@@ -29,7 +29,8 @@ SHAPE = (16, 16, 3)
 def problem():
     """VGG-11 x1/8 at initialisation and a 50 % mask (NTK-SAP scores from a given mask)."""
     model = fj.models.VGG(depth=11, num_classes=10, width_multiplier=0.125)
-    variables = model.init(jax.random.key(5), jnp.zeros((1, *SHAPE)), train=False)
+    variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, *SHAPE)), train=False))(
+        jax.random.key(5))
     leaves, treedef = jax.tree.flatten(variables["params"])
     keys = jax.random.split(jax.random.key(6), len(leaves))
     mask = treedef.unflatten([jax.random.uniform(k, p.shape) < 0.5 if p.ndim >= 2

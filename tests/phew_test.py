@@ -78,7 +78,8 @@ def network(request):
         model, shape = fj.models.get_model("lenet5", 10), (28, 28, 1)
     else:
         model, shape = fj.models.VGG(depth=11, num_classes=10, width_multiplier=0.125), (16, 16, 3)
-    variables = model.init(jax.random.key(4), jnp.zeros((1, *shape)), train=False)
+    variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, *shape)), train=False))(
+        jax.random.key(4))
     return model, variables, fj.network_probe(model, variables, shape)
 
 

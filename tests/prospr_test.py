@@ -31,7 +31,7 @@ def problem():
     kx, ky, kp = jax.random.split(jax.random.key(3), 3)
     batches = {"image": jax.random.normal(kx, (4, BATCH, 16, 16, 3)),
                "label": jax.random.randint(ky, (4, BATCH), 0, 10)}
-    variables = model.init(kp, batches["image"][0, :2], train=False)
+    variables = jax.jit(lambda k, x: model.init(k, x, train=False))(kp, batches["image"][0, :2])
     return model, variables, batches
 
 
