@@ -10,32 +10,15 @@ import jax
 import numpy as np
 import pytest
 from conftest import SHARED_TFDS
-from train_test import assert_pruned_weights_are_zero, tiny_config
+from train_test import assert_pruned_weights_are_zero, final_state, tiny_config
 
 from force_jax import optim
 from force_jax.commands import train
-from force_jax.config import training_setup
 from force_jax.core import masks
 from force_jax.errors import ConfigError
 from force_jax.runs import checkpoint
-from force_jax.training import data
 
 needs_real_data = pytest.mark.skipif(not SHARED_TFDS.is_dir(), reason="no shared TFDS folder")
-
-
-def final_state(config, workdir, total_steps=6):
-    """The last checkpoint of a run whose mask changes (its template has the same rule)."""
-    from force_jax.config import setup
-
-    info = data.dataset_info(config.data.name, config.data.data_dir)
-    model = setup.build_model(config, info.num_classes)
-    variables = setup.init_variables(model, info.image_shape, jax.random.key(0))
-    schedule = optim.make_schedule(config.train.lr_schedule, total_steps=total_steps,
-                                   steps_per_epoch=1)
-    template = training_setup.initial_state(config, model, variables,
-                                   masks.init_mask(variables["params"]), schedule, total_steps)
-    return checkpoint.restore_state(checkpoint.manager(os.path.join(workdir, "checkpoints")),
-                                    template)
 
 
 def _kept_per_layer(mask):

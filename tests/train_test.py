@@ -49,14 +49,15 @@ def tiny_config(**overrides):
     return config
 
 
-def final_state(config, workdir):
-    """Restores the last checkpoint of a run."""
+def final_state(config, workdir, total_steps=6):
+    """Restores the last checkpoint of a run (of a mask that changes too: the same rule)."""
     info = data.dataset_info(config.data.name, config.data.data_dir)
     model = setup.build_model(config, info.num_classes)
     variables = setup.init_variables(model, info.image_shape, jax.random.key(0))
-    schedule = optim.make_schedule(config.train.lr_schedule, total_steps=6, steps_per_epoch=1)
+    schedule = optim.make_schedule(config.train.lr_schedule, total_steps=total_steps,
+                                   steps_per_epoch=1)
     template = training_setup.initial_state(
-        config, model, variables, masks.init_mask(variables["params"]), schedule)
+        config, model, variables, masks.init_mask(variables["params"]), schedule, total_steps)
     mngr = checkpoint.manager(os.path.join(workdir, "checkpoints"))
     return checkpoint.restore_state(mngr, template)
 
