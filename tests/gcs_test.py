@@ -250,6 +250,7 @@ def test_a_sweep_folder_on_gcs_resumes_and_is_compared(bucket, tmp_path):
     assert files.exists(f"{out}/accuracy_vs_sparsity.png")
 
 
+@pytest.mark.slow  # prune_cli_test runs the same command on a local folder
 @needs_real_data
 def test_the_prune_command_writes_its_mask_record_and_figure_to_gcs(bucket):
     config = tiny_config()

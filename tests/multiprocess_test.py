@@ -204,6 +204,7 @@ def assert_resumed_with_the_same_mask(workdir: Path, reference: Path, log: str) 
             assert np.all(np.asarray(p)[~np.asarray(m)] == 0)
 
 
+@pytest.mark.slow  # the test above restores the 2-process checkpoint here; this trains on
 def test_checkpoints_move_from_two_processes_to_one(two_process_run, tmp_path, capsys):
     """Another topology resumes a run: its mask and step carry over (its data slices not).
 

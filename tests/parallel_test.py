@@ -32,7 +32,7 @@ def vgg_problem():
     kx, ky, kp = jax.random.split(jax.random.key(0), 3)
     data = {"image": jax.random.normal(kx, (256, 32, 32, 3)),
             "label": jax.random.randint(ky, (256,), 0, 10)}
-    variables = model.init(kp, data["image"][:2], train=False)
+    variables = jax.jit(lambda k, x: model.init(k, x, train=False))(kp, data["image"][:2])
     return model, variables, data
 
 
@@ -90,12 +90,11 @@ def test_a_progressive_schedule_on_8_devices_is_deterministic_and_exact(vgg_prob
     assert np.all(np.isfinite(history.objective)) and np.all(history.objective > 0)
 
 
-def test_pruning_batch_must_split_over_devices(vgg_problem):
-    model, variables, data = vgg_problem
+def test_pruning_batch_must_split_over_devices(tiny):
+    loss_fn, params, data = tiny
     with pytest.raises(ValueError, match="not divisible by the 8 devices"):
-        fj.prune(fj.classification_loss(model, variables), variables["params"], data,
-                 method="snip", sparsity=0.9, batch_size=60, key=jax.random.key(0),
-                 mesh=sharding.make_mesh(8))
+        fj.prune(loss_fn, params, data, method="snip", sparsity=0.9, batch_size=60,
+                 key=jax.random.key(0), mesh=sharding.make_mesh(8))
 
 
 @pytest.mark.slow
@@ -127,10 +126,10 @@ def test_train_step_on_8_devices_matches_1_device(vgg_problem):
             assert np.all(np.asarray(p)[~np.asarray(m)] == 0)
 
 
-def test_fsdp_shards_large_leaves_over_the_data_axis(vgg_problem):
-    _, variables, _ = vgg_problem
+def test_fsdp_shards_large_leaves_over_the_data_axis(tiny):
+    _, params, _ = tiny  # a 64 x 32 kernel (2,048 weights) and biases
     mesh = sharding.make_mesh(8)
-    shardings = sharding.param_shardings(variables["params"], mesh, fsdp=True, min_size=1024)
+    shardings = sharding.param_shardings(params, mesh, fsdp=True, min_size=1024)
     specs = {jax.tree_util.keystr(k): s.spec
              for k, s in jax.tree_util.tree_flatten_with_path(shardings)[0]}
     assert any(sharding.DATA_AXIS in tuple(spec) for spec in specs.values())

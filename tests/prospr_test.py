@@ -109,7 +109,8 @@ def flat(scores_by_name):
 @pytest.mark.parametrize("options", [
     {},  # the official defaults: 3 full steps, lr 0.1, no momentum, new data
     pytest.param({"first_order": True}, marks=pytest.mark.slow),
-    {"inner_momentum": 0.9, "inner_lr": 0.05, "new_data": False},
+    pytest.param({"inner_momentum": 0.9, "inner_lr": 0.05, "new_data": False},
+                 marks=pytest.mark.slow),  # the options' own path: full's above
 ], ids=["full", "first_order", "momentum_same_batch"])
 def test_scores_match_a_pytorch_twin_of_the_official_equations(problem, options):
     score = prospr.ProsPrScore(**options)
