@@ -80,7 +80,7 @@ def test_vmapping_over_3_sparsities_equals_3_runs_with_one_compile(lenet):
     assert jitted._cache_size() == 1
 
 
-@pytest.mark.slow  # the vmapped schedules below run under jit too
+@pytest.mark.slow  # this module's vmapped schedules run under jit too
 def test_the_schedule_runs_inside_a_users_jitted_function(lenet):
     loss_fn, init, pool = lenet
     pruner = program.Pruner("force", loss_fn, batch_size=BATCH)

@@ -98,7 +98,7 @@ def test_step_one_of_force_and_iter_snip_equals_snip(tiny):
             np.testing.assert_array_equal(mask[name], snip[name])
 
 
-# Each method at the two ends by default (nothing pruned, and 99 %); the middle and the
+# Each method at 0 and 99 % by default; the middle and the
 # extreme sparsities in the slow tier (keep_count_test checks every count rule alone).
 @pytest.mark.parametrize("method, sparsity", [
     (method, sparsity) if sparsity in (0.0, 0.99)
