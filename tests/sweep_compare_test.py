@@ -86,3 +86,28 @@ def test_joined_folders_must_share_settings_apart_from_sparsity_and_seed(tmp_pat
     with pytest.raises(ValueError, match="holds no cells/.*cannot be checked"):
         sweep_compare.write_comparison(joined[:1] + [("base", str(tmp_path / "bare"))],
                                        str(tmp_path / "out"))
+
+
+def test_chosen_series_in_order_ranked_over_seeds_one_panel_per_variant(tmp_path):
+    write_sweep(tmp_path / "m", [row("snip", 0.99, 0, 0.70), row("snip", 0.99, 1, 0.72),
+                                 row("force", 0.99, 0, 0.88), row("force", 0.99, 1, 0.86),
+                                 row("grasp", 0.99, 0, 0.5)])
+    write_sweep(tmp_path / "more", [row("force", 0.99, 2, 0.87)])
+    runs = [("all", str(tmp_path / "m")), ("all", str(tmp_path / "more"))]
+    rows = sweep_compare.write_comparison(runs, str(tmp_path / "out"), series=["force", "snip"],
+                                          panels="variant")
+    assert [r["method"] for r in rows] == ["force"] * 3 + ["snip"] * 2  # grasp left out
+    text = (tmp_path / "out" / "summary.md").read_text()
+    assert "| all | force | 0.8700 ± 0.0100 (n=3) |" in text
+    assert "- 99 %: best: force; no other within the spread" in text
+    # Seed 2 only force ran: the per-seed ranks are over seeds 0 and 1.
+    assert "| 1 | force | 0.8700 ± 0.0100 (n=3) | 1, 1 | best |" in text
+    assert "| 2 | snip | 0.7100 ± 0.0141 (n=2) | 2, 2 | no |" in text
+    assert "grasp" not in text
+    png = (tmp_path / "out" / "accuracy_vs_sparsity.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="--series names synflow, which no folder has; "
+                                         "the folders have snip, force, grasp"):
+        sweep_compare.write_comparison(runs, str(tmp_path / "bad"), series=["force", "synflow"])
+    with pytest.raises(ValueError, match="--panels must be one of method, variant"):
+        sweep_compare.write_comparison(runs, str(tmp_path / "bad"), panels="seed")

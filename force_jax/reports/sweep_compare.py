@@ -7,12 +7,17 @@ Each run is a sweep folder (its results.csv) and a label; a label given to
 several folders joins their cells into one variant (e.g. seeds 3 and 4 run
 later, in a folder of their own): their cells must then record the same
 settings apart from sparsity and seed (checked in each cell's config.json), and
-a cell found twice is an error. Writes, atomically,
-OUT/results.csv (every row, with a `variant` column), OUT/summary.md (test
-accuracy mean ± sample std and seed count, one row per variant and method,
-one column per sparsity) and OUT/accuracy_vs_sparsity.png (one panel per
-method, one line per variant, error bars of one std). Failed cells are
-counted, never averaged.
+a cell found twice is an error. `--series=force,iter_snip,...` keeps those
+methods (a series: "method" or "method+ablation") in that order. Writes,
+atomically, OUT/results.csv (every row, with a `variant` column),
+OUT/summary.md (test accuracy mean ± sample std and seed count, one row per
+variant and method, one column per sparsity; then, where a variant has
+several methods, their ranking at each sparsity: the best, those within the
+seeds' spread of it, and each method's rank seed by seed, from
+`seed_ranking`) and OUT/accuracy_vs_sparsity.png (error bars of one std; one
+panel per method and one line per variant, or with `--panels=variant` one
+panel per variant and one line per method). Failed cells are counted, never
+averaged.
 """
 
 from __future__ import annotations
@@ -25,12 +30,13 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from force_jax.reports import plots
+from force_jax.reports import plots, seed_ranking
 from force_jax.reports.sweep_report import series_name
 from force_jax.reports.tables import csv_text, markdown_table, mean_std, sparsity_head
 from force_jax.runs import files, workdir
 
 VARIANT_COLUMNS = ("variant", "method", "sparsity", "seed", "test_accuracy", "error")
+PANELS = ("method", "variant")
 
 
 def read_rows(label: str, sweep_dir: str) -> list[dict[str, Any]]:
@@ -81,38 +87,58 @@ def summary_markdown(rows: Sequence[dict[str, Any]]) -> str:
                                  for s in sparsities)]
              for variant in variants for method in methods]
     failed = sum(1 for r in rows if r["error"])
-    return (markdown_table(["variant", "method", *(sparsity_head(s) for s in sparsities)], table)
+    text = (markdown_table(["variant", "method", *(sparsity_head(s) for s in sparsities)], table)
             + f"\n{len(rows)} cells, {failed} failed.\n")
+    for variant in variants:
+        if len({r["method"] for r in rows if r["variant"] == variant}) < 2:
+            continue
+        by_sparsity = {s: seed_ranking.accuracy_by_method(rows, variant, s, methods)
+                       for s in sparsities}
+        text += (f"\n## Ranking of {variant}\n\n"
+                 "Tied with the best: mean ± std overlaps the best method's.\n\n"
+                 + "".join(f"- {sparsity_head(s)}: {seed_ranking.tied_sentence(a)}\n"
+                           for s, a in by_sparsity.items())
+                 + "".join("\n" + seed_ranking.ranking_markdown(a, sparsity_head(s))
+                           for s, a in by_sparsity.items() if any(a.values())))
+    return text
 
 
-def plot_comparison(rows: Sequence[dict[str, Any]], path: str) -> None:
-    """Accuracy vs remaining weights, one panel per method, one line per variant.
+def plot_comparison(rows: Sequence[dict[str, Any]], path: str, panels: str = "method") -> None:
+    """Accuracy vs remaining weights, mean with error bars of one std.
 
     Args:
       rows: labelled rows from `read_rows`.
       path: output PNG.
+      panels: "method" (one panel per method, one line per variant) or
+        "variant" (one panel per variant, one line per method).
     """
     import matplotlib.pyplot as plt
 
+    if panels not in PANELS:
+        raise ValueError(f"panels must be one of {PANELS}, got {panels!r}")
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in rows))
     sparsities = sorted({r["sparsity"] for r in rows})
-    fig, axes = plt.subplots(1, len(methods), figsize=(5 * len(methods), 4), sharey=True,
-                             squeeze=False)
-    for ax, method in zip(axes[0], methods):
-        for variant in variants:
+    outer, inner = (methods, variants) if panels == "method" else (variants, methods)
+    colours = plt.get_cmap("tab10" if len(inner) <= 10 else "tab20")
+    fig, axes = plt.subplots(1, len(outer), figsize=(5 * len(outer) + 2 * (panels == "variant"),
+                                                     4 + 0.15 * len(inner) * (panels == "variant")),
+                             sharey=True, squeeze=False)
+    for ax, name in zip(axes[0], outer):
+        for i, line in enumerate(inner):
+            method, variant = (name, line) if panels == "method" else (line, name)
             points = [(100 * (1 - s), _accuracies(rows, variant, method, s)) for s in sparsities]
             points = [(x, v) for x, v in points if v]
             if not points:
                 continue
             means = [statistics.fmean(v) for _, v in points]
             stds = [statistics.stdev(v) if len(v) > 1 else 0.0 for _, v in points]
-            ax.errorbar([x for x, _ in points], means, yerr=stds, marker="o", capsize=3,
-                        label=variant)
-        ax.set(xscale="log", xlabel="remaining weights (%)", title=method)
+            ax.errorbar([x for x, _ in points], means, yerr=stds, marker="os^vD<>p*h"[i % 10],
+                        capsize=3, color=colours(i % colours.N), label=line)
+        ax.set(xscale="log", xlabel="remaining weights (%)", title=name)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("test accuracy")
-    axes[0][-1].legend(fontsize=8)
+    axes[0][-1].legend(fontsize=8, loc="best" if panels == "method" else "lower right")
     fig.tight_layout()
     plots.save_figure(fig, path)
 
@@ -166,7 +192,8 @@ def cell_settings(sweep_dir: str) -> dict[str, dict]:
     return settings
 
 
-def check_joined_settings(runs: Sequence[tuple[str, str]]) -> None:
+def check_joined_settings(runs: Sequence[tuple[str, str]],
+                          series: Sequence[str] | None = None) -> None:
     """Refuses a label whose folders ran the same method with other settings.
 
     Folders joined under one label must differ only in sparsity and seed, so
@@ -174,6 +201,7 @@ def check_joined_settings(runs: Sequence[tuple[str, str]]) -> None:
 
     Args:
       runs: (label, sweep folder) pairs; labels given once are not checked.
+      series: the series compared (None: every series of the folders).
 
     Raises:
       ValueError: naming the label, the folders, the method and the first
@@ -187,37 +215,71 @@ def check_joined_settings(runs: Sequence[tuple[str, str]]) -> None:
             continue
         reference: dict[str, tuple[str, dict]] = {}  # series -> (first folder with it, record)
         for other in joined:
-            for series, record in cell_settings(other).items():
-                first_folder, first = reference.setdefault(series, (other, record))
+            for name, record in cell_settings(other).items():
+                if series is not None and name not in series:
+                    continue
+                first_folder, first = reference.setdefault(name, (other, record))
                 diff = workdir.differences(first, record)
                 if diff:
                     raise ValueError(
-                        f"variant {label!r} joins {first_folder} and {other}, whose {series} cells "
+                        f"variant {label!r} joins {first_folder} and {other}, whose {name} cells "
                         f"differ in more than sparsity and seed:\n  " + "\n  ".join(diff[:5])
                         + "\nGive them different labels or rerun one with the other's settings.")
 
 
-def write_comparison(runs: Sequence[tuple[str, str]], out_dir: str) -> list[dict[str, Any]]:
+def select_series(rows: Sequence[dict[str, Any]], series: Sequence[str]) -> list[dict[str, Any]]:
+    """The rows of the named series, ordered as `series` names them.
+
+    Args:
+      rows: labelled rows from `read_rows`.
+      series: series names ("method" or "method+ablation").
+
+    Returns:
+      The rows kept, by series in the given order, each series' rows in
+      their read order.
+
+    Raises:
+      ValueError: naming a series that no row has, and those there are.
+    """
+    present = list(dict.fromkeys(r["method"] for r in rows))
+    missing = [name for name in series if name not in present]
+    if missing:
+        raise ValueError(f"--series names {', '.join(missing)}, which no folder has; "
+                         f"the folders have {', '.join(present)}")
+    return [r for name in series for r in rows if r["method"] == name]
+
+
+def write_comparison(runs: Sequence[tuple[str, str]], out_dir: str, *,
+                     series: Sequence[str] | None = None,
+                     panels: str = "method") -> list[dict[str, Any]]:
     """Reads every run and writes results.csv, summary.md and the figure into out_dir.
 
     Args:
       runs: (label, sweep folder) pairs, in the order of the table.
       out_dir: output folder (created if missing).
+      series: the series to compare, in the table's order (None: all, in the
+        order read).
+      panels: the figure's panels, "method" or "variant" (`plot_comparison`).
 
     Returns:
       The labelled rows.
 
     Raises:
-      ValueError: for a cell found twice, or folders joined under one label
-        whose settings differ (`check_joined_settings`).
+      ValueError: for a cell found twice, folders joined under one label
+        whose settings differ (`check_joined_settings`), a series no folder
+        has, or unknown panels.
     """
+    if panels not in PANELS:
+        raise ValueError(f"--panels must be one of {', '.join(PANELS)}, got {panels!r}")
     rows = [row for label, folder in runs for row in read_rows(label, folder)]
+    if series is not None:
+        rows = select_series(rows, series)
     check_no_repeated_cells(rows)
-    check_joined_settings(runs)
+    check_joined_settings(runs, series)
     files.write_atomic(os.path.join(out_dir, "results.csv"),
                        csv_text(VARIANT_COLUMNS, [[r[c] for c in VARIANT_COLUMNS] for r in rows]))
     files.write_atomic(os.path.join(out_dir, "summary.md"), summary_markdown(rows))
-    plot_comparison(rows, os.path.join(out_dir, "accuracy_vs_sparsity.png"))
+    plot_comparison(rows, os.path.join(out_dir, "accuracy_vs_sparsity.png"), panels)
     return rows
 
 
@@ -245,16 +307,19 @@ def parse_runs(text: str) -> list[tuple[str, str]]:
 
 
 def main() -> None:
-    """Command line: --runs=label=folder,... --out=DIR."""
+    """Command line: --runs=label=folder,... --out=DIR [--series=a,b] [--panels=variant]."""
     from absl import app, flags
 
     flags.DEFINE_string("runs", None, "label=sweep_folder pairs, comma-separated.")
     flags.DEFINE_string("out", None, "Output folder.")
+    flags.DEFINE_list("series", None, "Series to compare, in order (default: all).")
+    flags.DEFINE_enum("panels", "method", PANELS, "One figure panel per method or per variant.")
     flags.mark_flags_as_required(["runs", "out"])
 
     def run(argv: list[str]) -> None:
         del argv
-        rows = write_comparison(parse_runs(flags.FLAGS.runs), flags.FLAGS.out)
+        rows = write_comparison(parse_runs(flags.FLAGS.runs), flags.FLAGS.out,
+                                series=flags.FLAGS.series, panels=flags.FLAGS.panels)
         print(summary_markdown(rows))
 
     app.run(run)
