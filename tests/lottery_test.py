@@ -90,3 +90,21 @@ def test_two_rounds_rewind_prune_for_good_and_resume_by_rounds(tmp_path):
     (tmp_path / "round_2" / "prune.json").unlink()
     again = lottery.run_lottery(config, str(tmp_path))
     assert again[:2] == results[:2] and again[-1]["test_accuracy"] == final
+
+
+@needs_real_data
+def test_one_shot_after_training_as_a_sweep_cell(tmp_path):
+    """One round without rewinding, run as a sweep cell: the last round's record at the root."""
+    config = tiny_config(**{"lottery.rounds": 1, "lottery.rewind_step": -1,
+                            "prune.sparsity": 0.9})
+    metrics = lottery.run_as_one_run(config, str(tmp_path))
+    last = tmp_path / "round_1"
+    for name in ("metrics.json", "prune.json", "metrics.jsonl"):
+        assert (tmp_path / name).read_text() == (last / name).read_text(), name
+    assert metrics == json.loads((last / "metrics.json").read_text())
+    record = json.loads((tmp_path / "prune.json").read_text())
+    n = record["report"]["total"]
+    assert record["method"] == "lottery" and record["rewind_step"] == -1
+    assert record["report"]["kept"] == n // 10  # floor((1 - 0.9) n), as every method keeps
+    state, step = final_state(lottery.round_config(config, 1), str(last))
+    assert step == 6 and int(masks.num_kept(optim.mask_from_state(state.opt_state))) == n // 10

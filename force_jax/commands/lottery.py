@@ -158,12 +158,17 @@ def run_lottery(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
     Returns:
       One record per round: round, sparsity, kept, test_accuracy.
     """
+    _check_run(config)
+    with workdir_lib.claim(workdir, config):
+        return _run_rounds(config, workdir)
+
+
+def _check_run(config: ml_collections.ConfigDict) -> None:
+    """The lottery keys, the config, then the rewind step against the run's length."""
     check(config)
     validate.validate_config(config)
     info = setup.experiment(config).info
     check(config, training_setup.run_length(config, info.num_train)[0])
-    with workdir_lib.claim(workdir, config):
-        return _run_rounds(config, workdir)
 
 
 def _run_rounds(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
@@ -203,14 +208,16 @@ def run_as_one_run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     Returns:
       The last round's metrics (as metrics.json holds them).
     """
-    run_lottery(config, workdir)
+    _check_run(config)
     last = os.path.join(workdir, f"round_{config.lottery.rounds}")
-    if jax.process_index() == 0:
-        checkpoint.write_jsonl(os.path.join(workdir, "metrics.jsonl"),
-                               checkpoint.read_jsonl(os.path.join(last, "metrics.jsonl")))
-        for name in ("prune.json", "metrics.json"):
-            checkpoint.write_json(os.path.join(workdir, name),
-                                  json.loads(files.read_text(os.path.join(last, name))))
+    with workdir_lib.claim(workdir, config):  # the copies too: no other run writes here meanwhile
+        _run_rounds(config, workdir)
+        if jax.process_index() == 0:
+            checkpoint.write_jsonl(os.path.join(workdir, "metrics.jsonl"),
+                                   checkpoint.read_jsonl(os.path.join(last, "metrics.jsonl")))
+            for name in ("prune.json", "metrics.json"):
+                checkpoint.write_json(os.path.join(workdir, name),
+                                      json.loads(files.read_text(os.path.join(last, name))))
     return json.loads(files.read_text(os.path.join(last, "metrics.json")))
 
 
