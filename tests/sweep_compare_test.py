@@ -23,9 +23,9 @@ def write_sweep(folder, rows, num_steps=150):
         (cell / "config.json").write_text(json.dumps(record))
 
 
-def row(method, sparsity, seed, accuracy, error=None):
+def row(method, sparsity, seed, accuracy, error=None, **more):
     return {"method": method, "sparsity": sparsity, "seed": seed, "test_accuracy": accuracy,
-            "error": error}
+            "error": error, **more}
 
 
 def test_two_variants_side_by_side(tmp_path):
@@ -41,7 +41,7 @@ def test_two_variants_side_by_side(tmp_path):
     # Four decimals, as in every table (`tables.mean_std`).
     assert lines[2] == "| paper loss | force | 0.8500 ± 0.0707 (n=2) | n/a |"
     assert lines[3] == "| ce | force | 0.5000 (n=1) | 0.2500 (n=1) |"
-    assert lines[-1] == "5 cells, 1 failed."
+    assert lines[5] == "5 cells, 1 failed."
     with open(tmp_path / "out" / "results.csv") as f:
         table = list(csv.DictReader(f))
     assert [r["variant"] for r in table] == ["paper loss"] * 3 + ["ce"] * 2
@@ -111,3 +111,22 @@ def test_chosen_series_in_order_ranked_over_seeds_one_panel_per_variant(tmp_path
         sweep_compare.write_comparison(runs, str(tmp_path / "bad"), series=["force", "synflow"])
     with pytest.raises(ValueError, match="--panels must be one of method, variant"):
         sweep_compare.write_comparison(runs, str(tmp_path / "bad"), panels="seed")
+
+
+def test_paths_and_seconds_carried_over_per_cell_and_averaged(tmp_path):
+    write_sweep(tmp_path / "a", [
+        row("force", 0.99, 0, 0.8, kept=100, effective=90, prune_seconds=10.0,
+            best_validation_accuracy=0.81),
+        row("force", 0.99, 1, 0.9, kept=100, effective=0, prune_seconds=20.0),
+        row("force", 0.998, 0, 0.7)])  # an older results.csv: no paths, no seconds
+    rows = sweep_compare.write_comparison([("a", str(tmp_path / "a"))], str(tmp_path / "out"))
+    assert (rows[0]["kept"], rows[0]["effective"], rows[0]["prune_seconds"],
+            rows[0]["best_validation_accuracy"]) == (100, 90, 10.0, 0.81)
+    assert rows[2]["effective"] is None and rows[2]["prune_seconds"] is None
+    text = (tmp_path / "out" / "summary.md").read_text()
+    # (90/100 + 0/100) / 2 = 45 %; one of the two masks keeps no path. Seconds: (10 + 20) / 2.
+    assert "| a | force | 45.0 % (1/2 no path) | n/a |" in text
+    assert "| a | force | 15 s | n/a |" in text
+    with open(tmp_path / "out" / "results.csv") as f:
+        first = next(csv.DictReader(f))
+    assert (first["kept"], first["effective"], first["prune_seconds"]) == ("100", "90", "10.0")

@@ -9,9 +9,12 @@ later, in a folder of their own): their cells must then record the same
 settings apart from sparsity and seed (checked in each cell's config.json), and
 a cell found twice is an error. `--series=force,iter_snip,...` keeps those
 methods (a series: "method" or "method+ablation") in that order. Writes,
-atomically, OUT/results.csv (every row, with a `variant` column),
+atomically, OUT/results.csv (every cell, with a `variant` column, its test
+and best validation accuracy, kept and effective weights, mask seconds),
 OUT/summary.md (test accuracy mean ± sample std and seed count, one row per
-variant and method, one column per sparsity; then, where a variant has
+variant and method, one column per sparsity; in the same layout, the kept
+weights on an input-output path and the seconds to compute the mask; then,
+where a variant has
 several methods, their ranking at each sparsity: the best, those within the
 seeds' spread of it, and each method's rank seed by seed, from
 `seed_ranking`) and OUT/accuracy_vs_sparsity.png (error bars of one std; one
@@ -35,7 +38,8 @@ from force_jax.reports.sweep_report import series_name
 from force_jax.reports.tables import csv_text, markdown_table, mean_std, sparsity_head
 from force_jax.runs import files, workdir
 
-VARIANT_COLUMNS = ("variant", "method", "sparsity", "seed", "test_accuracy", "error")
+VARIANT_COLUMNS = ("variant", "method", "sparsity", "seed", "test_accuracy",
+                   "best_validation_accuracy", "kept", "effective", "prune_seconds", "error")
 PANELS = ("method", "variant")
 
 
@@ -48,7 +52,8 @@ def read_rows(label: str, sweep_dir: str) -> list[dict[str, Any]]:
 
     Returns:
       Dicts with VARIANT_COLUMNS (the method of an ablated cell is
-      "method+ablation"); test_accuracy is a float or None.
+      "method+ablation"); a number the sweep did not record (an older
+      results.csv without the column, a failed cell) is None.
 
     Raises:
       FileNotFoundError: naming the missing results.csv.
@@ -60,8 +65,18 @@ def read_rows(label: str, sweep_dir: str) -> list[dict[str, Any]]:
         return [{"variant": label, "method": series_name(r["method"], r.get("ablation")),
                  "sparsity": float(r["sparsity"]),
                  "seed": int(r["seed"]),
-                 "test_accuracy": float(r["test_accuracy"]) if r["test_accuracy"] else None,
+                 **{key: _number(r.get(key), kind) for key, kind in NUMBERS.items()},
                  "error": r.get("error") or None} for r in csv.DictReader(f)]
+
+
+# The per-cell numbers a comparison carries over from each sweep's results.csv.
+NUMBERS = {"test_accuracy": float, "best_validation_accuracy": float, "kept": int,
+           "effective": int, "prune_seconds": float}
+
+
+def _number(text: str | None, kind: type) -> float | int | None:
+    """A results.csv field as a number; None for an empty or missing one."""
+    return kind(float(text)) if text else None
 
 
 def _accuracies(rows, variant, method, sparsity) -> list[float]:
@@ -69,10 +84,34 @@ def _accuracies(rows, variant, method, sparsity) -> list[float]:
         variant, method, sparsity) and r["test_accuracy"] is not None]
 
 
-def summary_markdown(rows: Sequence[dict[str, Any]]) -> str:
-    """Test accuracy, variant x method by sparsity, as mean ± std (n seeds).
+def _cells(rows, variant, method, sparsity) -> list[dict[str, Any]]:
+    return [r for r in rows if (r["variant"], r["method"], r["sparsity"]) == (
+        variant, method, sparsity)]
 
-    Each cell is `tables.mean_std` with its seed count: "0.8500 ± 0.0707 (n=2)".
+
+def _paths(cells: Sequence[dict[str, Any]]) -> str:
+    """Mean effective / kept share, and how many masks keep no path: "92.1 % (0/3 no path)"."""
+    known = [c for c in cells if c.get("effective") is not None and c.get("kept")]
+    if not known:
+        return "n/a"
+    share = statistics.fmean(c["effective"] / c["kept"] for c in known)
+    return f"{100 * share:.1f} % ({sum(c['effective'] == 0 for c in known)}/{len(known)} no path)"
+
+
+def _seconds(cells: Sequence[dict[str, Any]]) -> str:
+    """Mean seconds to compute the mask over the cells that recorded it."""
+    known = [c["prune_seconds"] for c in cells if c.get("prune_seconds") is not None]
+    return f"{statistics.fmean(known):.0f} s" if known else "n/a"
+
+
+def summary_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """Test accuracy, variant x method by sparsity, as mean ± std (n seeds), and more.
+
+    Each cell of the first table is `tables.mean_std` with its seed count:
+    "0.8500 ± 0.0707 (n=2)". Then, in the same layout, the share of the kept
+    weights on an input-output path with the masks that keep none, and the
+    seconds to compute the mask; then, for each variant of several methods,
+    the ranking at each sparsity (`seed_ranking`).
 
     Args:
       rows: labelled rows from `read_rows`.
@@ -87,8 +126,14 @@ def summary_markdown(rows: Sequence[dict[str, Any]]) -> str:
                                  for s in sparsities)]
              for variant in variants for method in methods]
     failed = sum(1 for r in rows if r["error"])
-    text = (markdown_table(["variant", "method", *(sparsity_head(s) for s in sparsities)], table)
-            + f"\n{len(rows)} cells, {failed} failed.\n")
+    head = ["variant", "method", *(sparsity_head(s) for s in sparsities)]
+    text = markdown_table(head, table) + f"\n{len(rows)} cells, {failed} failed.\n"
+    for title, cell in (("Kept weights on an input-output path (effective / kept, mean over "
+                         "seeds; masks that keep no path)", _paths),
+                        ("Seconds to compute the mask (mean over seeds)", _seconds)):
+        table = [[variant, method, *(cell(_cells(rows, variant, method, s)) for s in sparsities)]
+                 for variant in variants for method in methods]
+        text += f"\n{title}:\n\n" + markdown_table(head, table)
     for variant in variants:
         if len({r["method"] for r in rows if r["variant"] == variant}) < 2:
             continue
