@@ -55,6 +55,7 @@ def test_each_command_s_help_lists_its_usage_and_flags():
         assert "--config: Experiment config file" in output, output
         assert "--config.KEY=VALUE, e.g. --config.prune.sparsity=0.98" in output, output
         assert f"--workdir: {WORKDIR_HELP[command]}" in output, output
+        assert ("--[no]report_only: Rewrite results.csv" in output) == (command == "sweep")
         # Nothing before the usage but the command's one-line description.
         assert output.splitlines()[2].startswith(f"usage: python -m force_jax.{command} ")
 

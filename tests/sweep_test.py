@@ -142,6 +142,37 @@ def test_a_resumed_sweep_writes_its_reports_once(tmp_path, monkeypatch):
     assert len(writes) == 1 and [r["test_accuracy"] for r in rows] == [0.5] * 4
 
 
+def test_report_only_reports_every_ended_cell_of_the_grid_and_runs_none(tmp_path):
+    config = tiny_sweep_config()
+    config.sweep.seeds = (0, 1)
+
+    def finishes(cell_config, cell_dir):
+        workdir.record_config(cell_dir, cell_config)
+        if cell_config.prune.method == "snip" and cell_config.prune.sparsity == 0.99:
+            raise RuntimeError("no path")
+        (tmp_path / cell_dir / "metrics.json").write_text(
+            f'{{"test_accuracy": {0.5 + cell_config.seed / 10}}}')
+
+    partial = ml_collections.ConfigDict(config.to_dict())
+    partial.sweep.seeds = (1,)
+    sweep.run_sweep(partial, str(tmp_path), train_fn=finishes)  # seed 1 only, as reported
+    assert {r["seed"] for r in read_csv(tmp_path / "results.csv")} == {"1"}
+    force_seed0 = sweep_grid.cell_config(config, "force", 0.9, 0)  # a cell copied in
+    finishes(force_seed0, str(tmp_path / "cells" / "force_s0.9_seed0"))
+    (tmp_path / "cells" / "snip_s0.9_seed0").mkdir()  # a cell that never ended: left out
+    rows = sweep.rewrite_reports(config, str(tmp_path))
+    table = read_csv(tmp_path / "results.csv")
+    assert [(r["method"], r["sparsity"], r["seed"]) for r in table] == [
+        ("force", "0.9", "0"), ("force", "0.9", "1"), ("force", "0.99", "1"), ("snip", "0.9", "1"),
+        ("snip", "0.99", "1")]
+    assert table[0]["test_accuracy"] == "0.5" and table[-1]["error"] == "RuntimeError: no path"
+    assert len(rows) == 5 and "5 cells, 1 failed." in (tmp_path / "summary.md").read_text()
+    assert not (tmp_path / "cells" / "snip_s0.9_seed0" / "metrics.json").exists()  # none ran
+    config.sweep.seeds = (7,)
+    with pytest.raises(ConfigError, match="holds no finished cell of this config's grid"):
+        sweep.rewrite_reports(config, str(tmp_path))
+
+
 @needs_real_data
 def test_sweep_writes_results_skips_finished_cells_and_records_failures(tmp_path):
     config = tiny_sweep_config()

@@ -66,6 +66,7 @@ from force_jax.config.sweep_grid import (
     validate_grid,
 )
 from force_jax.core import mask_analysis
+from force_jax.errors import ConfigError
 from force_jax.reports import plots, sweep_cells
 from force_jax.reports.sweep_report import (
     report_from_dict,
@@ -146,6 +147,34 @@ def run_sweep(
         return _run_cells(config, workdir, train_fn or train.train_and_evaluate)
 
 
+def rewrite_reports(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]:
+    """Rewrites a sweep folder's reports from its finished cells, running none.
+
+    For a folder whose cells were copied in (from other machines, or a sweep
+    still running elsewhere), or one whose reports a partial grid last wrote
+    (`--config.sweep.seeds=(0,)`): results.csv, accuracy_by_step.csv,
+    summary.md and the figures then hold every cell of the config's grid
+    that finished or failed, and no other. The folder is claimed as by `run_sweep` (a sweep
+    running on it refuses this), and every cell present is checked against
+    the config first.
+
+    Args:
+      config: the sweep config whose grid the reports cover.
+      workdir: the sweep folder.
+
+    Returns:
+      The results rows of the finished cells (as in results.csv).
+
+    Raises:
+      ConfigError: for a bad grid, or a folder with no finished cell of the grid.
+      WorkdirError: for a folder in use, or holding cells of another config.
+    """
+    validate_grid(config.sweep)
+    workdir_lib.check_location(workdir)
+    with workdir_lib.claim(workdir, check=lambda: check_cells(config, workdir)):
+        return _run_cells(config, workdir, None)
+
+
 def validate_cells(config: ml_collections.ConfigDict) -> None:
     """Refuses, before any cell runs or anything is written, a grid a cell of which cannot run.
 
@@ -196,8 +225,12 @@ def _rounds(cell: ml_collections.ConfigDict) -> int:
 
 
 def _run_cells(config: ml_collections.ConfigDict, workdir: str,
-               train_fn: TrainFn) -> list[dict[str, Any]]:
-    """The body of `run_sweep`, on a locked sweep folder whose cells match `config`."""
+               train_fn: TrainFn | None) -> list[dict[str, Any]]:
+    """The body of `run_sweep` (and, without train_fn, of `rewrite_reports`).
+
+    On a locked sweep folder whose cells match `config`; train_fn None runs
+    no cell, and reports the finished and the failed ones only.
+    """
     sweep = config.sweep
     cells = grid(sweep)
     rows: list[dict[str, Any]] = []
@@ -209,6 +242,10 @@ def _run_cells(config: ml_collections.ConfigDict, workdir: str,
         bar.set_postfix_str(name)
         cell_dir = os.path.join(workdir, "cells", name)
         ran = not files.exists(os.path.join(cell_dir, "metrics.json"))
+        if train_fn is None:  # reports only: a cell never run (or not yet ended) is left out
+            if ran and not files.exists(os.path.join(cell_dir, sweep_cells.CELL_RECORD)):
+                continue
+            ran = False
         if ran:
             cell_cfg = cell_config(config, *cell)
             # An arm of lottery rounds trains each round as a run of its own.
@@ -223,6 +260,9 @@ def _run_cells(config: ml_collections.ConfigDict, workdir: str,
         if ran:  # a resumed sweep does not redraw for every cell it skips
             _write_reports(workdir, rows, step_rows, sweep, highest, first_seed)
     bar.close()
+    if not rows:
+        raise ConfigError(f"{workdir} holds no finished cell of this config's grid: nothing to "
+                          "report (check --workdir and the grid's config.sweep keys)")
     _write_reports(workdir, rows, step_rows, sweep, highest, first_seed)
     return rows
 
@@ -311,11 +351,26 @@ def _sweep_and_summarise(config: ml_collections.ConfigDict, workdir: str, *,
         sys.exit(1)
 
 
+def _report_and_summarise(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """The sweep command with --report_only: `rewrite_reports`, and one line of what it found."""
+    rows = rewrite_reports(config, workdir)
+    print(f"{len(rows)} finished cells reported, {len(failure_lines(rows))} of them failed; "
+          f"results in {os.path.join(workdir, 'results.csv')}", flush=True)
+
+
 def main() -> None:
-    """Command line: --config=configs/x.py --workdir=DIR [--config.key=value ...]."""
+    """Command line: --config=x.py --workdir=DIR [--report_only] [--config.key=value ...]."""
+    from absl import flags
+
     from force_jax.commands import cli
 
-    cli.run_config_command(_sweep_and_summarise, "Sweep folder; rerun on it to resume.")
+    flags.DEFINE_bool("report_only", False, "Rewrite results.csv, summary.md and the figures "
+                      "from the folder's finished cells; run no cell.")
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS["report_only"])
+    cli.run_config_command(
+        lambda config, workdir: (_report_and_summarise if flags.FLAGS.report_only
+                                 else _sweep_and_summarise)(config, workdir),
+        "Sweep folder; rerun on it to resume.")
 
 
 if __name__ == "__main__":
