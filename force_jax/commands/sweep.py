@@ -236,7 +236,7 @@ def _run_cells(config: ml_collections.ConfigDict, workdir: str,
     rows: list[dict[str, Any]] = []
     step_rows: list[dict[str, Any]] = []
     highest, first_seed = max(sweep.sparsities), sweep.seeds[0]  # the per-layer density plot
-    bar = tqdm(cells, desc="sweep", unit="cell")
+    bar = tqdm(cells, desc="sweep", unit="cell", disable=train_fn is None)
     for cell in bar:
         name = cell_name(*cell)
         bar.set_postfix_str(name)
