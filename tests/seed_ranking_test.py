@@ -31,7 +31,11 @@ def test_equal_accuracies_share_the_better_rank_and_one_seed_has_no_spread():
     assert common == (0,)
     assert [(r.method, r.seed_ranks, r.std) for r in ranked] == [
         ("z", (1,), 0.0), ("x", (2,), 0.0), ("y", (2,), 0.0)]  # equal means keep their order
+    # One seed each: no spread to compare, so no tie or gap is claimed.
+    assert [r.tied_with_best for r in ranked] == [True, None, None]
     assert seed_ranking.tied_sentence({"x": {0: 0.5}, "z": {0: 0.7}}) == (
+        "best: z; no other within the spread; one seed, not judged: x")
+    assert seed_ranking.tied_sentence({"x": {0: 0.5, 1: 0.5}, "z": {0: 0.7, 1: 0.7}}) == (
         "best: z; no other within the spread")
 
 
@@ -40,6 +44,7 @@ def test_no_common_seed_and_no_value():
     assert common == () and [r.seed_ranks for r in ranked] == [(), ()]
     text = seed_ranking.ranking_markdown({"a": {0: 0.9}, "b": {1: 0.8}}, "99 %")
     assert "| 1 | a | 0.9000 (n=1) | n/a | best |" in text
+    assert "| 2 | b | 0.8000 (n=1) | n/a | one seed |" in text
     assert "Ranks over seeds none shared" in text
     assert seed_ranking.rank_methods({"a": {}}) == ([], ())
     assert seed_ranking.ranking_markdown({}, "99 %") == ""

@@ -9,7 +9,9 @@ mean test accuracy and gives each one:
   ranking: equal accuracies share the better rank, "1, 2, 2, 4");
 - whether it is tied with the best: its interval mean ± std overlaps the
   best method's. A method not tied with the best is behind it by more than
-  the seeds' spread.
+  the seeds' spread. Where it or the best ran a single seed, the spread is
+  unknown and the question is left open (None), never answered from a
+  spread of 0.
 
 The standard deviation is the sample one (0 for a single seed), as in every
 table (`tables.mean_std`).
@@ -34,7 +36,8 @@ class Ranked:
       mean: their mean.
       std: their sample standard deviation (0 for one seed).
       seed_ranks: its rank in each of the common seeds, in seed order.
-      tied_with_best: its mean ± std overlaps the best method's (True for the best).
+      tied_with_best: its mean ± std overlaps the best method's (True for the
+        best); None where it or the best has a single seed.
     """
 
     method: str
@@ -42,7 +45,7 @@ class Ranked:
     mean: float
     std: float
     seed_ranks: tuple[int, ...]
-    tied_with_best: bool
+    tied_with_best: bool | None
 
 
 def _ranks(scores: Mapping[str, float]) -> dict[str, int]:
@@ -71,11 +74,20 @@ def rank_methods(accuracy: Mapping[str, Mapping[int, float]]
     stats = {m: (statistics.fmean(v.values()),
                  statistics.stdev(v.values()) if len(v) > 1 else 0.0) for m, v in present.items()}
     order = sorted(present, key=lambda m: -stats[m][0])
-    best_mean, best_std = stats[order[0]]
+    best = order[0]
+    best_mean, best_std = stats[best]
+
+    def tied(m: str) -> bool | None:
+        if m == best:
+            return True
+        if min(len(present[m]), len(present[best])) < 2:  # no spread to compare with
+            return None
+        return stats[m][0] + stats[m][1] >= best_mean - best_std
+
     ranked = [Ranked(method=m, values=tuple(present[m][s] for s in sorted(present[m])),
                      mean=stats[m][0], std=stats[m][1],
                      seed_ranks=tuple(ranks[m] for ranks in per_seed),
-                     tied_with_best=stats[m][0] + stats[m][1] >= best_mean - best_std)
+                     tied_with_best=tied(m))
               for m in order]
     return ranked, common
 
@@ -97,7 +109,8 @@ def ranking_markdown(accuracy: Mapping[str, Mapping[int, float]], title: str) ->
         return ""
     rows = [[str(place), r.method, mean_std(list(r.values), count=True),
              ", ".join(map(str, r.seed_ranks)) or "n/a",
-             "best" if place == 1 else ("yes" if r.tied_with_best else "no")]
+             "best" if place == 1 else {True: "yes", False: "no", None: "one seed"}[
+                 r.tied_with_best]]
             for place, r in enumerate(ranked, start=1)]
     seeds = ", ".join(map(str, common)) if common else "none shared"
     return (f"**{title}**\n\n"
@@ -113,15 +126,18 @@ def tied_sentence(accuracy: Mapping[str, Mapping[int, float]]) -> str:
       accuracy: {method: {seed: test accuracy}} (see `rank_methods`).
 
     Returns:
-      "best: A; tied with it: B, C" (or "; no other within the spread");
-      "no values" when no method has one.
+      "best: A; tied with it: B, C" (or "; no other within the spread"),
+      then "; one seed, not judged: D" for the methods `rank_methods` cannot
+      compare; "no values" when no method has one.
     """
     ranked, _ = rank_methods(accuracy)
     if not ranked:
         return "no values"
     tied = [r.method for r in ranked[1:] if r.tied_with_best]
-    return f"best: {ranked[0].method}; " + (f"tied with it: {', '.join(tied)}" if tied
+    open_ = [r.method for r in ranked[1:] if r.tied_with_best is None]
+    text = f"best: {ranked[0].method}; " + (f"tied with it: {', '.join(tied)}" if tied
                                              else "no other within the spread")
+    return text + (f"; one seed, not judged: {', '.join(open_)}" if open_ else "")
 
 
 def accuracy_by_method(rows: Sequence[Mapping], variant: str, sparsity: float,
