@@ -181,6 +181,9 @@ def plot_comparison(rows: Sequence[dict[str, Any]], path: str, panels: str = "me
             ax.errorbar([x for x, _ in points], means, yerr=stds, marker="os^vD<>p*h"[i % 10],
                         capsize=3, color=colours(i % colours.N), label=line)
         ax.set(xscale="log", xlabel="remaining weights (%)", title=name)
+        remaining = [100 * (1 - s) for s in sparsities]  # the measured points, as plain numbers
+        ax.set_xticks(remaining, [f"{x:.3g}" for x in remaining])
+        ax.minorticks_off()
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("test accuracy")
     axes[0][-1].legend(fontsize=8, loc="best" if panels == "method" else "lower right")
