@@ -10,7 +10,8 @@ rerunning the same command on DIR skips the finished cells and resumes the
 interrupted one. The command exits with status 1 when some cell failed, each
 named on stderr (the code: force_jax.commands.sweep.run_sweep). With
 --report_only it runs no cell and rewrites the reports from the folder's
-finished cells (cells copied in, or a partial grid's reports). For example:
+finished and failed cells (cells copied in, or a partial grid's reports),
+and exits with status 0 whatever those cells' outcome. For example:
 
     python -m force_jax.sweep --config=configs/claim_fashion_mnist.py \
         --workdir=/tmp/claim --config.data.data_dir=../shared/datasets/tfds

@@ -75,6 +75,9 @@ def test_gradual_pruning_and_set_train_end_to_end(tmp_path, method, overrides):
         os.path.join(tmp_path, "metrics.jsonl"))]
     if method == "gmp":  # dense at step 0, pruned to 10 % by step 4
         assert densities[0] < 1 and densities[-1] == pytest.approx(int(0.1 * n) / n)
+    # The mask training ended with, counted again: its kept weights and those on a path.
+    assert metrics["final_kept"] == int(0.1 * n) and 0 < metrics["final_effective"] <= (
+        metrics["final_kept"])
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -100,3 +103,49 @@ def test_a_bad_mask_change_setting_fails_before_any_work(tmp_path, overrides, me
     with pytest.raises(ConfigError, match=message):
         train.train_and_evaluate(tiny_config(**overrides), str(tmp_path))
     assert not os.listdir(tmp_path)
+
+
+@needs_real_data
+def test_the_mask_training_ended_with_is_counted_again_where_it_changed(tmp_path):
+    """metrics.json's final_kept / final_effective, and the results row that reads them."""
+    from force_jax.config import pruning_run, setup, training_setup
+    from force_jax.reports import sweep_cells
+    from force_jax.runs import workdir
+
+    rigl = tiny_config(**{"prune.sparsity": 0.9, "train.mask_changes.method": "rigl",
+                          "train.mask_changes.every": 2, "train.mask_changes.end": 4})
+    exp = setup.experiment(rigl)
+    params = exp.variables["params"]
+    # A mask that keeps one weight of the first layer only: no path to the output.
+    first = min(k for k, v in params.items() if "kernel" in v)
+    mask = jax.tree.map(lambda p: np.zeros(p.shape, bool) if p.ndim > 1 else np.ones((), bool),
+                        params)
+    mask[first]["kernel"] = np.zeros(params[first]["kernel"].shape, bool)
+    mask[first]["kernel"].flat[0] = True
+    schedule = training_setup.make_lr_schedule(rigl, exp.info.num_train)
+    state = training_setup.initial_state(rigl, exp.model, exp.variables, mask, schedule, 6)
+    assert train._changed_mask_counts(rigl, exp, state) == {"final_kept": 1,
+                                                            "final_effective": 0}
+    fixed = tiny_config(**{"prune.sparsity": 0.9})
+    assert train._changed_mask_counts(fixed, exp, state) == {}  # prune.json's counts hold
+    report = pruning_run.mask_report(exp.model, exp.variables, mask, exp.info.image_shape)
+    assert (report.kept, report.effective) == (1, 0)
+
+    # A results row: the pruning mask's counts, and those of the mask training ended with.
+    cell = tmp_path / "cell"
+    workdir.record_config(str(cell), rigl)
+    (cell / "prune.json").write_text(json.dumps({"report": {
+        "kept": 50, "effective": 40, "collapsed": []}}))
+    (cell / "metrics.json").write_text(json.dumps({"test_accuracy": 0.5, "final_kept": 50,
+                                                   "final_effective": 7}))
+    row = sweep_cells.cell_row(str(cell), "rigl", 0.9, 0)
+    assert (row["kept"], row["effective"], row["final_kept"], row["final_effective"]) == (
+        50, 40, 50, 7)
+    (cell / "metrics.json").write_text('{"test_accuracy": 0.5}')  # a run that did not count
+    row = sweep_cells.cell_row(str(cell), "rigl", 0.9, 0)
+    assert (row["final_kept"], row["final_effective"]) == (None, None)  # unknown, not guessed
+    workdir.record_config(str(tmp_path / "fixed"), fixed)
+    for name in ("prune.json", "metrics.json"):
+        (tmp_path / "fixed" / name).write_text((cell / name).read_text())
+    row = sweep_cells.cell_row(str(tmp_path / "fixed"), "force", 0.9, 0)
+    assert (row["final_kept"], row["final_effective"]) == (50, 40)  # the mask never changed

@@ -23,7 +23,7 @@ def test_order_ranks_per_seed_and_ties_with_the_best():
     assert [r.seed_ranks for r in ranked] == [(2, 1, 2), (1, 2, 1), (3, 3, 3)]
     # b: 0.7025 + std 0.3351 = 1.04 >= 0.80 = a's mean - std; c: 0.52 + 0.02 = 0.54 < 0.80.
     assert [r.tied_with_best for r in ranked] == [True, True, False]
-    assert seed_ranking.tied_sentence(accuracy) == "best: a; tied with it: b"
+    assert seed_ranking.tied_sentence(accuracy) == "best: a; tied with it: b; no value: d"
 
 
 def test_equal_accuracies_share_the_better_rank_and_one_seed_has_no_spread():
@@ -60,3 +60,10 @@ def test_markdown_rows():
     # snip: mean 0.48, std 0.5374: its interval reaches force's.
     assert lines[5] == "| 2 | snip | 0.4800 ± 0.5374 (n=2) | 2, 2 | yes |"
     assert lines[-1] == "Ranks over seeds 0, 1 (the seeds every method above ran), 1 the best."
+
+
+def test_methods_without_a_value_are_named_not_dropped():
+    accuracy = {"a": {0: 0.9, 1: 0.8}, "b": {}, "c": {0: 0.85, 1: 0.86}}
+    assert seed_ranking.tied_sentence(accuracy) == "best: c; tied with it: a; no value: b"
+    assert seed_ranking.tied_sentence({"a": {0: 0.9}, "b": {}}) == (
+        "best: a, the only method with a value; no value: b")

@@ -109,6 +109,9 @@ def test_chosen_series_in_order_ranked_over_seeds_one_panel_per_variant(tmp_path
     with pytest.raises(ValueError, match="--series names synflow, which no folder has; "
                                          "the folders have snip, force, grasp"):
         sweep_compare.write_comparison(runs, str(tmp_path / "bad"), series=["force", "synflow"])
+    for series, problem in (([], "none named"), (["force", "force"], "force named twice")):
+        with pytest.raises(ValueError, match=f"--series must name each series once.*{problem}"):
+            sweep_compare.write_comparison(runs, str(tmp_path / "bad"), series=series)
     with pytest.raises(ValueError, match="--panels must be one of method, variant"):
         sweep_compare.write_comparison(runs, str(tmp_path / "bad"), panels="seed")
 
@@ -116,12 +119,15 @@ def test_chosen_series_in_order_ranked_over_seeds_one_panel_per_variant(tmp_path
 def test_paths_and_seconds_carried_over_per_cell_and_averaged(tmp_path):
     write_sweep(tmp_path / "a", [
         row("force", 0.99, 0, 0.8, kept=100, effective=90, prune_seconds=10.0,
-            best_validation_accuracy=0.81),
-        row("force", 0.99, 1, 0.9, kept=100, effective=0, prune_seconds=20.0),
+            best_validation_accuracy=0.81, final_kept=100, final_effective=90),
+        # A mask that changed during training: the table counts the one it ended with.
+        row("force", 0.99, 1, 0.9, kept=200, effective=200, prune_seconds=20.0,
+            final_kept=100, final_effective=0),
         row("force", 0.998, 0, 0.7)])  # an older results.csv: no paths, no seconds
     rows = sweep_compare.write_comparison([("a", str(tmp_path / "a"))], str(tmp_path / "out"))
     assert (rows[0]["kept"], rows[0]["effective"], rows[0]["prune_seconds"],
             rows[0]["best_validation_accuracy"]) == (100, 90, 10.0, 0.81)
+    assert rows[1]["final_kept"] == 100 and rows[1]["final_effective"] == 0
     assert rows[2]["effective"] is None and rows[2]["prune_seconds"] is None
     text = (tmp_path / "out" / "summary.md").read_text()
     # (90/100 + 0/100) / 2 = 45 %; one of the two masks keeps no path. Seconds: (10 + 20) / 2.

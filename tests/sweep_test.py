@@ -110,7 +110,7 @@ def test_summary_is_mean_and_std_over_finished_seeds():
     def row(method, sparsity, seed, accuracy, objective=1.0, error=None):
         return {"method": method, "sparsity": sparsity, "seed": seed,
                 "test_accuracy": accuracy, "force_objective": objective, "error": error,
-                "kept": 100, "effective": None if error else 90 + 10 * seed}
+                "final_kept": 100, "final_effective": None if error else 90 + 10 * seed}
 
     rows = [row("force", 0.9, 0, 0.8), row("force", 0.9, 1, 0.9, objective=0.0),
             row("force", 0.99, 0, 0.5), row("force", 0.99, 1, None, None, "ValueError: x"),
@@ -160,14 +160,23 @@ def test_report_only_reports_every_ended_cell_of_the_grid_and_runs_none(tmp_path
     force_seed0 = sweep_grid.cell_config(config, "force", 0.9, 0)  # a cell copied in
     finishes(force_seed0, str(tmp_path / "cells" / "force_s0.9_seed0"))
     (tmp_path / "cells" / "snip_s0.9_seed0").mkdir()  # a cell that never ended: left out
+    # A failure of another config (it failed before writing any result, so a sweep would rerun
+    # it): left out too.
+    other = sweep_grid.cell_config(config, "snip", 0.99, 0)
+    other.train.num_steps = 12
+    workdir.record_config(str(tmp_path / "cells" / "snip_s0.99_seed0"), other)
+    (tmp_path / "cells" / "snip_s0.99_seed0" / sweep_cells.CELL_RECORD).write_text(
+        '{"train_seconds": 1.0, "error": "RuntimeError: elsewhere"}')
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "cells").rglob("*")}
     rows = sweep.rewrite_reports(config, str(tmp_path))
+    # Nothing ran and no cell folder was written: every file as it was, none added.
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cells").rglob("*")} == before
     table = read_csv(tmp_path / "results.csv")
     assert [(r["method"], r["sparsity"], r["seed"]) for r in table] == [
         ("force", "0.9", "0"), ("force", "0.9", "1"), ("force", "0.99", "1"), ("snip", "0.9", "1"),
         ("snip", "0.99", "1")]
     assert table[0]["test_accuracy"] == "0.5" and table[-1]["error"] == "RuntimeError: no path"
     assert len(rows) == 5 and "5 cells, 1 failed." in (tmp_path / "summary.md").read_text()
-    assert not (tmp_path / "cells" / "snip_s0.9_seed0" / "metrics.json").exists()  # none ran
     config.sweep.seeds = (7,)
     with pytest.raises(ConfigError, match="holds no finished cell of this config's grid"):
         sweep.rewrite_reports(config, str(tmp_path))

@@ -43,6 +43,7 @@ status 2, and the rerun resumes.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -154,9 +155,10 @@ def rewrite_reports(config: ml_collections.ConfigDict, workdir: str) -> list[dic
     still running elsewhere), or one whose reports a partial grid last wrote
     (`--config.sweep.seeds=(0,)`): results.csv, accuracy_by_step.csv,
     summary.md and the figures then hold every cell of the config's grid
-    that finished or failed, and no other. The folder is claimed as by `run_sweep` (a sweep
-    running on it refuses this), and every cell present is checked against
-    the config first.
+    that finished, or failed under this config, and no other (figures an
+    earlier grid drew at other sparsities stay in the folder). The folder is
+    claimed as by `run_sweep` (a sweep running on it refuses this), and every
+    cell present is checked against the config first.
 
     Args:
       config: the sweep config whose grid the reports cover.
@@ -243,7 +245,7 @@ def _run_cells(config: ml_collections.ConfigDict, workdir: str,
         cell_dir = os.path.join(workdir, "cells", name)
         ran = not files.exists(os.path.join(cell_dir, "metrics.json"))
         if train_fn is None:  # reports only: a cell never run (or not yet ended) is left out
-            if ran and not files.exists(os.path.join(cell_dir, sweep_cells.CELL_RECORD)):
+            if ran and not _failed_under(cell_config(config, *cell), cell_dir):
                 continue
             ran = False
         if ran:
@@ -265,6 +267,21 @@ def _run_cells(config: ml_collections.ConfigDict, workdir: str,
                           "report (check --workdir and the grid's config.sweep keys)")
     _write_reports(workdir, rows, step_rows, sweep, highest, first_seed)
     return rows
+
+
+def _failed_under(cell: ml_collections.ConfigDict, cell_dir: str) -> bool:
+    """Whether an unfinished cell's folder records a failure of this very cell config.
+
+    A cell that failed before writing any result holds only its config.json
+    and the sweep's record; `check_cells` does not compare such a folder
+    (a rerun replaces it), so its config.json is compared here.
+    """
+    record = os.path.join(cell_dir, workdir_lib.CONFIG_FILE)
+    if not (files.exists(os.path.join(cell_dir, sweep_cells.CELL_RECORD))
+            and files.exists(record)):
+        return False
+    recorded = json.loads(files.read_text(record))
+    return not workdir_lib.differences(recorded, workdir_lib.config_record(cell))
 
 
 def _grid_order(sweep: ml_collections.ConfigDict, row: dict[str, Any]) -> tuple:

@@ -128,16 +128,23 @@ def tied_sentence(accuracy: Mapping[str, Mapping[int, float]]) -> str:
     Returns:
       "best: A; tied with it: B, C" (or "; no other within the spread"),
       then "; one seed, not judged: D" for the methods `rank_methods` cannot
-      compare; "no values" when no method has one.
+      compare and "; no value: E" for those without any (failed or not
+      run); "best: A, the only method with a value" when A is alone; "no
+      values" when no method has one.
     """
     ranked, _ = rank_methods(accuracy)
     if not ranked:
         return "no values"
+    missing = [m for m, values in accuracy.items() if not values]
     tied = [r.method for r in ranked[1:] if r.tied_with_best]
     open_ = [r.method for r in ranked[1:] if r.tied_with_best is None]
-    text = f"best: {ranked[0].method}; " + (f"tied with it: {', '.join(tied)}" if tied
-                                             else "no other within the spread")
-    return text + (f"; one seed, not judged: {', '.join(open_)}" if open_ else "")
+    if len(ranked) == 1:
+        text = f"best: {ranked[0].method}, the only method with a value"
+    else:
+        text = f"best: {ranked[0].method}; " + (f"tied with it: {', '.join(tied)}" if tied
+                                                 else "no other within the spread")
+    return (text + (f"; one seed, not judged: {', '.join(open_)}" if open_ else "")
+            + (f"; no value: {', '.join(missing)}" if missing else ""))
 
 
 def accuracy_by_method(rows: Sequence[Mapping], variant: str, sparsity: float,

@@ -64,10 +64,18 @@ def cell_row(workdir: str, method: str, sparsity: float, seed: int,
     metrics = read_json(os.path.join(workdir, "metrics.json")) or {}
     pruned = read_json(os.path.join(workdir, "prune.json")) or {}
     record = read_json(os.path.join(workdir, CELL_RECORD)) or {}
+    config = read_json(os.path.join(workdir, "config.json")) or {}
+    changes = config.get("train", {}).get("mask_changes") or {}
     objective = pruned.get("history", {}).get("objective") or [None]
     if ablation in sanity.MASK_SHUFFLES:  # S(m) was measured on the method's mask, not this one
         objective = [None]
     report = pruned.get("report")
+    # The mask training ended with: the pruning's, unless it changed during training (then
+    # the run counted it again; unknown where it did not).
+    final_kept, final_effective = ((report["kept"], report.get("effective")) if report
+                                   else (None, None))
+    if changes.get("method", "none") != "none":
+        final_kept, final_effective = metrics.get("final_kept"), metrics.get("final_effective")
     return {
         "method": method, "ablation": ablation, "sparsity": float(sparsity), "seed": int(seed),
         "test_accuracy": metrics.get("test_accuracy"),
@@ -76,8 +84,9 @@ def cell_row(workdir: str, method: str, sparsity: float, seed: int,
         "collapsed_layers": len(report["collapsed"]) if report else None,
         "kept": report["kept"] if report else None,
         "effective": report.get("effective") if report else None,
-        # The mask training ended with: the pruning's, unless it changed during training.
         "final_density": metrics.get("global_density"),
+        "final_kept": final_kept if metrics else None,
+        "final_effective": final_effective if metrics else None,
         "prune_seconds": pruned.get("seconds"),
         "train_seconds": record.get("train_seconds"),
         "error": record.get("error"),

@@ -10,7 +10,8 @@ settings apart from sparsity and seed (checked in each cell's config.json), and
 a cell found twice is an error. `--series=force,iter_snip,...` keeps those
 methods (a series: "method" or "method+ablation") in that order. Writes,
 atomically, OUT/results.csv (every cell, with a `variant` column, its test
-and best validation accuracy, kept and effective weights, mask seconds),
+and best validation accuracy, kept and effective weights of the pruning mask
+and of the mask training ended with, mask seconds),
 OUT/summary.md (test accuracy mean ± sample std and seed count, one row per
 variant and method, one column per sparsity; in the same layout, the kept
 weights on an input-output path and the seconds to compute the mask; then,
@@ -39,7 +40,8 @@ from force_jax.reports.tables import csv_text, markdown_table, mean_std, sparsit
 from force_jax.runs import files, workdir
 
 VARIANT_COLUMNS = ("variant", "method", "sparsity", "seed", "test_accuracy",
-                   "best_validation_accuracy", "kept", "effective", "prune_seconds", "error")
+                   "best_validation_accuracy", "kept", "effective", "final_kept",
+                   "final_effective", "prune_seconds", "error")
 PANELS = ("method", "variant")
 
 
@@ -71,7 +73,7 @@ def read_rows(label: str, sweep_dir: str) -> list[dict[str, Any]]:
 
 # The per-cell numbers a comparison carries over from each sweep's results.csv.
 NUMBERS = {"test_accuracy": float, "best_validation_accuracy": float, "kept": int,
-           "effective": int, "prune_seconds": float}
+           "effective": int, "final_kept": int, "final_effective": int, "prune_seconds": float}
 
 
 def _number(text: str | None, kind: type) -> float | int | None:
@@ -90,12 +92,16 @@ def _cells(rows, variant, method, sparsity) -> list[dict[str, Any]]:
 
 
 def _paths(cells: Sequence[dict[str, Any]]) -> str:
-    """Mean effective / kept share, and how many masks keep no path: "92.1 % (0/3 no path)"."""
-    known = [c for c in cells if c.get("effective") is not None and c.get("kept")]
+    """Mean effective / kept share of the masks training ended with, and how many keep no path.
+
+    "92.1 % (0/3 no path)"; "n/a" where no cell recorded it.
+    """
+    known = [c for c in cells if c.get("final_effective") is not None and c.get("final_kept")]
     if not known:
         return "n/a"
-    share = statistics.fmean(c["effective"] / c["kept"] for c in known)
-    return f"{100 * share:.1f} % ({sum(c['effective'] == 0 for c in known)}/{len(known)} no path)"
+    share = statistics.fmean(c["final_effective"] / c["final_kept"] for c in known)
+    none = sum(c["final_effective"] == 0 for c in known)
+    return f"{100 * share:.1f} % ({none}/{len(known)} no path)"
 
 
 def _seconds(cells: Sequence[dict[str, Any]]) -> str:
@@ -128,8 +134,8 @@ def summary_markdown(rows: Sequence[dict[str, Any]]) -> str:
     failed = sum(1 for r in rows if r["error"])
     head = ["variant", "method", *(sparsity_head(s) for s in sparsities)]
     text = markdown_table(head, table) + f"\n{len(rows)} cells, {failed} failed.\n"
-    for title, cell in (("Kept weights on an input-output path (effective / kept, mean over "
-                         "seeds; masks that keep no path)", _paths),
+    for title, cell in (("Kept weights on an input-output path (effective / kept of the mask "
+                         "training ended with, mean over seeds; masks that keep no path)", _paths),
                         ("Seconds to compute the mask (mean over seeds)", _seconds)):
         table = [[variant, method, *(cell(_cells(rows, variant, method, s)) for s in sparsities)]
                  for variant in variants for method in methods]
@@ -287,8 +293,13 @@ def select_series(rows: Sequence[dict[str, Any]], series: Sequence[str]) -> list
       their read order.
 
     Raises:
-      ValueError: naming a series that no row has, and those there are.
+      ValueError: for no series or a series named twice, or naming a series
+        that no row has, and those there are.
     """
+    repeated = sorted({name for name in series if list(series).count(name) > 1})
+    if not series or repeated:
+        raise ValueError("--series must name each series once, at least one: "
+                         + (f"{', '.join(repeated)} named twice" if repeated else "none named"))
     present = list(dict.fromkeys(r["method"] for r in rows))
     missing = [name for name in series if name not in present]
     if missing:

@@ -20,8 +20,8 @@ from force_jax.runs import files
 
 COLUMNS = (
     "method", "ablation", "sparsity", "seed", "test_accuracy", "best_validation_accuracy",
-    "force_objective", "collapsed_layers", "kept", "effective", "final_density", "prune_seconds",
-    "train_seconds", "error",
+    "force_objective", "collapsed_layers", "kept", "effective", "final_density", "final_kept",
+    "final_effective", "prune_seconds", "train_seconds", "error",
 )
 
 
@@ -147,10 +147,14 @@ def _disconnected(values: Sequence[float]) -> str:
 
 
 def _effective_share(rows: Sequence[dict[str, Any]], method: str, sparsity: float) -> str:
-    """Mean over seeds of effective / kept weights, as a percentage ("n/a" where unknown)."""
-    shares = [float(r["effective"]) / float(r["kept"]) for r in rows
+    """Mean over seeds of effective / kept weights of the mask training ended with, in %.
+
+    "n/a" where unknown (a mask that changed during training in a run that
+    did not count it again).
+    """
+    shares = [float(r["final_effective"]) / float(r["final_kept"]) for r in rows
               if _series(r) == method and float(r["sparsity"]) == float(sparsity)
-              and r.get("effective") is not None and r.get("kept")]
+              and r.get("final_effective") is not None and r.get("final_kept")]
     return f"{100 * statistics.fmean(shares):.1f} %" if shares else "n/a"
 
 
@@ -165,7 +169,8 @@ def summary_markdown(rows: Sequence[dict[str, Any]], methods: Sequence[str],
     weight, so the pruned network's output does not depend on them (a layer
     collapse, even when every layer keeps some weights). The third gives the
     share of the kept weights that lie on an input-output path (effective
-    sparsity, `force_jax.core.effective`), mean over seeds. Failed cells are
+    sparsity, `force_jax.core.effective`) in the mask training ended with,
+    mean over seeds. Failed cells are
     counted below the tables.
 
     Args:
@@ -189,8 +194,8 @@ def summary_markdown(rows: Sequence[dict[str, Any]], methods: Sequence[str],
         sections.append(f"{title}\n\n{markdown_table(head, table)}")
     table = [[method, *(_effective_share(rows, method, s) for s in sparsities)]
              for method in methods]
-    sections.append("Kept weights on an input-output path (effective / kept, mean over "
-                    f"seeds):\n\n{markdown_table(head, table)}")
+    sections.append("Kept weights on an input-output path (effective / kept, of the mask "
+                    f"training ended with; mean over seeds):\n\n{markdown_table(head, table)}")
     failed = [r for r in rows if r.get("error")]
     sections.append(f"{len(rows)} cells, {len(failed)} failed.\n")
     return "\n".join(sections)
