@@ -124,10 +124,10 @@ def test_the_mask_training_ended_with_is_counted_again_where_it_changed(tmp_path
     mask[first]["kernel"].flat[0] = True
     schedule = training_setup.make_lr_schedule(rigl, exp.info.num_train)
     state = training_setup.initial_state(rigl, exp.model, exp.variables, mask, schedule, 6)
-    assert train._changed_mask_counts(rigl, exp, state) == {"final_kept": 1,
-                                                            "final_effective": 0}
+    assert pruning_run.final_mask_counts(rigl, exp, state.opt_state) == {
+        "final_kept": 1, "final_effective": 0}
     fixed = tiny_config(**{"prune.sparsity": 0.9})
-    assert train._changed_mask_counts(fixed, exp, state) == {}  # prune.json's counts hold
+    assert pruning_run.final_mask_counts(fixed, exp, state.opt_state) == {}  # prune.json's hold
     report = pruning_run.mask_report(exp.model, exp.variables, mask, exp.info.image_shape)
     assert (report.kept, report.effective) == (1, 0)
 

@@ -43,7 +43,6 @@ status 2, and the rerun resumes.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -63,14 +62,13 @@ from force_jax.config.sweep_grid import (
     cell_name,
     check_cells,
     check_shared_options,
+    failed_under,
     grid,
     validate_grid,
 )
-from force_jax.core import mask_analysis
 from force_jax.errors import ConfigError
-from force_jax.reports import plots, sweep_cells
+from force_jax.reports import sweep_cells
 from force_jax.reports.sweep_report import (
-    report_from_dict,
     series_name,
     write_plots,
     write_results,
@@ -245,7 +243,7 @@ def _run_cells(config: ml_collections.ConfigDict, workdir: str,
         cell_dir = os.path.join(workdir, "cells", name)
         ran = not files.exists(os.path.join(cell_dir, "metrics.json"))
         if train_fn is None:  # reports only: a cell never run (or not yet ended) is left out
-            if ran and not _failed_under(cell_config(config, *cell), cell_dir):
+            if ran and not failed_under(cell_config(config, *cell), cell_dir):
                 continue
             ran = False
         if ran:
@@ -269,46 +267,10 @@ def _run_cells(config: ml_collections.ConfigDict, workdir: str,
     return rows
 
 
-def _failed_under(cell: ml_collections.ConfigDict, cell_dir: str) -> bool:
-    """Whether an unfinished cell's folder records a failure of this very cell config.
-
-    A cell that failed before writing any result holds only its config.json
-    and the sweep's record; `check_cells` does not compare such a folder
-    (a rerun replaces it), so its config.json is compared here.
-    """
-    record = os.path.join(cell_dir, workdir_lib.CONFIG_FILE)
-    if not (files.exists(os.path.join(cell_dir, sweep_cells.CELL_RECORD))
-            and files.exists(record)):
-        return False
-    recorded = json.loads(files.read_text(record))
-    return not workdir_lib.differences(recorded, workdir_lib.config_record(cell))
-
-
 def _grid_order(sweep: ml_collections.ConfigDict, row: dict[str, Any]) -> tuple:
     """Sort key of a results row: method and ablation (in the grid's order), sparsity, seed."""
     return (sweep.methods.index(row["method"]), ablations(sweep).index(row["ablation"]),
             row["sparsity"], row["seed"])
-
-
-def _trajectory_plots(workdir: str, sweep: ml_collections.ConfigDict, sparsity: float,
-                      seed: int) -> list[str]:
-    """density_trajectory_<method>_<sparsity>.png for each multi-step method's cell."""
-    written = []
-    for method in sweep.methods:
-        cell = os.path.join(workdir, "cells", cell_name(method, sparsity, seed))
-        pruned = sweep_cells.read_json(os.path.join(cell, "prune.json")) or {}
-        layer_kept = pruned.get("history", {}).get("layer_kept")
-        if not layer_kept or len(layer_kept) < 2 or "report" not in pruned:
-            continue
-        trajectory = mask_analysis.layer_density_trajectory(
-            layer_kept, report_from_dict(pruned["report"]))
-        path = os.path.join(workdir, f"density_trajectory_{method}_{float(sparsity)!r}.png")
-        plots.plot_density_trajectory(
-            trajectory, pruned["history"]["keep_fraction"], path,
-            title=f"{method}: per-layer density over its schedule, sparsity {sparsity} "
-                  f"(seed {seed})")
-        written.append(path)
-    return written
 
 
 def _write_reports(workdir: str, rows: list[dict[str, Any]], step_rows: list[dict[str, Any]],
@@ -321,26 +283,7 @@ def _write_reports(workdir: str, rows: list[dict[str, Any]], step_rows: list[dic
                   step_rows)
     write_plots(workdir, rows, sweep_cells.density_reports(workdir, sweep, highest, first_seed),
                 highest, first_seed)
-    _trajectory_plots(workdir, sweep, highest, first_seed)
-
-
-def failure_lines(rows: list[dict[str, Any]]) -> list[str]:
-    """One line per failed cell: its name and its error.
-
-    Args:
-      rows: results rows (`cell_row`).
-
-    Returns:
-      "failed: <cell>: <Type: message>", the message on one line and cut at
-      300 characters; empty when no cell failed.
-    """
-    lines = []
-    for row in rows:
-        if row["error"]:
-            name = cell_name(row["method"], row["sparsity"], row["seed"], row["ablation"])
-            text = " ".join(str(row["error"]).split())
-            lines.append(f"failed: {name}: {text[:300]}{'...' if len(text) > 300 else ''}")
-    return lines
+    sweep_cells.trajectory_plots(workdir, sweep, highest, first_seed)
 
 
 def _sweep_and_summarise(config: ml_collections.ConfigDict, workdir: str, *,
@@ -360,7 +303,7 @@ def _sweep_and_summarise(config: ml_collections.ConfigDict, workdir: str, *,
       SystemExit: with status 1 when some cell failed.
     """
     rows = run_sweep(config, workdir, train_fn=train_fn)
-    failed = failure_lines(rows)
+    failed = sweep_cells.failure_lines(rows)
     print(f"{len(rows)} cells, {len(failed)} failed; "
           f"results in {os.path.join(workdir, 'results.csv')}", flush=True)
     if failed:
@@ -371,7 +314,8 @@ def _sweep_and_summarise(config: ml_collections.ConfigDict, workdir: str, *,
 def _report_and_summarise(config: ml_collections.ConfigDict, workdir: str) -> None:
     """The sweep command with --report_only: `rewrite_reports`, and one line of what it found."""
     rows = rewrite_reports(config, workdir)
-    print(f"{len(rows)} finished cells reported, {len(failure_lines(rows))} of them failed; "
+    failed = len(sweep_cells.failure_lines(rows))
+    print(f"{len(rows)} finished cells reported, {failed} of them failed; "
           f"results in {os.path.join(workdir, 'results.csv')}", flush=True)
 
 

@@ -22,7 +22,6 @@ import jax
 import ml_collections
 import numpy as np
 import optax
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
@@ -236,7 +235,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh,
                                                  info.image_shape, shard)
         plan = _Plan(config, workdir, mesh, mngr, schedule, total_steps, steps_per_epoch)
         records, state = _train(plan, state, step, records)
-        final = _final_metrics(records) | _changed_mask_counts(config, exp, state)
+        final = _final_metrics(records) | pruning_run.final_mask_counts(
+            config, exp, state.opt_state)
         if jax.process_index() == 0:
             checkpoint.write_json(os.path.join(workdir, "metrics.json"), final)
             print(f"test accuracy {final.get('test_accuracy', float('nan')):.4f}")
@@ -261,24 +261,6 @@ def _compiled_steps(state: steps.TrainState, mesh: Mesh, fsdp: bool) -> tuple[An
         return jit_eval_step(state, sharding.global_batch(local_batch, mesh))
 
     return train_step, eval_step
-
-
-def _changed_mask_counts(config: ml_collections.ConfigDict, exp: setup.Experiment,
-                         state: steps.TrainState) -> dict:
-    """The kept and effective counts of the mask training ended with, where it changed.
-
-    A mask that changed during training (`train.mask_changes`) is not the one
-    prune.json describes: its kept weights on an input-output path are
-    counted again (about one gradient's cost, once per run). A fixed mask
-    gives {} (prune.json's counts hold).
-    """
-    if mask_changes_config.method(config) == "none":
-        return {}
-    mask = optim.mask_from_state(state.opt_state)
-    if jax.process_count() > 1:  # its arrays span the processes: every process gathers it
-        mask = multihost_utils.process_allgather(mask)
-    report = pruning_run.mask_report(exp.model, exp.variables, mask, exp.info.image_shape)
-    return {"final_kept": report.kept, "final_effective": report.effective}
 
 
 def _train(plan: _Plan, state: steps.TrainState, step: int,

@@ -15,11 +15,14 @@ import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from force_jax import models as models_lib
+from force_jax import optim
+from force_jax.config import mask_changes as mask_changes_config
 from force_jax.config import validate
-from force_jax.config.setup import check_allocation, recipe
+from force_jax.config.setup import Experiment, check_allocation, recipe
 from force_jax.core import (
     compile_options,
     data_checks,
@@ -204,3 +207,30 @@ def prune_record(config: ml_collections.ConfigDict, seconds: float,
         "report": report.as_dict(),
         "history": {k: np.asarray(v).tolist() for k, v in history._asdict().items()},
     }
+
+
+def final_mask_counts(config: ml_collections.ConfigDict, exp: Experiment,
+                      opt_state: Any) -> dict:
+    """The kept and effective counts of the mask training ended with, where it changed.
+
+    A mask that changed during training (`train.mask_changes`) is not the one
+    prune.json describes: its kept weights on an input-output path are
+    counted again (about one gradient's cost, once per run). On several
+    processes every process gathers the mask (a collective).
+
+    Args:
+      config: experiment config.
+      exp: the run's experiment (model, variables, dataset description).
+      opt_state: the final optimizer state, which holds the mask.
+
+    Returns:
+      {"final_kept", "final_effective"}; {} for a fixed mask (prune.json's
+      counts hold).
+    """
+    if mask_changes_config.method(config) == "none":
+        return {}
+    mask = optim.mask_from_state(opt_state)
+    if jax.process_count() > 1:  # its arrays span the processes
+        mask = multihost_utils.process_allgather(mask)
+    report = mask_report(exp.model, exp.variables, mask, exp.info.image_shape)
+    return {"final_kept": report.kept, "final_effective": report.effective}

@@ -17,6 +17,10 @@ from force_jax.errors import ConfigError, WorkdirError
 from force_jax.runs import files
 from force_jax.runs import workdir as workdir_lib
 
+# Written by the sweep beside a cell's own files: its timing and error, so a
+# rerun that skips the cell can still report them.
+CELL_RECORD = "sweep_cell.json"
+
 # The values of the sweep's ablations axis: a sanity check of the mask or of the data
 # (force_jax.core.sanity, data_checks), or a layer-wise allocation (force_jax.core.allocation:
 # the cell prunes with prune.scope=layerwise and that allocation).
@@ -290,3 +294,26 @@ def grid(sweep: ml_collections.ConfigDict) -> list[tuple[str, float, int, str]]:
     """
     return [(m, float(s), int(seed), a) for seed in sweep.seeds for s in sweep.sparsities
             for m in sweep.methods for a in ablations(sweep)]
+
+
+def failed_under(cell: ml_collections.ConfigDict, cell_dir: str) -> bool:
+    """Whether an unfinished cell's folder records a failure of this very cell config.
+
+    A cell that failed before writing any result holds only its config.json
+    and the sweep's record; `check_cells` does not compare such a folder
+    (a rerun replaces it), so its config.json is compared here.
+
+    Args:
+      cell: the cell's config.
+      cell_dir: its folder.
+
+    Returns:
+      True when the folder holds the sweep's record of a failure and a
+      config.json equal to the cell's.
+    """
+    record = os.path.join(cell_dir, workdir_lib.CONFIG_FILE)
+    if not (files.exists(os.path.join(cell_dir, CELL_RECORD))
+            and files.exists(record)):
+        return False
+    recorded = json.loads(files.read_text(record))
+    return not workdir_lib.differences(recorded, workdir_lib.config_record(cell))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import statistics
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib
 
@@ -122,4 +124,53 @@ def plot_density_trajectory(trajectory: Mapping[str, Sequence[float]],
     ax.set_title(title or "per-layer density over the pruning schedule")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
+    save_figure(fig, path)
+
+PANELS = ("method", "variant")  # what one panel of `plot_comparison` holds
+
+
+def _accuracies(rows, variant, method, sparsity) -> list[float]:
+    return [r["test_accuracy"] for r in rows if (r["variant"], r["method"], r["sparsity"]) == (
+        variant, method, sparsity) and r["test_accuracy"] is not None]
+
+
+def plot_comparison(rows: Sequence[dict[str, Any]], path: str, panels: str = "method") -> None:
+    """Accuracy vs remaining weights, mean with error bars of one std.
+
+    Args:
+      rows: labelled rows (`sweep_compare.read_rows`): variant, method,
+        sparsity and test_accuracy (None for a failed cell).
+      path: output PNG.
+      panels: "method" (one panel per method, one line per variant) or
+        "variant" (one panel per variant, one line per method).
+    """
+    if panels not in PANELS:
+        raise ValueError(f"panels must be one of {PANELS}, got {panels!r}")
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    sparsities = sorted({r["sparsity"] for r in rows})
+    outer, inner = (methods, variants) if panels == "method" else (variants, methods)
+    colours = plt.get_cmap("tab10" if len(inner) <= 10 else "tab20")
+    fig, axes = plt.subplots(1, len(outer), figsize=(5 * len(outer) + 2 * (panels == "variant"),
+                                                     4 + 0.15 * len(inner) * (panels == "variant")),
+                             sharey=True, squeeze=False)
+    for ax, name in zip(axes[0], outer):
+        for i, line in enumerate(inner):
+            method, variant = (name, line) if panels == "method" else (line, name)
+            points = [(100 * (1 - s), _accuracies(rows, variant, method, s)) for s in sparsities]
+            points = [(x, v) for x, v in points if v]
+            if not points:
+                continue
+            means = [statistics.fmean(v) for _, v in points]
+            stds = [statistics.stdev(v) if len(v) > 1 else 0.0 for _, v in points]
+            ax.errorbar([x for x, _ in points], means, yerr=stds, marker="os^vD<>p*h"[i % 10],
+                        capsize=3, color=colours(i % colours.N), label=line)
+        ax.set(xscale="log", xlabel="remaining weights (%)", title=name)
+        remaining = [100 * (1 - s) for s in sparsities]  # the measured points, as plain numbers
+        ax.set_xticks(remaining, [f"{x:.3g}" for x in remaining])
+        ax.minorticks_off()
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test accuracy")
+    axes[0][-1].legend(fontsize=8, loc="best" if panels == "method" else "lower right")
+    fig.tight_layout()
     save_figure(fig, path)

@@ -1,4 +1,5 @@
-"""A sweep's cell folders read back: one results row per cell, its accuracy by step.
+"""A sweep's cell folders read back: one results row per cell, its accuracy by step,
+its failures, the density trajectories of its multi-step methods.
 
 A cell leaves metrics.json, prune.json and metrics.jsonl (the train command's
 files) and CELL_RECORD (the sweep's own: the cell's training time and
@@ -14,20 +15,21 @@ from typing import Any
 import ml_collections
 
 from force_jax.config.sweep_grid import (
+    CELL_RECORD,
     ablations,
     cell_name,
 )
-from force_jax.core import sanity
+from force_jax.core import mask_analysis, sanity
 from force_jax.core.density import SparsityReport
+from force_jax.reports import plots
 from force_jax.reports.sweep_report import (
     report_from_dict,
     series_name,
 )
 from force_jax.runs import checkpoint, files
 
-# Written by the sweep beside the cell's own files: its timing and error, so a
-# rerun that skips the cell can still report them.
-CELL_RECORD = "sweep_cell.json"
+__all__ = ["CELL_RECORD", "cell_row", "cell_step_rows", "density_reports", "failure_lines",
+           "read_json", "trajectory_plots"]
 
 
 def read_json(path: str) -> dict | None:
@@ -109,3 +111,52 @@ def cell_step_rows(workdir: str, method: str, sparsity: float, seed: int,
     return [{"method": method, "ablation": ablation, "sparsity": float(sparsity),
              "seed": int(seed), "step": int(r["step"]), "test_accuracy": r.get("test_accuracy")}
             for r in records if "step" in r]
+
+
+def trajectory_plots(workdir: str, sweep: ml_collections.ConfigDict, sparsity: float,
+                      seed: int) -> list[str]:
+    """density_trajectory_<method>_<sparsity>.png for each multi-step method's cell.
+
+    Args:
+      workdir: the sweep folder.
+      sweep: config.sweep.
+      sparsity, seed: the cells drawn.
+
+    Returns:
+      The paths written.
+    """
+    written = []
+    for method in sweep.methods:
+        cell = os.path.join(workdir, "cells", cell_name(method, sparsity, seed))
+        pruned = read_json(os.path.join(cell, "prune.json")) or {}
+        layer_kept = pruned.get("history", {}).get("layer_kept")
+        if not layer_kept or len(layer_kept) < 2 or "report" not in pruned:
+            continue
+        trajectory = mask_analysis.layer_density_trajectory(
+            layer_kept, report_from_dict(pruned["report"]))
+        path = os.path.join(workdir, f"density_trajectory_{method}_{float(sparsity)!r}.png")
+        plots.plot_density_trajectory(
+            trajectory, pruned["history"]["keep_fraction"], path,
+            title=f"{method}: per-layer density over its schedule, sparsity {sparsity} "
+                  f"(seed {seed})")
+        written.append(path)
+    return written
+
+
+def failure_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per failed cell: its name and its error.
+
+    Args:
+      rows: results rows (`cell_row`).
+
+    Returns:
+      "failed: <cell>: <Type: message>", the message on one line and cut at
+      300 characters; empty when no cell failed.
+    """
+    lines = []
+    for row in rows:
+        if row["error"]:
+            name = cell_name(row["method"], row["sparsity"], row["seed"], row["ablation"])
+            text = " ".join(str(row["error"]).split())
+            lines.append(f"failed: {name}: {text[:300]}{'...' if len(text) > 300 else ''}")
+    return lines

@@ -34,7 +34,8 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from force_jax.reports import plots, seed_ranking
+from force_jax.reports import seed_ranking
+from force_jax.reports.plots import PANELS, plot_comparison
 from force_jax.reports.sweep_report import series_name
 from force_jax.reports.tables import csv_text, markdown_table, mean_std, sparsity_head
 from force_jax.runs import files, workdir
@@ -42,7 +43,6 @@ from force_jax.runs import files, workdir
 VARIANT_COLUMNS = ("variant", "method", "sparsity", "seed", "test_accuracy",
                    "best_validation_accuracy", "kept", "effective", "final_kept",
                    "final_effective", "prune_seconds", "error")
-PANELS = ("method", "variant")
 
 
 def read_rows(label: str, sweep_dir: str) -> list[dict[str, Any]]:
@@ -152,49 +152,6 @@ def summary_markdown(rows: Sequence[dict[str, Any]]) -> str:
                  + "".join("\n" + seed_ranking.ranking_markdown(a, sparsity_head(s))
                            for s, a in by_sparsity.items() if any(a.values())))
     return text
-
-
-def plot_comparison(rows: Sequence[dict[str, Any]], path: str, panels: str = "method") -> None:
-    """Accuracy vs remaining weights, mean with error bars of one std.
-
-    Args:
-      rows: labelled rows from `read_rows`.
-      path: output PNG.
-      panels: "method" (one panel per method, one line per variant) or
-        "variant" (one panel per variant, one line per method).
-    """
-    import matplotlib.pyplot as plt
-
-    if panels not in PANELS:
-        raise ValueError(f"panels must be one of {PANELS}, got {panels!r}")
-    variants = list(dict.fromkeys(r["variant"] for r in rows))
-    methods = list(dict.fromkeys(r["method"] for r in rows))
-    sparsities = sorted({r["sparsity"] for r in rows})
-    outer, inner = (methods, variants) if panels == "method" else (variants, methods)
-    colours = plt.get_cmap("tab10" if len(inner) <= 10 else "tab20")
-    fig, axes = plt.subplots(1, len(outer), figsize=(5 * len(outer) + 2 * (panels == "variant"),
-                                                     4 + 0.15 * len(inner) * (panels == "variant")),
-                             sharey=True, squeeze=False)
-    for ax, name in zip(axes[0], outer):
-        for i, line in enumerate(inner):
-            method, variant = (name, line) if panels == "method" else (line, name)
-            points = [(100 * (1 - s), _accuracies(rows, variant, method, s)) for s in sparsities]
-            points = [(x, v) for x, v in points if v]
-            if not points:
-                continue
-            means = [statistics.fmean(v) for _, v in points]
-            stds = [statistics.stdev(v) if len(v) > 1 else 0.0 for _, v in points]
-            ax.errorbar([x for x, _ in points], means, yerr=stds, marker="os^vD<>p*h"[i % 10],
-                        capsize=3, color=colours(i % colours.N), label=line)
-        ax.set(xscale="log", xlabel="remaining weights (%)", title=name)
-        remaining = [100 * (1 - s) for s in sparsities]  # the measured points, as plain numbers
-        ax.set_xticks(remaining, [f"{x:.3g}" for x in remaining])
-        ax.minorticks_off()
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("test accuracy")
-    axes[0][-1].legend(fontsize=8, loc="best" if panels == "method" else "lower right")
-    fig.tight_layout()
-    plots.save_figure(fig, path)
 
 
 def check_no_repeated_cells(rows: Sequence[dict[str, Any]]) -> None:
